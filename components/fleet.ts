@@ -1,0 +1,77 @@
+/**
+ * The fleet: the pipeline of DESIGN.md as one component. Images are uploaded once per content
+ * hash; each host gets its Vault access, its user-data and pools.json, and a machine; the
+ * inventory of every host feeds the NixOS deploys, which roll out in waves.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { renderUserData } from "./cloud-init";
+import { FleetDeploy } from "./deploy";
+import { createHost } from "./hosts";
+import { SharedNetworks } from "./hosts/network";
+import type { HostOutputs } from "./hosts/types";
+import { FleetImages } from "./images";
+import { buildInventory, renderInventoryJson, type HostAddresses } from "./inventory";
+import type { FleetSecrets } from "./load";
+import type { FleetModel, HostModel } from "./model";
+import { renderPoolsJson } from "./pools";
+import { FleetVault } from "./vault";
+
+export interface FleetArgs {
+  /** The validated fleet model (components/config.ts). */
+  model: FleetModel;
+  /** Secret config values, kept as Pulumi secrets end to end. */
+  secrets: FleetSecrets;
+}
+
+export class Fleet extends pulumi.ComponentResource {
+  /** inventory.json, the file `nix/` builds deploy targets from. */
+  readonly inventoryJson: pulumi.Output<string>;
+  /** Public and private address of every host, by name. */
+  readonly addresses: pulumi.Output<Record<string, HostAddresses>>;
+  /** Each host's pools.json, by host name (known without any cloud). */
+  readonly poolsJson: Record<string, string>;
+  /** Each host's cloud-init user-data, by host name (secret: it carries a wrapped secret_id). */
+  readonly userData: Record<string, pulumi.Output<string>>;
+
+  constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("runner-fleet:index:Fleet", name, {}, opts);
+    const { model, secrets } = args;
+
+    const images = new FleetImages("images", { model }, { parent: this });
+    const vault = new FleetVault("vault", { model, secrets }, { parent: this });
+    const networks = new SharedNetworks("network", { model }, { parent: this });
+
+    this.poolsJson = {};
+    this.userData = {};
+    const hosts: HostOutputs[] = [];
+    for (const host of model.hosts) {
+      const poolsJson = renderPoolsJson(host.pools.map((p) => model.pools[p]));
+      const userData = this.renderUserData(host, model, poolsJson, vault, secrets);
+      this.poolsJson[host.name] = poolsJson;
+      this.userData[host.name] = userData;
+      const image = host.provider !== "existing" && host.image === "nix" ? images.ref(host.provider, host.arch) : undefined;
+      hosts.push(createHost({ host, model, userData, image, networks }, { parent: this }));
+    }
+
+    this.addresses = pulumi
+      .all(hosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]).apply(([pub, priv]) => [h.name, { public: pub, private: priv ?? null }] as const)))
+      .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);
+    this.inventoryJson = this.addresses.apply((addresses) => renderInventoryJson(buildInventory(model, addresses)));
+
+    new FleetDeploy("deploy", { model, hosts, inventoryJson: this.inventoryJson, poolsJson: this.poolsJson }, { parent: this, dependsOn: [vault] });
+
+    this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses });
+  }
+
+  /** user-data needs the host's AppRole ids, which exist only once Vault has them. */
+  private renderUserData(host: HostModel, model: FleetModel, poolsJson: string, vault: FleetVault, secrets: FleetSecrets): pulumi.Output<string> {
+    const access = vault.access(host.name);
+    // Only the explicit, warned opt-in puts the App key into user-data.
+    const appKey = model.unsafe.githubAppKeyInUserData && host.roles.includes("fireactions") ? secrets.githubApp : undefined;
+    return pulumi.secret(
+      pulumi.all([access.roleId, access.wrappedSecretId, appKey]).apply(([roleId, wrappedSecretId, githubAppPrivateKey]) =>
+        renderUserData({ host, model, poolsJson, roleId, wrappedSecretId, ...(githubAppPrivateKey ? { githubAppPrivateKey } : {}) }),
+      ),
+    );
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * inventory.json: what `nix/` reads to build deploy-rs nodes and the colmena hive
+ * (contract in docs/contracts.md). Pure: the model plus the hosts' addresses.
+ */
+import type { FleetModel, HostModel } from "./model";
+import { secretFilesFor, type SecretFile } from "./vault-paths";
+
+export interface HostAddresses {
+  public: string;
+  private: string | null;
+}
+
+export interface InventoryHost {
+  name: string;
+  provider: HostModel["provider"];
+  address: string;
+  privateAddress: string | null;
+  arch: HostModel["arch"];
+  system: `${HostModel["arch"]}-linux`;
+  roles: HostModel["roles"];
+  tags: string[];
+  sshUser: string;
+  sshPort: number;
+  boot: boolean;
+  image: HostModel["image"];
+  secrets: SecretFile[];
+}
+
+export interface Inventory {
+  version: 1;
+  stack: string;
+  sshAuthorizedKeys: string[];
+  vault: { address: string; mount: string; authMount: string };
+  hosts: Record<string, InventoryHost>;
+}
+
+export function buildInventory(model: FleetModel, addresses: Record<string, HostAddresses>): Inventory {
+  const hosts: Record<string, InventoryHost> = {};
+  for (const host of [...model.hosts].sort((a, b) => a.name.localeCompare(b.name))) {
+    const addr = addresses[host.name];
+    if (!addr) throw new Error(`no address for host ${host.name}`);
+    hosts[host.name] = {
+      name: host.name,
+      provider: host.provider,
+      address: addr.public,
+      privateAddress: addr.private,
+      arch: host.arch,
+      system: `${host.arch}-linux`,
+      roles: host.roles,
+      tags: host.tags,
+      sshUser: model.deploy.sshUser,
+      sshPort: 22,
+      boot: host.boot,
+      image: host.image,
+      secrets: secretFilesFor(host, model),
+    };
+  }
+  return {
+    version: 1,
+    stack: model.stack,
+    sshAuthorizedKeys: model.ssh.authorizedKeys,
+    vault: { address: model.vault.address, mount: model.vault.mount, authMount: model.vault.authMount },
+    hosts,
+  };
+}
+
+export function renderInventoryJson(inventory: Inventory): string {
+  return `${JSON.stringify(inventory, null, 2)}\n`;
+}

@@ -1,0 +1,54 @@
+/**
+ * Reads the stack's config from the Pulumi runtime and builds the validated fleet model. Bad
+ * config ends the program here, before any resource exists, with every problem on its own line.
+ */
+import * as path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "./config";
+import type { FleetModel, SecretName } from "./model";
+
+/** Secret config values, as Pulumi secrets; absent when not set (e.g. kept only in Vault). */
+export type FleetSecrets = Partial<Record<SecretName, pulumi.Output<string>>>;
+
+/** Set by the offline plan and tests: images need only a hash, not a built file. */
+export const OFFLINE_ENV = "RUNNER_FLEET_OFFLINE";
+
+function parseValue(value: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    return value;
+  }
+}
+
+export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
+  const all = pulumi.runtime.allConfig();
+  const raw: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(all)) {
+    if (key.startsWith(`${PROJECT}:`)) raw[key.slice(PROJECT.length + 1)] = parseValue(value);
+  }
+  const secretKeysSet = new Set(Object.values(SECRET_KEYS).filter((k) => raw[k] !== undefined && raw[k] !== ""));
+  let model: FleetModel;
+  try {
+    model = buildFleetModel(raw, {
+      stack: pulumi.getStack(),
+      secretsSet: secretKeysSet,
+      awsRegion: all["aws:region"],
+      azureLocation: all["azure-native:location"],
+      baseDir: path.resolve(__dirname, ".."),
+      requireImageFiles: process.env[OFFLINE_ENV] !== "1",
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      // RunError ends the program with this message alone: no stack trace, no source dump.
+      throw new pulumi.RunError(`invalid stack config (${err.problems.length} problem${err.problems.length === 1 ? "" : "s"}):\n${err.problems.join("\n")}`);
+    }
+    throw err;
+  }
+  const config = new pulumi.Config(PROJECT);
+  const secrets: FleetSecrets = {};
+  for (const [name, key] of Object.entries(SECRET_KEYS) as Array<[SecretName, string]>) {
+    if (secretKeysSet.has(key)) secrets[name] = config.requireSecret(key);
+  }
+  return { model, secrets };
+}

@@ -1,0 +1,158 @@
+/**
+ * The validated fleet model: what `config.ts` produces from stack config and every component
+ * consumes. Plain data only, so pure functions can be tested without the Pulumi runtime.
+ */
+export const PROVIDERS = ["aws", "azure", "hetzner", "digitalocean", "existing"] as const;
+export const ROLES = ["fireactions", "forgejo-runner", "gitea-runner", "cache"] as const;
+export const ARCHES = ["x86_64", "aarch64"] as const;
+export const PRESETS = ["small", "medium", "large"] as const;
+export const CLOUDS = ["aws", "azure", "hetzner", "digitalocean"] as const;
+export const DEPLOY_TOOLS = ["deploy-rs", "colmena"] as const;
+/** Secrets that can live only in Vault (`vault.externalSecrets`) instead of stack config. */
+export const SECRET_NAMES = ["githubApp", "giteaRunnerToken", "cacheSigningKey"] as const;
+
+export type Provider = (typeof PROVIDERS)[number];
+export type Role = (typeof ROLES)[number];
+export type Arch = (typeof ARCHES)[number];
+export type Preset = (typeof PRESETS)[number];
+export type Cloud = (typeof CLOUDS)[number];
+export type DeployTool = (typeof DEPLOY_TOOLS)[number];
+export type SecretName = (typeof SECRET_NAMES)[number];
+
+/** A pool with its preset applied: every field the host's pools.json needs. */
+export interface PoolModel {
+  name: string;
+  size: Preset;
+  maxRunners: number;
+  minRunners: number;
+  vcpus: number;
+  memoryMib: number;
+  labels: string[];
+  runnerName: string;
+  image: string;
+  imagePullPolicy: "Always" | "Never" | "IfNotPresent";
+  organization: string;
+  groupId?: number;
+  kernelArgs: string;
+}
+
+export interface DataVolume {
+  name: string;
+  sizeGib: number;
+  deviceName: string;
+  type: "gp3" | "io2" | "st1";
+  iops?: number;
+  throughput?: number;
+}
+
+interface HostBase {
+  name: string;
+  roles: Role[];
+  pools: string[];
+  tags: string[];
+  /** Protect the instance from deletion (Pulumi `protect`). */
+  protect: boolean;
+  /** Replace the instance when its image changes (off: hosts move forward by deploys). */
+  replaceOnImageChange: boolean;
+  /** Activate new configurations on next boot instead of switching live. */
+  boot: boolean;
+  arch: Arch;
+  vcpus: number;
+  memoryMib: number;
+  kvm: boolean;
+  /** nix: started from our uploaded image; stock: a vendor image, installed by nixos-anywhere. */
+  image: "nix" | "stock";
+}
+
+export interface AwsHost extends HostBase {
+  provider: "aws";
+  instanceType: string;
+  region: string;
+  availabilityZone?: string;
+  subnetId?: string;
+  nestedVirtualization: boolean;
+  rootVolumeGib: number;
+  dataVolumes: DataVolume[];
+}
+
+export interface AzureHost extends HostBase {
+  provider: "azure";
+  size: string;
+  location: string;
+  osDiskGib: number;
+  dataDiskGib?: number;
+}
+
+export interface HetznerHost extends HostBase {
+  provider: "hetzner";
+  serverType: string;
+  location: string;
+  placementGroup?: string;
+}
+
+export interface DigitalOceanHost extends HostBase {
+  provider: "digitalocean";
+  size: string;
+  region: string;
+}
+
+export interface ExistingHost extends HostBase {
+  provider: "existing";
+  address: string;
+  privateAddress?: string;
+  /** Install NixOS with nixos-anywhere (wipes the disk) - only when asked. */
+  install: boolean;
+}
+
+export type HostModel = AwsHost | AzureHost | HetznerHost | DigitalOceanHost | ExistingHost;
+
+export interface ImageSourceModel {
+  cloud: Cloud;
+  arch: Arch;
+  /** The store path the image lives in (resolved from a result link). */
+  storePath: string;
+  /** The 32-character Nix store hash: the image's content address. */
+  hash: string;
+  /** The image file inside the store path, when it is known (it is not in offline plans). */
+  file?: string;
+  format: "vhd" | "raw" | "qcow2" | "vhdx" | "vmdk";
+  compression?: "gzip" | "bzip2";
+}
+
+export interface FleetModel {
+  stack: string;
+  ssh: { authorizedKeys: string[]; adminCidrs: string[]; allowFromAnywhere: boolean };
+  github?: { organization: string; appId?: string; url: string };
+  forgejo?: { url: string; labels: string[] };
+  gitea?: { url: string; labels: string[] };
+  pools: Record<string, PoolModel>;
+  /** Hosts sorted by name: order in config never matters. */
+  hosts: HostModel[];
+  images: ImageSourceModel[];
+  vault: {
+    address: string;
+    mount: string;
+    createMount: boolean;
+    authMount: string;
+    createAuthMount: boolean;
+    wrapTtl: string;
+    secretIdTtl: string;
+    tokenTtl: string;
+    externalSecrets: SecretName[];
+  };
+  deploy: {
+    tool: DeployTool;
+    flake: string;
+    sshUser: string;
+    batchSize: number;
+    confirmTimeout: number;
+    activationTimeout: number;
+    readyTimeoutMinutes: number;
+    installTimeoutMinutes: number;
+    switchTimeoutMinutes: number;
+  };
+  capacity: { reserveVcpus: number; reserveMemoryMib: number };
+  unsafe: { githubAppKeyInUserData: boolean };
+  /** Things that are allowed but worth a second look; printed by plan and `pulumi up`. */
+  warnings: string[];
+}

@@ -1,0 +1,43 @@
+/**
+ * Where each secret lives in Vault (KV v2), and which files vault-agent renders from it on a
+ * host. The scheme is shared by the Vault writes, the per-host policies and `nix/` (through
+ * inventory.json), so it is defined once, here.
+ */
+import type { FleetModel, HostModel, Role } from "./model";
+
+/** KV v2 secret name (path under the mount, without `data/`). */
+export const kvPaths = {
+  githubApp: (organization: string) => `shared/github-app/${organization}`,
+  host: (host: string, role: Exclude<Role, "fireactions">) => `hosts/${host}/${role}`,
+};
+
+export interface SecretFile {
+  /** Where vault-agent writes it on the host. */
+  file: string;
+  /** The API path vault-agent reads: `<mount>/data/<name>`. */
+  path: string;
+  field: string;
+  /** raw: the value; env:NAME: one line NAME=<value>. */
+  format: "raw" | `env:${string}`;
+}
+
+/** The files a host's roles need, in a stable order. */
+export function secretFilesFor(host: HostModel, model: Pick<FleetModel, "vault" | "github">): SecretFile[] {
+  const data = (name: string) => `${model.vault.mount}/data/${name}`;
+  const files: SecretFile[] = [];
+  if (host.roles.includes("fireactions") && model.github) {
+    const app = data(kvPaths.githubApp(model.github.organization));
+    files.push({ file: "/run/secrets/github-app-id", path: app, field: "app_id", format: "raw" });
+    files.push({ file: "/run/secrets/github-app-key.pem", path: app, field: "private_key", format: "raw" });
+  }
+  if (host.roles.includes("forgejo-runner")) {
+    files.push({ file: "/run/secrets/forgejo-runner-token", path: data(kvPaths.host(host.name, "forgejo-runner")), field: "token", format: "env:TOKEN" });
+  }
+  if (host.roles.includes("gitea-runner")) {
+    files.push({ file: "/run/secrets/gitea-runner-token", path: data(kvPaths.host(host.name, "gitea-runner")), field: "token", format: "env:TOKEN" });
+  }
+  if (host.roles.includes("cache")) {
+    files.push({ file: "/run/secrets/cache-signing-key", path: data(kvPaths.host(host.name, "cache")), field: "signing_key", format: "raw" });
+  }
+  return files;
+}

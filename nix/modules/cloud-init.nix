@@ -1,0 +1,18 @@
+# cloud-init writes the contract files (/etc/runner-fleet/*) from user-data and
+# runs runner-fleet-bootstrap. It must not also configure the network: NixOS
+# (networkd/dhcpcd) owns that.
+{ ... }:
+{
+  services.cloud-init = {
+    enable = true;
+    network.enable = false;
+    settings = {
+      # Keep only what user-data needs; users and SSH keys come from Nix.
+      cloud_init_modules = [ "migrator" "seed_random" "bootcmd" "write-files" "growpart" "resizefs" "update_etc_hosts" ];
+      cloud_config_modules = [ "runcmd" ];
+      cloud_final_modules = [ "scripts-per-once" "scripts-per-boot" "scripts-per-instance" "scripts-user" "final-message" ];
+    };
+  };
+
+  # amazon-init is switched off in hardware/aws.nix, where its option exists.
+}

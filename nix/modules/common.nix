@@ -1,0 +1,80 @@
+# Baseline for every host: Nix settings, SSH with keys only, and the deploy
+# user whose sudo rights cover exactly what deploy-rs/colmena and the pool
+# push need.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (config.runnerFleet) inventory host;
+  deployUser = host.sshUser;
+  systemProfile = "/nix/var/nix/profiles/system";
+  # The commands the deploy user may run as root; anything else is refused.
+  # colmena runs nix-env --set and switch-to-configuration itself; deploy-rs
+  # runs its activate-rs wrapper, which does the same two steps (plus the
+  # magic-rollback wait). sudo compares inodes, so the store path of nix-env
+  # also matches /run/current-system/sw/bin/nix-env.
+  allowed = [
+    "${config.nix.package}/bin/nix-env --profile ${systemProfile} --set /nix/store/*"
+    "${config.nix.package}/bin/nix-env -p ${systemProfile} --set /nix/store/*"
+    "/nix/store/*/bin/switch-to-configuration"
+    "/nix/store/*/activate-rs"
+    "/run/current-system/sw/bin/runner-fleet-apply-pools"
+  ];
+in
+{
+  system.stateVersion = lib.mkDefault "25.11";
+
+  networking.hostName = lib.mkDefault host.name;
+
+  nix.settings = {
+    experimental-features = [ "nix-command" "flakes" ];
+    # Store paths copied by deploy-rs/colmena are signed by no one; the deploy
+    # user must be trusted to import them.
+    trusted-users = [ "root" deployUser ];
+    auto-optimise-store = true;
+  };
+  nix.gc = {
+    automatic = true;
+    dates = "weekly";
+    options = "--delete-older-than 30d";
+  };
+
+  services.openssh = {
+    enable = true;
+    ports = [ host.sshPort ];
+    settings = {
+      PasswordAuthentication = false;
+      KbdInteractiveAuthentication = false;
+      PermitRootLogin = "no";
+    };
+  };
+
+  # Users come from Nix only: no passwords anywhere, keys from the inventory.
+  users.mutableUsers = false;
+  users.users.${deployUser} = {
+    isNormalUser = true;
+    description = "runner-fleet deploy user";
+    openssh.authorizedKeys.keys = inventory.sshAuthorizedKeys or [ ];
+  };
+  users.users.root.hashedPassword = "!";
+
+  security.sudo = {
+    enable = true;
+    execWheelOnly = false;
+    wheelNeedsPassword = true;
+    extraRules = [
+      {
+        users = [ deployUser ];
+        commands = map (command: {
+          inherit command;
+          options = [ "NOPASSWD" ];
+        }) allowed;
+      }
+    ];
+  };
+
+  environment.systemPackages = with pkgs; [ jq curl htop ];
+}

@@ -1,0 +1,17 @@
+# Everything a runner-fleet host imports; roles switch themselves on from
+# runnerFleet.host. Provider modules change imports, so they are chosen
+# outside the module system (hardware/default.nix).
+{
+  imports = [
+    ./host.nix
+    ./common.nix
+    ./cloud-init.nix
+    ./vault-agent.nix
+    ./bootstrap.nix
+    ./security.nix
+    ./fireactions.nix
+    ./roles/fireactions.nix
+    ./roles/forgejo-runner.nix
+    ./roles/cache.nix
+  ];
+}

@@ -1,0 +1,23 @@
+# Provider modules for a host. Imports cannot depend on `config`, so the
+# choice is made here, from the inventory record, before the module system runs.
+{ disko }:
+host:
+let
+  hostFile = ../../hosts + "/${host.name}.nix";
+in
+if host.provider == null then
+  [ ./template.nix ]
+else if host.provider == "aws" then
+  [ ./aws.nix ]
+else if host.provider == "azure" then
+  [ ./azure.nix ]
+else if host.provider == "hetzner" || host.provider == "digitalocean" then
+  [ ./cloud-vm.nix ] ++ (if host.image == "stock" then [ disko.nixosModules.disko ./disko.nix ] else [ ])
+else if host.provider == "existing" then
+  # Machines we did not create bring their own hardware configuration.
+  if builtins.pathExists hostFile then
+    [ hostFile ]
+  else
+    throw "inventory: hosts.${host.name}: provider \"existing\" needs nix/hosts/${host.name}.nix (its hardware configuration)"
+else
+  throw "inventory: hosts.${host.name}: unknown provider \"${host.provider}\""

@@ -1,0 +1,113 @@
+# Role "fireactions": GitHub runners in Firecracker microVMs. The daemon's
+# config is rendered at every start from /etc/runner-fleet/pools.json and the
+# GitHub App secrets vault-agent writes to /run/secrets.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (config.runnerFleet) host;
+  renderer = pkgs.callPackage ../../pkgs/render-fireactions-config.nix { };
+  kernel = pkgs.linuxPackages_6_12.kernel;
+  # Firecracker boots an uncompressed kernel: vmlinux on x86_64, Image on aarch64.
+  kernelImage =
+    if pkgs.stdenv.hostPlatform.isx86_64 then
+      "${kernel.dev}/vmlinux"
+    else
+      "${kernel}/${pkgs.stdenv.hostPlatform.linux-kernel.target}";
+  cniBin = [ "${pkgs.cni-plugins}/bin" "${pkgs.tc-redirect-tap}/bin" ];
+  bridge = "fireactions0";
+  subnet = "10.200.0.0/24";
+in
+{
+  options.runnerFleet.fireactions = {
+    bridge = lib.mkOption {
+      type = lib.types.str;
+      default = bridge;
+      readOnly = true;
+      description = "Bridge the microVMs sit on (security.nix filters it).";
+    };
+    subnet = lib.mkOption {
+      type = lib.types.str;
+      default = subnet;
+      readOnly = true;
+      description = "microVM address range.";
+    };
+  };
+
+  config = lib.mkIf (builtins.elem "fireactions" host.roles) {
+    services.fireactions = {
+      enable = true;
+      path = [ pkgs.firecracker ];
+      environment.CNI_PATH = lib.concatStringsSep ":" cniBin;
+      preStart = ''
+        ${lib.getExe renderer} \
+          --pools /etc/runner-fleet/pools.json \
+          --app-id-file /run/secrets/github-app-id \
+          --app-key-file /run/secrets/github-app-key.pem \
+          --out ${config.services.fireactions.configFile} --mode 0640 \
+          --firecracker ${lib.getExe pkgs.firecracker} \
+          --kernel ${kernelImage} \
+          --cni-conf-dir /etc/cni/net.d \
+          ${lib.concatMapStringsSep " " (d: "--cni-bin-dir ${d}") cniBin}
+      '';
+    };
+
+    # One CNI network for all microVMs: a NATed bridge; tc-redirect-tap hands
+    # the veth to Firecracker's tap device.
+    environment.etc."cni/net.d/fireactions.conflist".text = builtins.toJSON {
+      cniVersion = "1.0.0";
+      name = "fireactions";
+      plugins = [
+        {
+          type = "bridge";
+          inherit bridge;
+          isGateway = true;
+          ipMasq = true;
+          ipam = {
+            type = "host-local";
+            inherit subnet;
+            routes = [ { dst = "0.0.0.0/0"; } ];
+          };
+        }
+        { type = "firewall"; }
+        { type = "tc-redirect-tap"; }
+      ];
+    };
+
+    boot.kernel.sysctl."net.ipv4.ip_forward" = 1;
+
+    # fireactions turns images into block devices through containerd's
+    # devmapper snapshotter, which needs a thin pool. Sparse files keep it
+    # independent of the disk layout.
+    virtualisation.containerd.settings.plugins."io.containerd.snapshotter.v1.devmapper" = {
+      root_path = "/var/lib/containerd/devmapper";
+      pool_name = "containerd-pool";
+      base_image_size = "10GB";
+    };
+    systemd.services.containerd-thinpool = {
+      description = "devmapper thin pool for containerd";
+      wantedBy = [ "containerd.service" ];
+      before = [ "containerd.service" ];
+      path = with pkgs; [ util-linux lvm2 coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
+      script = ''
+        dmsetup status containerd-pool >/dev/null 2>&1 && exit 0
+        dir=/var/lib/containerd/devmapper
+        mkdir -p "$dir"
+        [ -f "$dir/data" ] || truncate -s 40G "$dir/data"
+        [ -f "$dir/metadata" ] || truncate -s 256M "$dir/metadata"
+        data=$(losetup --find --show "$dir/data")
+        meta=$(losetup --find --show "$dir/metadata")
+        dmsetup create containerd-pool --table \
+          "0 $(blockdev --getsz "$data") thin-pool $meta $data 128 32768 1 skip_block_zeroing"
+      '';
+    };
+    systemd.services.containerd.path = with pkgs; [ lvm2 thin-provisioning-tools e2fsprogs ];
+  };
+}
