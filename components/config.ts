@@ -212,13 +212,24 @@ function keyPath(path: ReadonlyArray<PropertyKey>): string {
   return out.replace(/:$/, "");
 }
 
+/** A short rendering of a bad value for a message. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
 function describeIssue(issue: z.core.$ZodIssue): string[] {
   const at = keyPath(issue.path);
   switch (issue.code) {
     case "unrecognized_keys":
       return issue.keys.map((k) => `${keyPath([...issue.path, k])}: unknown key (check the spelling)`);
-    case "invalid_value":
-      return [`${at}: must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`];
+    case "invalid_value": {
+      const accepted = issue.values.map((v) => JSON.stringify(v)).join(", ");
+      return [issue.input === undefined ? `${at}: is required (one of ${accepted})` : `${at}: must be one of ${accepted}, got ${shown(issue.input)}`];
+    }
+    case "invalid_key":
+      // A map key (host or pool name) that fails its pattern: the nested issue says why.
+      return [`${at}: invalid name: ${issue.issues.map((i) => i.message).join("; ")}`];
     case "invalid_union":
       if ("discriminator" in issue && issue.discriminator) {
         const at = issue.path.at(-1) === issue.discriminator ? issue.path : [...issue.path, issue.discriminator as string];
@@ -227,12 +238,12 @@ function describeIssue(issue: z.core.$ZodIssue): string[] {
       return [`${at}: ${issue.message}`];
     case "invalid_type":
       if (issue.input === undefined) return [`${at}: is required`];
-      return [`${at}: must be ${issue.expected === "record" ? "a map" : `a ${issue.expected}`}, got ${JSON.stringify(issue.input)}`];
+      return [`${at}: must be ${issue.expected === "record" ? "a map" : `a ${issue.expected}`}, got ${shown(issue.input)}`];
     case "too_small":
-      if (issue.origin === "number") return [`${at}: must be at least ${issue.minimum}, got ${JSON.stringify(issue.input)}`];
+      if (issue.origin === "number") return [`${at}: must be at least ${issue.minimum}, got ${shown(issue.input)}`];
       return [`${at}: ${issue.message}`];
     case "too_big":
-      return [`${at}: must be at most ${issue.maximum}, got ${JSON.stringify(issue.input)}`];
+      return [`${at}: must be at most ${issue.maximum}, got ${shown(issue.input)}`];
     default:
       return [`${at}: ${issue.message}`];
   }
@@ -476,7 +487,7 @@ function validateFleet(cfg: FleetConfig, ctx: LoadContext, problems: Problems, w
 export function buildFleetModel(raw: Record<string, unknown>, ctx: LoadContext): FleetModel {
   // Secret keys are validated by presence (ctx.secretsSet); their values never come here.
   const plain = Object.fromEntries(Object.entries(raw).filter(([k]) => !Object.values(SECRET_KEYS).includes(k)));
-  const parsed = FleetConfigSchema.safeParse(plain);
+  const parsed = FleetConfigSchema.safeParse(plain, { reportInput: true });
   if (!parsed.success) {
     throw new ConfigError([...new Set(parsed.error.issues.flatMap(describeIssue))]);
   }

@@ -31,7 +31,7 @@ export class Fleet extends pulumi.ComponentResource {
   /** Each host's pools.json, by host name (known without any cloud). */
   readonly poolsJson: Record<string, string>;
   /** Each host's cloud-init user-data, by host name (secret: it carries a wrapped secret_id). */
-  readonly userData: Record<string, pulumi.Output<string>>;
+  readonly userData: pulumi.Output<Record<string, string>>;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:index:Fleet", name, {}, opts);
@@ -42,17 +42,18 @@ export class Fleet extends pulumi.ComponentResource {
     const networks = new SharedNetworks("network", { model }, { parent: this });
 
     this.poolsJson = {};
-    this.userData = {};
+    const userDataByHost: Record<string, pulumi.Output<string>> = {};
     const hosts: HostOutputs[] = [];
     for (const host of model.hosts) {
       const poolsJson = renderPoolsJson(host.pools.map((p) => model.pools[p]));
       const userData = this.renderUserData(host, model, poolsJson, vault, secrets);
       this.poolsJson[host.name] = poolsJson;
-      this.userData[host.name] = userData;
+      userDataByHost[host.name] = userData;
       const image = host.provider !== "existing" && host.image === "nix" ? images.ref(host.provider, host.arch) : undefined;
       hosts.push(createHost({ host, model, userData, image, networks }, { parent: this }));
     }
 
+    this.userData = pulumi.all(userDataByHost);
     this.addresses = pulumi
       .all(hosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]).apply(([pub, priv]) => [h.name, { public: pub, private: priv ?? null }] as const)))
       .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);

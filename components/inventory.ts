@@ -31,6 +31,10 @@ export interface Inventory {
   stack: string;
   sshAuthorizedKeys: string[];
   vault: { address: string; mount: string; authMount: string };
+  /** Present only when configured: the services the runner roles register with. */
+  github?: { organization: string; url: string };
+  forgejo?: { url: string; labels: string[] };
+  gitea?: { url: string; labels: string[] };
   hosts: Record<string, InventoryHost>;
 }
 
@@ -60,6 +64,9 @@ export function buildInventory(model: FleetModel, addresses: Record<string, Host
     stack: model.stack,
     sshAuthorizedKeys: model.ssh.authorizedKeys,
     vault: { address: model.vault.address, mount: model.vault.mount, authMount: model.vault.authMount },
+    ...(model.github ? { github: { organization: model.github.organization, url: model.github.url } } : {}),
+    ...(model.forgejo ? { forgejo: model.forgejo } : {}),
+    ...(model.gitea ? { gitea: model.gitea } : {}),
     hosts,
   };
 }

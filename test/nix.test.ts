@@ -304,8 +304,7 @@ describe("render-fireactions-config.py", () => {
   });
 
   it("rejects bad pools with the key path", () => {
-    const bad = poolFor("medium");
-    bad.minRunners = 9;
+    const bad = { ...poolFor("medium"), minRunners: 9 };
     expect(() => render([bad])).toThrow(/\[0\]\.minRunners: exceeds maxRunners/);
     expect(() => render([poolFor("small"), poolFor("small")])).toThrow(/duplicate pool 'small'/);
     expect(() => render({})).toThrow(/must be a JSON array/);

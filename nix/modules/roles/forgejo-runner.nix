@@ -10,9 +10,10 @@
 let
   inherit (config.runnerFleet) inventory host;
 
-  # The runner registers against this URL at build time. inventory.json does
-  # not carry it yet (host.json does, but only at runtime): see the warning.
+  # The runner registers against this URL at build time; inventory.json carries
+  # it whenever the stack config sets runner-fleet:forgejo / runner-fleet:gitea.
   urlOf = kind: inventory.${kind}.url or "https://${kind}.invalid";
+  labelsOf = kind: inventory.${kind}.labels or [ "native-nix:host" ];
 
   mkInstance = kind: package: {
     enable = true;
@@ -21,7 +22,7 @@ let
     url = urlOf kind;
     # vault-agent renders "TOKEN=..." here; see vault-agent.nix.
     tokenFile = "/run/secrets/${kind}-runner-token";
-    labels = [ "native-nix:host" ];
+    labels = labelsOf kind;
     hostPackages = with pkgs; [
       bash
       coreutils

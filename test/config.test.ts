@@ -1,0 +1,194 @@
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../components/config";
+import { readStackFile } from "../scripts/stack-file";
+import { baseConfig, modelFrom, ROOT } from "./support/fixtures";
+
+/** The problems a config produces (empty when valid). */
+function problemsOf(config: Record<string, any>, secretsSet?: string[]): string[] {
+  try {
+    modelFrom(config, secretsSet);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+}
+
+function stackRaw(stack: string): { raw: Record<string, unknown>; secrets: Set<string>; aws?: string; azure?: string } {
+  const { config, secretKeys } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
+  const raw: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(config)) {
+    if (!key.startsWith(`${PROJECT}:`)) continue;
+    try {
+      raw[key.slice(PROJECT.length + 1)] = JSON.parse(value);
+    } catch {
+      raw[key.slice(PROJECT.length + 1)] = value;
+    }
+  }
+  const secrets = new Set(secretKeys.map((k) => k.slice(PROJECT.length + 1)));
+  return { raw, secrets, aws: config["aws:region"], azure: config["azure-native:location"] };
+}
+
+describe("committed stacks", () => {
+  for (const stack of ["dev", "prod"]) {
+    it(`accepts Pulumi.${stack}.yaml`, () => {
+      const { raw, secrets, aws, azure } = stackRaw(stack);
+      const model = buildFleetModel(raw, {
+        stack, secretsSet: secrets, awsRegion: aws, azureLocation: azure, baseDir: ROOT, requireImageFiles: false,
+      });
+      expect(model.hosts.length).toBeGreaterThan(3);
+      // Secrets are referenced as secure values, never committed in plain text.
+      for (const key of Object.values(SECRET_KEYS)) {
+        if (raw[key] !== undefined) expect(secrets.has(key)).toBe(true);
+      }
+    });
+  }
+
+  it("dev touches every provider and prod has metal on both arches", () => {
+    const dev = stackRaw("dev").raw.hosts as Record<string, { provider: string }>;
+    expect(new Set(Object.values(dev).map((h) => h.provider))).toEqual(new Set(["aws", "azure", "hetzner", "digitalocean", "existing"]));
+    const prod = buildFleetModel(stackRaw("prod").raw, {
+      stack: "prod", secretsSet: stackRaw("prod").secrets, awsRegion: "eu-central-1", azureLocation: "westeurope", baseDir: ROOT, requireImageFiles: false,
+    });
+    const metal = prod.hosts.filter((h) => h.provider === "aws" && h.instanceType.includes("metal"));
+    expect(new Set(metal.map((h) => h.arch))).toEqual(new Set(["x86_64", "aarch64"]));
+    expect(Object.keys(prod.pools).length).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe("the fleet model", () => {
+  it("applies pool presets and sorts hosts by name whatever the config order", () => {
+    const cfg = baseConfig();
+    cfg.hosts = {
+      zed: { provider: "existing", address: "192.0.2.20", arch: "x86_64", vcpus: 8, memoryMib: 16384, roles: ["cache"] },
+      ...cfg.hosts,
+      alpha: { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["forgejo-runner"] },
+    };
+    const model = modelFrom(cfg);
+    expect(model.hosts.map((h) => h.name)).toEqual(["alpha", "metal", "zed"]);
+    expect(model.pools.large).toMatchObject({ vcpus: 4, memoryMib: 4096, maxRunners: 10, minRunners: 5 });
+    expect(model.pools.large.labels).toContain("large");
+  });
+
+  it("derives arch, KVM and nested virtualization from the catalog", () => {
+    const cfg = baseConfig();
+    cfg.hosts = {
+      arm: { provider: "aws", instanceType: "c7g.metal", roles: ["fireactions"], pools: ["small"] },
+      nested: { provider: "aws", instanceType: "c8i.2xlarge", roles: ["fireactions"], pools: ["small"] },
+      plain: { provider: "aws", instanceType: "c7i.xlarge", roles: ["cache"] },
+    };
+    cfg.images.aws.aarch64 = { path: "/nix/store/wic7bgczhgqp3v4k0b21x1yc0hxwq2x2-nixos-amazon-image-25.11-aarch64-linux" };
+    const byName = Object.fromEntries(modelFrom(cfg).hosts.map((h) => [h.name, h]));
+    expect(byName.arm).toMatchObject({ arch: "aarch64", kvm: true, nestedVirtualization: false });
+    expect(byName.nested).toMatchObject({ arch: "x86_64", kvm: true, nestedVirtualization: true });
+    expect(byName.plain).toMatchObject({ kvm: false, nestedVirtualization: false });
+  });
+
+  it("warns for DigitalOcean KVM overrides, world-open SSH and the unsafe App key opt-in", () => {
+    const cfg = baseConfig();
+    cfg.hosts.droplet = { provider: "digitalocean", size: "c-8", region: "fra1", roles: ["fireactions"], pools: ["small"], allowUndocumentedKvm: true };
+    cfg.ssh = { authorizedKeys: cfg.ssh.authorizedKeys, allowFromAnywhere: true };
+    cfg.unsafe = { githubAppKeyInUserData: true };
+    const warnings = modelFrom(cfg).warnings.join("\n");
+    expect(warnings).toMatch(/hosts\.droplet: allowUndocumentedKvm/);
+    expect(warnings).toMatch(/allowFromAnywhere/);
+    expect(warnings).toMatch(/githubAppKeyInUserData/);
+  });
+
+  it("accepts a secret kept only in Vault", () => {
+    const cfg = baseConfig();
+    cfg.vault.externalSecrets = ["githubApp"];
+    expect(problemsOf(cfg, [])).toEqual([]);
+  });
+});
+
+/**
+ * Each case breaks one thing; the message must name the offending key path. `mutate` edits a
+ * fresh base config.
+ */
+const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: string; says?: RegExp; secrets?: string[] }> = [
+  { what: "unknown top-level key", mutate: (c) => { c.hostz = {}; }, key: "runner-fleet:hostz", says: /unknown key/ },
+  { what: "typo in a host field", mutate: (c) => { c.hosts.metal.instancetype = "x"; }, key: "runner-fleet:hosts.metal.instancetype", says: /unknown key/ },
+  { what: "typo in a pool field", mutate: (c) => { c.pools.small.maxRunner = 3; }, key: "runner-fleet:pools.small.maxRunner", says: /unknown key/ },
+  { what: "unknown provider", mutate: (c) => { c.hosts.metal.provider = "gcp"; }, key: "runner-fleet:hosts.metal.provider", says: /aws, azure, hetzner, digitalocean, existing/ },
+  { what: "unknown role", mutate: (c) => { c.hosts.metal.roles = ["fireaction"]; }, key: "runner-fleet:hosts.metal.roles[0]", says: /"fireactions", "forgejo-runner", "gitea-runner", "cache"/ },
+  { what: "no roles", mutate: (c) => { c.hosts.metal.roles = []; }, key: "runner-fleet:hosts.metal.roles", says: /at least one role/ },
+  { what: "duplicate role", mutate: (c) => { c.hosts.metal.roles = ["fireactions", "fireactions"]; }, key: "runner-fleet:hosts.metal.roles", says: /same value twice/ },
+  { what: "unknown preset", mutate: (c) => { c.pools.small.size = "huge"; }, key: "runner-fleet:pools.small.size", says: /"small", "medium", "large"/ },
+  { what: "negative maxRunners", mutate: (c) => { c.pools.small.maxRunners = -1; }, key: "runner-fleet:pools.small.maxRunners", says: /at least 0/ },
+  { what: "maxRunners not a number", mutate: (c) => { c.pools.small.maxRunners = "12"; }, key: "runner-fleet:pools.small.maxRunners", says: /must be a number/ },
+  { what: "minRunners above maxRunners", mutate: (c) => { c.pools.small = { size: "small", maxRunners: 2, minRunners: 3 }; }, key: "runner-fleet:pools.small.minRunners", says: /more than maxRunners/ },
+  { what: "bad imagePullPolicy", mutate: (c) => { c.pools.small.imagePullPolicy = "always"; }, key: "runner-fleet:pools.small.imagePullPolicy", says: /"Always", "Never", "IfNotPresent"/ },
+  { what: "host names a missing pool", mutate: (c) => { c.hosts.metal.pools = ["large", "gigantic"]; }, key: "runner-fleet:hosts.metal.pools[1]", says: /pool "gigantic" does not exist/ },
+  { what: "invalid host name", mutate: (c) => { c.hosts.Metal_1 = c.hosts.metal; delete c.hosts.metal; }, key: "runner-fleet:hosts.Metal_1", says: /lowercase/ },
+  { what: "host names differing only by case", mutate: (c) => { c.hosts["metal"] = c.hosts.metal; c.hosts["metal-"] = c.hosts.metal; }, key: "runner-fleet:hosts.metal-", says: /lowercase|dash/ },
+  { what: "fireactions on a non-KVM AWS type", mutate: (c) => { c.hosts.metal.instanceType = "c7i.2xlarge"; }, key: "runner-fleet:hosts.metal.instanceType", says: /needs KVM/ },
+  { what: "fireactions on Hetzner Cloud", mutate: (c) => { c.hosts.hz = { provider: "hetzner", serverType: "ccx33", location: "fsn1", roles: ["fireactions"], pools: ["small"] }; }, key: "runner-fleet:hosts.hz.serverType", says: /no \/dev\/kvm/ },
+  { what: "fireactions on DigitalOcean without the override", mutate: (c) => { c.hosts.d = { provider: "digitalocean", size: "c-8", region: "fra1", roles: ["fireactions"], pools: ["small"] }; }, key: "runner-fleet:hosts.d.size", says: /allowUndocumentedKvm/ },
+  { what: "fireactions on an Azure size without nested virtualization", mutate: (c) => { c.hosts.az = { provider: "azure", size: "Standard_B4ms", roles: ["fireactions"], pools: ["small"] }; c.images.azure = { x86_64: { path: "/nix/store/g24mi45nbl82xjagif45annhc6wjjj5h-nixos-azure-image" } }; }, key: "runner-fleet:hosts.az.size", says: /nested virtualization/ },
+  { what: "instance type not in the catalog", mutate: (c) => { c.hosts.metal.instanceType = "c9z.mega"; }, key: "runner-fleet:hosts.metal.instanceType", says: /not in the aws catalog/ },
+  { what: "pools over the host's vCPUs", mutate: (c) => { c.hosts.metal.instanceType = "c8i.xlarge"; c.hosts.metal.pools = ["medium"]; }, key: "runner-fleet:hosts.metal.pools", says: /need 10 vCPUs .* has 3/ },
+  { what: "pools over the host's memory", mutate: (c) => { c.pools.fat = { size: "small", maxRunners: 2, memoryMib: 65536 }; c.hosts.metal.instanceType = "c8i.4xlarge"; c.hosts.metal.pools = ["fat"]; }, key: "runner-fleet:hosts.metal.pools", says: /need 131072 MiB/ },
+  { what: "pools on a host without fireactions", mutate: (c) => { c.hosts.cache = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["cache"], pools: ["small"] }; }, key: "runner-fleet:hosts.cache.pools", says: /only on hosts with the fireactions role/ },
+  { what: "fireactions host without pools", mutate: (c) => { c.hosts.metal.pools = []; }, key: "runner-fleet:hosts.metal.pools", says: /at least one pool/ },
+  { what: "existing host with a bad address", mutate: (c) => { c.hosts.op = { provider: "existing", address: "not an address!", arch: "x86_64", vcpus: 4, memoryMib: 8192, roles: ["cache"] }; }, key: "runner-fleet:hosts.op.address", says: /IP address or a hostname/ },
+  { what: "two existing hosts at one address", mutate: (c) => { for (const n of ["op1", "op2"]) c.hosts[n] = { provider: "existing", address: "192.0.2.7", arch: "x86_64", vcpus: 4, memoryMib: 8192, roles: ["cache"] }; }, key: "runner-fleet:hosts.op2.address", says: /already the address of host op1/ },
+  { what: "existing host without arch", mutate: (c) => { c.hosts.op = { provider: "existing", address: "192.0.2.8", vcpus: 4, memoryMib: 8192, roles: ["cache"] }; }, key: "runner-fleet:hosts.op.arch", says: /required/ },
+  { what: "unknown Hetzner location", mutate: (c) => { c.hosts.hz = { provider: "hetzner", serverType: "cx22", location: "fra1", roles: ["cache"] }; }, key: "runner-fleet:hosts.hz.location", says: /"fsn1"/ },
+  { what: "stock install on a droplet that is too small", mutate: (c) => { c.hosts.d = { provider: "digitalocean", size: "s-1vcpu-1gb", region: "fra1", roles: ["cache"] }; }, key: "runner-fleet:hosts.d", says: /at least 2048 MiB/ },
+  { what: "missing image for a host's arch", mutate: (c) => { c.hosts.arm = { provider: "aws", instanceType: "c7g.metal", roles: ["fireactions"], pools: ["small"] }; }, key: "runner-fleet:images.aws.aarch64", says: /host arm boots from a aarch64 aws image/ },
+  { what: "image path outside the Nix store", mutate: (c) => { c.images.aws.x86_64.path = "./nowhere/result"; }, key: "runner-fleet:images.aws.x86_64.path", says: /does not exist/ },
+  { what: "image built for the other arch", mutate: (c) => { c.images.aws.x86_64.path = "/nix/store/wic7bgczhgqp3v4k0b21x1yc0hxwq2x2-nixos-amazon-image-25.11-aarch64-linux"; }, key: "runner-fleet:images.aws.x86_64.path", says: /another architecture/ },
+  { what: "image key for an unknown cloud", mutate: (c) => { c.images.gcp = {}; }, key: "runner-fleet:images.gcp", says: /unknown key/ },
+  { what: "missing vault section", mutate: (c) => { delete c.vault; }, key: "runner-fleet:vault", says: /is required/ },
+  { what: "vault address not a URL", mutate: (c) => { c.vault.address = "vault.example.org"; }, key: "runner-fleet:vault.address", says: /http\(s\) URL/ },
+  { what: "vault mount with bad characters", mutate: (c) => { c.vault.mount = "/ci//"; }, key: "runner-fleet:vault.mount", says: /Vault path/ },
+  { what: "vault wrap TTL not a duration", mutate: (c) => { c.vault.wrapTtl = "two hours"; }, key: "runner-fleet:vault.wrapTtl", says: /duration/ },
+  { what: "unknown external secret", mutate: (c) => { c.vault.externalSecrets = ["githubAppKey"]; }, key: "runner-fleet:vault.externalSecrets[0]", says: /"githubApp"/ },
+  { what: "unknown deploy tool", mutate: (c) => { c.deploy.tool = "nixops"; }, key: "runner-fleet:deploy.tool", says: /"deploy-rs", "colmena"/ },
+  { what: "batch size zero", mutate: (c) => { c.deploy.batchSize = 0; }, key: "runner-fleet:deploy.batchSize", says: /too small|at least/ },
+  { what: "no SSH keys", mutate: (c) => { c.ssh.authorizedKeys = []; }, key: "runner-fleet:ssh.authorizedKeys", says: /at least one key/ },
+  { what: "malformed SSH key", mutate: (c) => { c.ssh.authorizedKeys = ["AAAAC3Nz no type"]; }, key: "runner-fleet:ssh.authorizedKeys[0]", says: /OpenSSH public key/ },
+  { what: "admin CIDR without a prefix", mutate: (c) => { c.ssh.adminCidrs = ["198.51.100.7"]; }, key: "runner-fleet:ssh.adminCidrs[0]", says: /CIDR/ },
+  { what: "no admin CIDRs and no explicit world access", mutate: (c) => { c.ssh.adminCidrs = []; }, key: "runner-fleet:ssh.adminCidrs", says: /is required/ },
+  { what: "GitHub App id not numeric", mutate: (c) => { c.github.appId = "my-app"; }, key: "runner-fleet:github.appId", says: /numeric App id/ },
+  { what: "fireactions without github", mutate: (c) => { delete c.github; }, key: "runner-fleet:github", says: /required by the fireactions role/ },
+  { what: "fireactions without the App key", mutate: () => {}, secrets: ["giteaRunnerToken", "cacheSigningKey"], key: "runner-fleet:githubAppPrivateKey", says: /pulumi config set --secret/ },
+  { what: "gitea-runner without its token", mutate: (c) => { c.hosts.g = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["gitea-runner"] }; }, secrets: ["githubAppPrivateKey"], key: "runner-fleet:giteaRunnerToken", says: /gitea-runner role/ },
+  { what: "cache without a signing key", mutate: (c) => { c.hosts.c = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["cache"] }; }, secrets: ["githubAppPrivateKey"], key: "runner-fleet:cacheSigningKey", says: /cache role/ },
+  { what: "forgejo-runner without forgejo", mutate: (c) => { delete c.forgejo; c.hosts.f = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["forgejo-runner"] }; }, key: "runner-fleet:forgejo", says: /forgejo-runner role/ },
+  { what: "AWS data volume on a bad device", mutate: (c) => { c.hosts.metal.dataVolumes = { cache: { sizeGib: 100, deviceName: "/dev/xvda" } }; }, key: "runner-fleet:hosts.metal.dataVolumes.cache.deviceName", says: /\/dev\/sdf/ },
+  { what: "hosts is a list, not a map", mutate: (c) => { c.hosts = [c.hosts.metal]; }, key: "runner-fleet:hosts", says: /must be a map/ },
+];
+
+describe("bad config names its key path", () => {
+  it("has many distinct cases", () => {
+    expect(new Set(BAD.map((b) => b.what)).size).toBeGreaterThanOrEqual(25);
+  });
+
+  for (const bad of BAD) {
+    it(bad.what, () => {
+      const cfg = baseConfig();
+      bad.mutate(cfg);
+      const problems = problemsOf(cfg, bad.secrets);
+      const line = problems.find((p) => p.startsWith(`${bad.key}: `));
+      expect(line, `no problem for ${bad.key} in:\n${problems.join("\n")}`).toBeDefined();
+      if (bad.says) expect(line).toMatch(bad.says);
+    });
+  }
+
+  it("reports every problem at once, each on its own line", () => {
+    const cfg = baseConfig();
+    cfg.hosts.metal.pools = ["gigantic"];
+    cfg.hosts.hz = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["fireactions"], pools: ["small"] };
+    delete cfg.github;
+    const problems = problemsOf(cfg);
+    expect(problems).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^runner-fleet:hosts\.metal\.pools\[0\]: /),
+      expect.stringMatching(/^runner-fleet:hosts\.hz\.serverType: /),
+      expect.stringMatching(/^runner-fleet:github: /),
+    ]));
+    for (const p of problems) expect(p).not.toMatch(/\n|at .*\.ts:\d+/);
+  });
+});

@@ -1,0 +1,111 @@
+/**
+ * `npm run plan` end to end: the real command on the committed stacks and on broken configs.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { baseConfig, runPlan, writeStackFile, type PlanDoc, type PlanResult } from "./support/fixtures";
+
+describe("plan --stack dev (human output)", () => {
+  let result: PlanResult;
+  beforeAll(async () => {
+    result = await runPlan(["--stack", "dev"]);
+  });
+
+  it("exits 0 with a host table, resource counts and warnings", () => {
+    expect(result.code, result.stderr).toBe(0);
+    const out = result.stdout;
+    expect(out).toMatch(/^HOST\s+PROVIDER\s+TYPE\s+ARCH\s+KVM\s+ROLES\s+POOLS\s+RUNNERS\s+vCPU used\/avail\s+MiB used\/avail$/m);
+    // One row per host with its provider, type, arch and KVM verdict.
+    expect(out).toMatch(/^aws-nested-1\s+aws\s+c8i\.xlarge\s+x86_64\s+yes\s+fireactions\s+small\s+2\s+2\/3\s+2048\/6144$/m);
+    expect(out).toMatch(/^hz-cache-1\s+hetzner\s+cx22\s+x86_64\s+no\s+cache\s+-\s+0\b/m);
+    expect(out).toMatch(/^lab-1\s+existing\s+/m);
+    expect(out).toMatch(/^\d+ resources:$/m);
+    expect(out).toMatch(/^runner-fleet:index:Fleet\s+1$/m);
+    expect(out).toMatch(/^warnings/m);
+  });
+});
+
+describe("plan --stack prod --json", () => {
+  let doc: PlanDoc;
+  let raw: string;
+  beforeAll(async () => {
+    const result = await runPlan(["--stack", "prod", "--json"]);
+    expect(result.code, result.stderr).toBe(0);
+    raw = result.stdout;
+    doc = JSON.parse(raw);
+  });
+
+  it("lists every resource with urn, type, name and inputs", () => {
+    expect(doc.resources.length).toBeGreaterThan(5);
+    for (const r of doc.resources) {
+      expect(Object.keys(r).sort()).toEqual(["inputs", "name", "type", "urn"]);
+      expect(r.urn).toMatch(/^urn:pulumi:prod::runner-fleet::/);
+      expect(r.urn.endsWith(`::${r.name}`)).toBe(true);
+    }
+    expect(new Set(doc.resources.map((r) => r.urn)).size).toBe(doc.resources.length);
+  });
+
+  it("exports the inventory and shows secret outputs only as [secret]", () => {
+    const inventory = JSON.parse(doc.outputs.inventory);
+    expect(Object.keys(inventory.hosts)).toContain("onprem-1");
+    expect(doc.outputs.userData).toBe("[secret]");
+    // The stack file's ciphertext never reaches the plan.
+    expect(raw).not.toContain("v1:cHJvZHNhbHQ=");
+  });
+});
+
+describe("plan --out", () => {
+  it("writes user-data, pools.json per host and inventory.json", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-out-"));
+    const result = await runPlan(["--stack", "prod", "--out", dir]);
+    expect(result.code, result.stderr).toBe(0);
+    const inventory = JSON.parse(fs.readFileSync(path.join(dir, "inventory.json"), "utf8"));
+    const hosts = Object.keys(inventory.hosts);
+    expect(hosts.length).toBe(8);
+    for (const host of hosts) {
+      const userData = fs.readFileSync(path.join(dir, "hosts", host, "user-data.yaml"), "utf8");
+      expect(userData.startsWith("#cloud-config\n")).toBe(true);
+      const pools = JSON.parse(fs.readFileSync(path.join(dir, "hosts", host, "pools.json"), "utf8"));
+      expect(Array.isArray(pools)).toBe(true);
+      expect(pools.length > 0).toBe(inventory.hosts[host].roles.includes("fireactions"));
+    }
+  });
+});
+
+describe("plan with bad config", () => {
+  it("exits 1 listing every problem by key path, without a stack trace", async () => {
+    const cfg = baseConfig();
+    cfg.hosts.metal.pools = ["gigantic"];
+    cfg.hosts.hz = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["fireactions"], pools: ["small"] };
+    cfg.vault.mount = "/bad//";
+    const result = await runPlan(["--config", writeStackFile(cfg)]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe("");
+    const lines = result.stderr.trim().split("\n");
+    expect(lines[0]).toMatch(/^invalid stack config \(\d+ problems?\):$/);
+    for (const line of lines.slice(1)) expect(line).toMatch(/^runner-fleet:[\w.[\]-]+: \S/);
+    expect(result.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it("reports schema problems the same way", async () => {
+    const cfg = baseConfig();
+    cfg.hosts.metal.provider = "gcp";
+    cfg.typo = true;
+    const result = await runPlan(["--config", writeStackFile(cfg)]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("runner-fleet:hosts.metal.provider: must be one of aws, azure, hetzner, digitalocean, existing");
+    expect(result.stderr).toContain("runner-fleet:typo: unknown key");
+    expect(result.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it("rejects a missing stack and bad arguments with usage", async () => {
+    const missing = await runPlan(["--stack", "nosuch"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/Pulumi\.nosuch\.yaml: no such stack file/);
+    const both = await runPlan(["--stack", "dev", "--config", "x.yaml"]);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toMatch(/usage: npm run plan/);
+  });
+});
