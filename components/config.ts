@@ -135,7 +135,9 @@ const VaultSchema = z.strictObject({
   authMount: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: "must be a Vault auth path such as approle" }).default("approle"),
   createAuthMount: z.boolean().default(true),
   wrapTtl: Duration.default("2h"),
-  secretIdTtl: Duration.default("24h"),
+  // 0s: the secret_id never expires. It is bound to the host's AppRole and policy (and to its
+  // address where known); an expiring one would lock a host out of Vault at its next login.
+  secretIdTtl: Duration.default("0s"),
   tokenTtl: Duration.default("1h"),
   externalSecrets: uniqueList(z.enum(SECRET_NAMES)).default([]),
 });
@@ -456,6 +458,10 @@ function validateFleet(cfg: FleetConfig, ctx: LoadContext, problems: Problems, w
 
   if (cfg.unsafe.githubAppKeyInUserData) {
     warnings.push("unsafe.githubAppKeyInUserData is on: the GitHub App private key is written into user-data, which any process on the host (and, on Hetzner and DigitalOcean, anything that reaches the metadata service) can read");
+  }
+  const vaultUrl = new URL(cfg.vault.address);
+  if (vaultUrl.protocol === "http:" && !["localhost", "127.0.0.1", "[::1]"].includes(vaultUrl.hostname)) {
+    problems.add("vault.address", "must use https: hosts send their secret_id and receive runner credentials over it");
   }
   if (cfg.ssh.allowFromAnywhere) {
     warnings.push("ssh.allowFromAnywhere is on: port 22 is open to 0.0.0.0/0 and ::/0");

@@ -41,3 +41,32 @@ export function secretFilesFor(host: HostModel, model: Pick<FleetModel, "vault" 
   }
   return files;
 }
+
+/** The KV v2 API paths one host reads: `<mount>/data/<name>` and `<mount>/metadata/<name>`. */
+export function hostKvPaths(host: HostModel, model: Pick<FleetModel, "vault" | "github">): { data: string[]; metadata: string[] } {
+  const dataPrefix = `${model.vault.mount}/data/`;
+  const names = [...new Set(secretFilesFor(host, model).map((f) => f.path))].map((p) => {
+    if (!p.startsWith(dataPrefix)) throw new Error(`host ${host.name}: secret path ${p} is not under ${dataPrefix}`);
+    return p.slice(dataPrefix.length);
+  });
+  return {
+    data: names.map((n) => `${dataPrefix}${n}`),
+    metadata: names.map((n) => `${model.vault.mount}/metadata/${n}`),
+  };
+}
+
+/**
+ * The Vault ACL policy of one host: `read` on exactly the KV paths its files come from, no glob,
+ * no `list`, so a host can neither read nor discover another host's secrets. The metadata paths
+ * let vault-agent see versions of those same secrets and nothing else.
+ */
+export function policyFor(host: HostModel, model: Pick<FleetModel, "vault" | "github" | "stack">): string {
+  const { data, metadata } = hostKvPaths(host, model);
+  const lines = [`# runner-fleet stack ${model.stack}: what host ${host.name} may read, and nothing else.`];
+  for (const path of [...data, ...metadata]) {
+    // Paths come from validated names; refuse anything that could widen or break the rule.
+    if (!/^[A-Za-z0-9_./-]+$/.test(path) || path.includes("..")) throw new Error(`host ${host.name}: refusing to write policy for path ${JSON.stringify(path)}`);
+    lines.push(`path "${path}" {`, `  capabilities = ["read"]`, `}`);
+  }
+  return `${lines.join("\n")}\n`;
+}

@@ -142,6 +142,7 @@ const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: 
   { what: "image built for the other arch", mutate: (c) => { c.images.aws.x86_64.path = "/nix/store/wic7bgczhgqp3v4k0b21x1yc0hxwq2x2-nixos-amazon-image-25.11-aarch64-linux"; }, key: "runner-fleet:images.aws.x86_64.path", says: /another architecture/ },
   { what: "image key for an unknown cloud", mutate: (c) => { c.images.gcp = {}; }, key: "runner-fleet:images.gcp", says: /unknown key/ },
   { what: "missing vault section", mutate: (c) => { delete c.vault; }, key: "runner-fleet:vault", says: /is required/ },
+  { what: "vault over plain http", mutate: (c) => { c.vault.address = "http://vault.example.org:8200"; }, key: "runner-fleet:vault.address", says: /must use https/ },
   { what: "vault address not a URL", mutate: (c) => { c.vault.address = "vault.example.org"; }, key: "runner-fleet:vault.address", says: /http\(s\) URL/ },
   { what: "vault mount with bad characters", mutate: (c) => { c.vault.mount = "/ci//"; }, key: "runner-fleet:vault.mount", says: /Vault path/ },
   { what: "vault wrap TTL not a duration", mutate: (c) => { c.vault.wrapTtl = "two hours"; }, key: "runner-fleet:vault.wrapTtl", says: /duration/ },

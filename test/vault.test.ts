@@ -1,0 +1,377 @@
+/**
+ * Vault: KV paths, per-host policies, AppRoles and wrapped secret_ids; secrets stay secret from
+ * config to Vault and never show in plan output. Mocks are installed before the component loads.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import * as pulumi from "@pulumi/pulumi";
+import { containsSecret, installMocks, reveal, settle, type RecordedResource } from "../scripts/mock-runtime";
+import { baseConfig, mockConfig, modelFrom, PLANTED_SECRETS, planJson, runPlan, writeStackFile } from "./support/fixtures";
+import { ConfigError } from "../components/config";
+import type { FleetModel, HostModel } from "../components/model";
+import { hostKvPaths, policyFor, secretFilesFor } from "../components/vault-paths";
+
+const { resources } = installMocks({ stack: "test", ...mockConfig(baseConfig()) });
+const { FleetVault, boundCidrs, durationSeconds, policyName } = await import("../components/vault");
+
+const T = {
+  mount: "vault:index/mount:Mount",
+  auth: "vault:index/authBackend:AuthBackend",
+  kv: "vault:kv/secretV2:SecretV2",
+  policy: "vault:index/policy:Policy",
+  role: "vault:appRole/authBackendRole:AuthBackendRole",
+  secretId: "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId",
+  provider: "pulumi:providers:vault",
+  random: "random:index/randomBytes:RandomBytes",
+};
+
+/** Every role, with host names that are prefixes of each other (hosts/gitea vs hosts/gitea-2). */
+function fullConfig(): Record<string, any> {
+  const cfg = baseConfig();
+  cfg.hosts = {
+    ...cfg.hosts,
+    onprem: {
+      provider: "existing", address: "192.0.2.10", privateAddress: "10.0.0.5", arch: "x86_64", vcpus: 16, memoryMib: 32768, kvm: true,
+      roles: ["fireactions", "forgejo-runner"], pools: ["small"],
+    },
+    v6: { provider: "existing", address: "2001:db8::10", arch: "x86_64", vcpus: 4, memoryMib: 8192, roles: ["cache"] },
+    named: { provider: "existing", address: "runner.example.org", arch: "x86_64", vcpus: 4, memoryMib: 8192, roles: ["gitea-runner"] },
+    cache: { provider: "hetzner", serverType: "ccx23", location: "fsn1", roles: ["cache"] },
+    gitea: { provider: "digitalocean", size: "s-4vcpu-8gb", region: "fra1", roles: ["gitea-runner"] },
+    "gitea-2": { provider: "digitalocean", size: "s-4vcpu-8gb", region: "fra1", roles: ["gitea-runner"] },
+  };
+  return cfg;
+}
+
+const planted = () => ({
+  githubApp: pulumi.secret(PLANTED_SECRETS.githubAppPrivateKey),
+  giteaRunnerToken: pulumi.secret(PLANTED_SECRETS.giteaRunnerToken),
+  cacheSigningKey: pulumi.secret(PLANTED_SECRETS.cacheSigningKey),
+});
+
+/** Waits until no registration has landed for a few ticks. */
+async function quiet(): Promise<void> {
+  let n = -1;
+  while (n !== resources.length) {
+    n = resources.length;
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Paths named in a rendered policy, and the capabilities each one gets. */
+function parsePolicy(hcl: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of hcl.matchAll(/path "([^"]+)" \{\s*capabilities = (\[[^\]]*\])\s*\}/g)) out.set(m[1], m[2]);
+  return out;
+}
+
+const byType = (rs: RecordedResource[], type: string) => rs.filter((r) => r.type === type);
+const one = (rs: RecordedResource[], type: string, name: string) => {
+  const found = rs.filter((r) => r.type === type && r.name === name);
+  expect(found, `${type} ${name}`).toHaveLength(1);
+  return found[0];
+};
+
+// ---------------------------------------------------------------------------------------------
+
+describe("pure helpers", () => {
+  it("converts config durations to seconds and rejects other forms", () => {
+    expect(durationSeconds("90s")).toBe(90);
+    expect(durationSeconds("30m")).toBe(1800);
+    expect(durationSeconds("2h")).toBe(7200);
+    expect(() => durationSeconds("2 hours")).toThrow(/not a duration/);
+  });
+
+  it("binds only existing hosts with IP addresses, v4 as /32 and v6 as /128", () => {
+    const model = modelFrom(fullConfig());
+    const host = (n: string) => model.hosts.find((h) => h.name === n)!;
+    expect(boundCidrs(host("onprem"))).toEqual(["192.0.2.10/32", "10.0.0.5/32"]);
+    expect(boundCidrs(host("v6"))).toEqual(["2001:db8::10/128"]);
+    expect(boundCidrs(host("named"))).toEqual([]);
+    expect(boundCidrs(host("metal"))).toEqual([]);
+    expect(boundCidrs(host("gitea"))).toEqual([]);
+  });
+
+  it("lowercases policy names as Vault does", () => {
+    expect(policyName("Prod", "h1")).toBe("runner-fleet-prod-h1");
+  });
+});
+
+describe("policyFor", () => {
+  const model = modelFrom(fullConfig());
+
+  it("grants read on exactly the data and metadata paths of the host's own files", () => {
+    for (const host of model.hosts) {
+      const rules = parsePolicy(policyFor(host, model));
+      const expected = new Set(secretFilesFor(host, model).flatMap((f) => [f.path, f.path.replace("ci/data/", "ci/metadata/")]));
+      expect(new Set(rules.keys()), host.name).toEqual(expected);
+      for (const caps of rules.values()) expect(caps).toBe('["read"]');
+    }
+  });
+
+  it("never names another host's path, a glob or list", () => {
+    for (const host of model.hosts) {
+      const hcl = policyFor(host, model);
+      expect(hcl).not.toMatch(/[*+]|"list"/);
+      for (const path of parsePolicy(hcl).keys()) {
+        const m = /^ci\/(data|metadata)\/hosts\/([^/]+)\//.exec(path);
+        if (m) expect(m[2], `${host.name} policy names ${path}`).toBe(host.name);
+        else expect(path).toMatch(/^ci\/(data|metadata)\/shared\/github-app\/acme$/);
+      }
+    }
+  });
+
+  it("gives the shared GitHub App to fireactions hosts only", () => {
+    for (const host of model.hosts) {
+      const reads = parsePolicy(policyFor(host, model)).has("ci/data/shared/github-app/acme");
+      expect(reads, host.name).toBe(host.roles.includes("fireactions"));
+    }
+  });
+
+  it("follows a nested mount and refuses a path that could widen the rule", () => {
+    const nested = { ...model, vault: { ...model.vault, mount: "teams/ci" } };
+    const cache = model.hosts.find((h) => h.name === "cache")!;
+    expect(hostKvPaths(cache, nested)).toEqual({ data: ["teams/ci/data/hosts/cache/cache"], metadata: ["teams/ci/metadata/hosts/cache/cache"] });
+    const evil = { ...cache, name: "x/../*" } as HostModel;
+    expect(() => policyFor(evil, nested)).toThrow(/refusing/);
+  });
+});
+
+describe("bad Vault config fails with the key path", () => {
+  const problems = (cfg: Record<string, any>, secretsSet?: string[]): string[] => {
+    try {
+      modelFrom(cfg, secretsSet);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      return (err as ConfigError).problems;
+    }
+    throw new Error("config was accepted");
+  };
+  const withVault = (vault: Record<string, unknown>) => ({ ...baseConfig(), vault });
+
+  it("missing Vault section or address", () => {
+    const { vault: _, ...noVault } = baseConfig();
+    expect(problems(noVault)).toContain("runner-fleet:vault: is required");
+    expect(problems(withVault({}))).toContain("runner-fleet:vault.address: is required");
+    expect(problems(withVault({ address: "vault.example.org" }))).toContain("runner-fleet:vault.address: must be an http(s) URL");
+  });
+
+  it("invalid mount, auth mount, durations and external secret names", () => {
+    const address = "https://vault.example.org";
+    expect(problems(withVault({ address, mount: "/ci" })).join("\n")).toMatch(/^runner-fleet:vault\.mount: must be a Vault path/m);
+    expect(problems(withVault({ address, mount: "ci/../sys" })).join("\n")).toMatch(/^runner-fleet:vault\.mount: must be a Vault path/m);
+    expect(problems(withVault({ address, authMount: "auth/approle" })).join("\n")).toMatch(/^runner-fleet:vault\.authMount: must be a Vault auth path/m);
+    expect(problems(withVault({ address, wrapTtl: "2 hours" })).join("\n")).toMatch(/^runner-fleet:vault\.wrapTtl: must be a duration/m);
+    expect(problems(withVault({ address, externalSecrets: ["forgejoToken"] })).join("\n")).toMatch(/^runner-fleet:vault\.externalSecrets\[0\]: must be one of/m);
+  });
+
+  it("a secret a role needs but nobody configured", () => {
+    const all = problems(fullConfig(), []);
+    expect(all.some((p) => p.startsWith("runner-fleet:githubAppPrivateKey: is required by the fireactions role"))).toBe(true);
+    expect(all.some((p) => p.startsWith("runner-fleet:giteaRunnerToken: is required by the gitea-runner role"))).toBe(true);
+    expect(all.some((p) => p.startsWith("runner-fleet:cacheSigningKey: is required by the cache role"))).toBe(true);
+    // Kept only in Vault: nothing to configure.
+    const cfg = fullConfig();
+    cfg.vault.externalSecrets = ["githubApp", "giteaRunnerToken", "cacheSigningKey"];
+    expect(() => modelFrom(cfg, [])).not.toThrow();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe("FleetVault resources (mocks)", () => {
+  let model: FleetModel;
+  let rs: RecordedResource[];
+  let vaultA: InstanceType<typeof FleetVault>;
+
+  beforeAll(async () => {
+    model = modelFrom(fullConfig());
+    const start = resources.length;
+    vaultA = new FleetVault("va", { model, secrets: planted() });
+    await Promise.all(model.hosts.map((h) => settle(vaultA.access(h.name).wrappedSecretId)));
+    await quiet();
+    rs = resources.slice(start);
+  });
+
+  it("uses an explicit provider with the address and no token", () => {
+    const provider = one(rs, T.provider, "va");
+    expect(provider.inputs.address).toBe("https://vault.example.org:8200");
+    expect(provider.inputs).not.toHaveProperty("token");
+  });
+
+  it("creates the KV v2 mount and the AppRole auth backend", () => {
+    expect(one(rs, T.mount, "va-kv").inputs).toMatchObject({ path: "ci", type: "kv", options: { version: "2" } });
+    expect(one(rs, T.auth, "va-approle").inputs).toMatchObject({ type: "approle", path: "approle" });
+  });
+
+  it("writes every KV path a host reads, and only those", () => {
+    const written = byType(rs, T.kv).map((r) => `${r.inputs.mount}/data/${r.inputs.name}`).sort();
+    const read = [...new Set(model.hosts.flatMap((h) => secretFilesFor(h, model).map((f) => f.path)))].sort();
+    expect(written).toEqual(read);
+  });
+
+  it("keeps every written document secret and puts the right fields in it", () => {
+    const docs = new Map(byType(rs, T.kv).map((r) => [r.inputs.name as string, r]));
+    for (const r of docs.values()) expect(containsSecret(r.inputs.dataJson), r.name).toBe(true);
+    const doc = (name: string) => JSON.parse(reveal(docs.get(name)!.inputs.dataJson) as string);
+    expect(doc("shared/github-app/acme")).toEqual({ app_id: "123456", private_key: PLANTED_SECRETS.githubAppPrivateKey });
+    expect(doc("hosts/gitea/gitea-runner")).toEqual({ token: PLANTED_SECRETS.giteaRunnerToken });
+    expect(doc("hosts/named/gitea-runner")).toEqual({ token: PLANTED_SECRETS.giteaRunnerToken });
+    expect(doc("hosts/cache/cache")).toEqual({ signing_key: PLANTED_SECRETS.cacheSigningKey });
+    expect(doc("hosts/v6/cache")).toEqual({ signing_key: PLANTED_SECRETS.cacheSigningKey });
+    expect(doc("hosts/onprem/forgejo-runner").token).toMatch(/^[0-9a-f]{40}$/);
+  });
+
+  it("generates the Forgejo secret from 20 random bytes per forgejo host", () => {
+    expect(byType(rs, T.random).map((r) => [r.name, r.inputs.length])).toEqual([["onprem-forgejo-runner-secret", 20]]);
+  });
+
+  it("exposes secret outputs only as secrets", async () => {
+    for (const [name, kv] of Object.entries(vaultA.kvSecrets)) {
+      expect(await pulumi.isSecret(kv.dataJson), name).toBe(true);
+    }
+    for (const host of model.hosts) {
+      const { roleId, wrappedSecretId } = vaultA.access(host.name);
+      expect(await pulumi.isSecret(wrappedSecretId), host.name).toBe(true);
+      expect(await pulumi.isSecret(roleId), host.name).toBe(false);
+      expect((await settle(wrappedSecretId)).value).toMatch(/^hvs\.wrapped-/);
+      expect((await settle(roleId)).value).toMatch(/^[0-9a-f-]{36}$/);
+    }
+  });
+
+  it("registers each host's rendered policy under its own name", () => {
+    const policies = byType(rs, T.policy);
+    expect(policies).toHaveLength(model.hosts.length);
+    for (const host of model.hosts) {
+      const p = one(rs, T.policy, `${host.name}-policy`);
+      expect(p.inputs.name).toBe(`runner-fleet-test-${host.name}`);
+      expect(p.inputs.policy).toBe(policyFor(host, model));
+      for (const other of model.hosts.filter((h) => h.name !== host.name)) {
+        expect(p.inputs.policy as string).not.toContain(`/hosts/${other.name}/`);
+      }
+    }
+  });
+
+  it("gives every host an AppRole bound to its policy with the configured lifetimes", () => {
+    for (const host of model.hosts) {
+      const role = one(rs, T.role, `${host.name}-approle`).inputs;
+      expect(role).toMatchObject({
+        backend: "approle", roleName: `test-${host.name}`, tokenPolicies: [`runner-fleet-test-${host.name}`],
+        tokenTtl: 3600, tokenMaxTtl: 3600, secretIdTtl: 86400, secretIdNumUses: 0,
+      });
+      const cidrs = boundCidrs(host);
+      if (cidrs.length) {
+        expect(role.secretIdBoundCidrs).toEqual(cidrs);
+        expect(role.tokenBoundCidrs).toEqual(cidrs);
+      } else {
+        expect(role.secretIdBoundCidrs).toBeUndefined();
+        expect(role.tokenBoundCidrs).toBeUndefined();
+      }
+    }
+    expect(one(rs, T.role, "onprem-approle").inputs.secretIdBoundCidrs).toEqual(["192.0.2.10/32", "10.0.0.5/32"]);
+  });
+
+  it("wraps one secret_id per host, with the wrapped accessor, metadata and CIDRs", () => {
+    for (const host of model.hosts) {
+      const sid = one(rs, T.secretId, `${host.name}-secret-id`).inputs;
+      expect(sid).toMatchObject({ backend: "approle", roleName: `test-${host.name}`, wrappingTtl: "2h", withWrappedAccessor: true });
+      expect(JSON.parse(sid.metadata as string)).toEqual({ host: host.name, stack: "test" });
+      expect(sid.cidrLists).toEqual(boundCidrs(host).length ? boundCidrs(host) : undefined);
+    }
+  });
+
+  it("refuses an unknown host", () => {
+    expect(() => vaultA.access("nope")).toThrow(/unknown host "nope"/);
+  });
+});
+
+describe("FleetVault with secrets kept in Vault and existing mounts (mocks)", () => {
+  let model: FleetModel;
+  let rs: RecordedResource[];
+
+  beforeAll(async () => {
+    const cfg = baseConfig();
+    cfg.hosts = {
+      "b-metal": cfg.hosts.metal,
+      "b-cache": { provider: "hetzner", serverType: "ccx23", location: "fsn1", roles: ["cache"] },
+      "b-forge": { provider: "hetzner", serverType: "ccx23", location: "nbg1", roles: ["forgejo-runner"] },
+      "b-gitea": { provider: "digitalocean", size: "s-4vcpu-8gb", region: "fra1", roles: ["gitea-runner"] },
+    };
+    cfg.vault = {
+      address: "https://vault.internal:8200", mount: "teams/ci", createMount: false, authMount: "ci-hosts", createAuthMount: false,
+      externalSecrets: ["githubApp", "giteaRunnerToken", "cacheSigningKey"], wrapTtl: "15m", secretIdTtl: "90s", tokenTtl: "30m",
+    };
+    model = modelFrom(cfg, []);
+    const start = resources.length;
+    const v = new FleetVault("vb", { model, secrets: {} });
+    await Promise.all(model.hosts.map((h) => settle(v.access(h.name).wrappedSecretId)));
+    await quiet();
+    rs = resources.slice(start);
+  });
+
+  it("references the mounts instead of creating them", () => {
+    expect(byType(rs, T.mount)).toHaveLength(0);
+    expect(byType(rs, T.auth)).toHaveLength(0);
+  });
+
+  it("writes only the generated Forgejo secret, into the configured mount", () => {
+    expect(byType(rs, T.kv).map((r) => [r.inputs.mount, r.inputs.name])).toEqual([["teams/ci", "hosts/b-forge/forgejo-runner"]]);
+  });
+
+  it("still grants each host read on its external secrets", () => {
+    const policy = (h: string) => [...parsePolicy(one(rs, T.policy, `${h}-policy`).inputs.policy as string).keys()];
+    expect(policy("b-metal")).toEqual(["teams/ci/data/shared/github-app/acme", "teams/ci/metadata/shared/github-app/acme"]);
+    expect(policy("b-cache")).toEqual(["teams/ci/data/hosts/b-cache/cache", "teams/ci/metadata/hosts/b-cache/cache"]);
+    expect(policy("b-gitea")).toEqual(["teams/ci/data/hosts/b-gitea/gitea-runner", "teams/ci/metadata/hosts/b-gitea/gitea-runner"]);
+  });
+
+  it("uses the configured auth mount and lifetimes", () => {
+    const role = one(rs, T.role, "b-gitea-approle").inputs;
+    expect(role).toMatchObject({ backend: "ci-hosts", tokenTtl: 1800, tokenMaxTtl: 1800, secretIdTtl: 90 });
+    expect(one(rs, T.secretId, "b-gitea-secret-id").inputs).toMatchObject({ backend: "ci-hosts", wrappingTtl: "15m" });
+  });
+});
+
+describe("FleetVault argument checks (mocks)", () => {
+  it("names the missing secret and its hosts before creating any child", async () => {
+    const model = modelFrom(fullConfig());
+    const start = resources.length;
+    expect(() => new FleetVault("vc", { model, secrets: { githubApp: pulumi.secret("k"), giteaRunnerToken: pulumi.secret("t") } }))
+      .toThrow("FleetVault: runner-fleet:cacheSigningKey is required by hosts cache, v6 (or list cacheSigningKey in vault.externalSecrets)");
+    await quiet();
+    expect(resources.slice(start).filter((r) => r.type !== "runner-fleet:vault:FleetVault")).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe("plan output (end to end)", () => {
+  it("prod: a mount, shared App credentials, secrets, a policy and an AppRole per host, secrets redacted", async () => {
+    const plan = await planJson("prod");
+    const of = (type: string) => plan.resources.filter((r) => r.type === type);
+    expect(of(T.provider).map((r) => r.name)).toEqual(["vault"]);
+    expect(of(T.mount)).toHaveLength(1);
+    const kvNames = of(T.kv).map((r) => r.inputs.name).sort();
+    expect(kvNames).toEqual([
+      "hosts/cache-1/cache", "hosts/do-gitea-1/gitea-runner", "hosts/forgejo-1/forgejo-runner", "hosts/onprem-1/forgejo-runner",
+      "shared/github-app/acme",
+    ]);
+    for (const r of of(T.kv)) expect(r.inputs.dataJson, r.name).toBe("[secret]");
+    const hosts = plan.resources.filter((r) => r.type === T.policy).map((r) => r.name.replace(/-policy$/, "")).sort();
+    expect(hosts).toHaveLength(8);
+    expect(of(T.role).map((r) => r.name.replace(/-approle$/, "")).sort()).toEqual(hosts);
+    expect(of(T.secretId).map((r) => r.name.replace(/-secret-id$/, "")).sort()).toEqual(hosts);
+    expect(plan.outputs.userData).toBe("[secret]");
+  });
+
+  it("no planted secret value appears anywhere in the plan", async () => {
+    const result = await runPlan(["--config", writeStackFile(fullConfig()), "--json"]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout).resources.some((r: { type: string }) => r.type === T.kv)).toBe(true);
+    for (const value of Object.values(PLANTED_SECRETS)) {
+      for (const fragment of [value, ...value.split("\n").filter((l) => l.length > 12)]) {
+        expect(result.stdout).not.toContain(fragment);
+        expect(result.stderr).not.toContain(fragment);
+      }
+    }
+  });
+});
