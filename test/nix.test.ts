@@ -80,7 +80,7 @@ describe("nix/lib on nix/inventory.example.json", () => {
     expect(nodes["onprem-1"]).toEqual({
       hostname: "192.0.2.10",
       sshUser: "deploy",
-      sshOpts: ["-p", "2222"],
+      sshOpts: ["-p", "2222", "-o", "StrictHostKeyChecking=accept-new"],
       user: "root",
       magicRollback: true,
       autoRollback: true,
@@ -169,7 +169,7 @@ describe("nix/lib on test/fixtures/inventory.multi.json", () => {
     expect(nodes["do-1"]).toMatchObject({
       hostname: "161.35.0.9",
       sshUser: "ops",
-      sshOpts: ["-p", "2200"],
+      sshOpts: ["-p", "2200", "-o", "StrictHostKeyChecking=accept-new"],
       user: "root",
       profiles: { system: { path: "x86_64-linux" } },
     });

@@ -135,7 +135,14 @@ rec {
       // {
         hostname = host.address;
         sshUser = host.sshUser;
-        sshOpts = [ "-p" (toString host.sshPort) ];
+        # A new host's key is unknown and deploys run without a terminal: trust it on first
+        # contact, and refuse a changed key afterwards.
+        sshOpts = [
+          "-p"
+          (toString host.sshPort)
+          "-o"
+          "StrictHostKeyChecking=accept-new"
+        ];
         # deploy-rs connects as sshUser and uses sudo to become root.
         user = "root";
         profiles.system = {

@@ -1,0 +1,258 @@
+/**
+ * Pure builders for the deploy step: the shell command of every remote step, the content
+ * addresses that decide when a host is redeployed, and the rolling waves. No Pulumi here, so
+ * all of it is tested directly (test/deploy.test.ts).
+ */
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { DeployTool } from "./model";
+
+export function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** Quotes one word for POSIX sh (host names and addresses are safe already; flakes may not be). */
+export function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./#-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command's failure message names the host, so a stopped rollout says where it stopped. */
+function orFail(what: string): string {
+  return `|| { echo ${shellQuote(what)} >&2; exit 1; }`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content addresses
+
+/** `nix build` result links (result, result-image-x86_64...) and VCS/direnv state are not sources. */
+function skipEntry(entry: fs.Dirent): boolean {
+  if (entry.name === ".git" || entry.name === ".direnv") return true;
+  return entry.isSymbolicLink() && /^result(-.*)?$/.test(entry.name);
+}
+
+/**
+ * The content address of the flake's sources: every file under `dir` (path and bytes), sorted,
+ * without result links. Any edit under nix/ changes it; building an image does not.
+ */
+export function hashFlakeSources(dir: string): string {
+  const hash = createHash("sha256");
+  const walk = (rel: string) => {
+    const entries = fs.readdirSync(path.join(dir, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
+      if (skipEntry(entry)) continue;
+      const relPath = rel ? `${rel}/${entry.name}` : entry.name;
+      const full = path.join(dir, relPath);
+      if (entry.isDirectory()) walk(relPath);
+      else if (entry.isSymbolicLink()) hash.update(`link\0${relPath}\0${fs.readlinkSync(full)}\0`);
+      else if (entry.isFile()) hash.update(`file\0${relPath}\0`).update(fs.readFileSync(full)).update("\0");
+    }
+  };
+  walk("");
+  return hash.digest("hex");
+}
+
+/** True when the flake reference names a local directory (./nix, /srv/fleet/nix), not a URL. */
+export function isLocalFlake(flake: string): boolean {
+  return !/^[a-z][a-z0-9+.-]*:/i.test(flake);
+}
+
+/**
+ * inventory.json reduced to what builds `host`: every fleet-wide field (SSH keys, Vault) and
+ * this host's entry only. The switch evaluates the flake with it, so its bytes are exactly
+ * what can change the host's system: another host's change or a pool edit leaves it alone.
+ */
+export function hostInventoryJson(inventoryJson: string, host: string): string {
+  const inventory = JSON.parse(inventoryJson) as { hosts?: Record<string, unknown> };
+  const entry = inventory.hosts?.[host];
+  if (entry === undefined) throw new Error(`deploy: host ${host} is missing from inventory.json`);
+  return `${JSON.stringify({ ...inventory, hosts: { [host]: entry } }, null, 2)}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness
+
+/** @pulumi/command's dial backoff: 100 ms, x1.5 per failed dial, capped at 5 s. */
+const DIAL_FIRST_MS = 100;
+const DIAL_FACTOR = 1.5;
+const DIAL_CAP_MS = 5000;
+
+/**
+ * How many failed dials to allow so the backoff alone spans `minutes` (the limit counts
+ * errors; there is one wait fewer than errors). Slow dials (each up to perDialTimeout) only
+ * reach the resource's custom timeout sooner, which is the real bound.
+ */
+export function dialErrorLimitFor(minutes: number): number {
+  const target = minutes * 60_000;
+  let waited = 0;
+  let delay = DIAL_FIRST_MS;
+  let errors = 1;
+  while (waited < target) {
+    waited += delay;
+    delay = Math.min(delay * DIAL_FACTOR, DIAL_CAP_MS);
+    errors += 1;
+  }
+  return errors;
+}
+
+/** Total backoff before @pulumi/command gives up after `limit` dial errors, in ms. */
+export function dialBackoffMs(limit: number): number {
+  let waited = 0;
+  let delay = DIAL_FIRST_MS;
+  for (let i = 1; i < limit; i++) {
+    waited += delay;
+    delay = Math.min(delay * DIAL_FACTOR, DIAL_CAP_MS);
+  }
+  return waited;
+}
+
+/**
+ * Runs on the host once SSH answers: waits for cloud-init (where there is one: existing
+ * machines have none) and for systemd to finish booting. A degraded system still counts as
+ * up: the deploy that follows may be what repairs it.
+ */
+export function readinessCommand(host: string, minutes: number): string {
+  const script = [
+    "if command -v cloud-init >/dev/null 2>&1; then",
+    `  cloud-init status --wait >/dev/null 2>&1 || echo "warning: cloud-init on ${host} finished with errors, see /var/log/cloud-init-output.log" >&2;`,
+    "fi;",
+    "state=$(systemctl is-system-running --wait 2>/dev/null || true);",
+    `case "$state" in running|degraded) ;; *) echo "${host}: system state is $state" >&2; exit 1;; esac`,
+  ].join(" ");
+  return `timeout ${minutes}m sh -c ${shellQuote(script)} ${orFail(`${host} did not become ready within ${minutes} minutes`)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// First install (stock images)
+
+/** Fresh hosts have unknown host keys; nixos-anywhere does the same for its own connections. */
+const NEW_HOST_SSH = "-o BatchMode=yes -o ConnectTimeout=15 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null";
+
+export interface InstallCommandArgs {
+  host: string;
+  address: string;
+  flake: string;
+  /** The deploy user, who must answer once the installed system has booted. */
+  sshUser: string;
+  installTimeoutMinutes: number;
+  readyTimeoutMinutes: number;
+  /**
+   * Whether /etc/runner-fleet must exist on the stock image. Cloud hosts get it from
+   * cloud-init; an existing machine may not have it yet, which only earns a warning.
+   */
+  requireFacts: boolean;
+}
+
+/**
+ * nixos-anywhere onto a stock image, run on the deploy machine. The host's inventory.json
+ * arrives on stdin. Steps:
+ *  1. Never wipe a host twice: one that already runs NixOS (the deploy user can log in and
+ *     /etc/NIXOS exists) is skipped, so a re-run (any input change re-runs a command) never
+ *     reinstalls a live host.
+ *  2. Copy /etc/runner-fleet (host facts, pools.json, role_id, wrapped secret_id) off the stock
+ *     image with tar over SSH into a private temp dir (mktemp -d: 0700; tar keeps the 0600
+ *     modes), and hand it to `--extra-files`: the reinstall wipes the disk, and the wrapped
+ *     secret_id exists nowhere else. The files never pass through Pulumi state or a log.
+ *  3. nixos-anywhere, under a timeout (its SSH waits have none). `--option pure-eval false` is
+ *     nixos-anywhere's spelling of --impure (it forwards --option to every nix command), so the
+ *     flake reads $RUNNER_FLEET_INVENTORY. `--copy-host-keys` keeps the host's SSH identity.
+ *  4. Wait, bounded, until the deploy user can log in to the installed system.
+ */
+export function installCommand(a: InstallCommandArgs): string {
+  const root = `root@${a.address}`;
+  const deployLogin = `${a.sshUser}@${a.address}`;
+  const target = shellQuote(`${a.flake}#${a.host}`);
+  const noFacts = `no /etc/runner-fleet/host.json on ${a.host}`;
+  return [
+    "set -eu",
+    'work=$(mktemp -d)',
+    'trap \'rm -rf "$work"\' EXIT',
+    'cat > "$work/inventory.json"',
+    'export RUNNER_FLEET_INVENTORY="$work/inventory.json"',
+    `if timeout 1m ssh ${NEW_HOST_SSH} ${deployLogin} test -e /etc/NIXOS 2>/dev/null; then echo "${a.host} already runs NixOS: install skipped"; exit 0; fi`,
+    'mkdir -m 0700 "$work/files" "$work/files/etc"',
+    // Into a file first: a pipe would hide ssh's exit status, and a host without the directory sends nothing.
+    `timeout 5m ssh ${NEW_HOST_SSH} ${root} 'if [ -d /etc/runner-fleet ]; then tar -C /etc -cf - runner-fleet; fi' > "$work/etc.tar" ${orFail(`install of ${a.host}: could not copy /etc/runner-fleet off the stock image`)}`,
+    'if [ -s "$work/etc.tar" ]; then tar -C "$work/files/etc" -xpf "$work/etc.tar"; fi',
+    'rm -f "$work/etc.tar"',
+    a.requireFacts
+      ? `test -s "$work/files/etc/runner-fleet/host.json" ${orFail(`${noFacts}: cloud-init did not write the host facts`)}`
+      : `test -s "$work/files/etc/runner-fleet/host.json" || echo ${shellQuote(`warning: ${noFacts}: it cannot bootstrap until the files are there`)} >&2`,
+    `timeout ${a.installTimeoutMinutes}m nixos-anywhere --flake ${target} --option pure-eval false --copy-host-keys --extra-files "$work/files" ${root} ${orFail(`install of ${a.host} failed`)}`,
+    `deadline=$(( $(date +%s) + ${a.readyTimeoutMinutes * 60} ))`,
+    `until timeout 1m ssh ${NEW_HOST_SSH} ${deployLogin} true 2>/dev/null; do [ "$(date +%s)" -lt "$deadline" ] ${orFail(`${a.host} did not come back as NixOS within ${a.readyTimeoutMinutes} minutes of its install`)}; sleep 5; done`,
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Switch
+
+export interface SwitchCommandArgs {
+  tool: DeployTool;
+  host: string;
+  address: string;
+  flake: string;
+  sshUser: string;
+  /** Activate on next boot instead of now. */
+  boot: boolean;
+  confirmTimeout: number;
+  activationTimeout: number;
+  switchTimeoutMinutes: number;
+}
+
+/** The deploy tool's own command line (no timeout, no inventory plumbing). */
+export function deployToolCommand(a: SwitchCommandArgs): string {
+  if (a.tool === "deploy-rs") {
+    // --hostname overrides every node of an invocation: exactly one node per invocation.
+    // --boot activates nothing now, so there is no connection to confirm: magic rollback off.
+    return [
+      "deploy --skip-checks",
+      `--hostname ${a.address}`,
+      `--ssh-user ${a.sshUser}`,
+      `--magic-rollback ${a.boot ? "false" : "true"}`,
+      "--auto-rollback true",
+      ...(a.boot ? [] : [`--confirm-timeout ${a.confirmTimeout}`]),
+      `--activation-timeout ${a.activationTimeout}`,
+      ...(a.boot ? ["--boot"] : []),
+      shellQuote(`${a.flake}#${a.host}`),
+      "-- --impure",
+    ].join(" ");
+  }
+  // colmena finds the hive in the flake of its working directory.
+  return `cd ${shellQuote(a.flake)} && colmena apply ${a.boot ? "boot" : "switch"} --on ${a.host} --impure`;
+}
+
+/**
+ * The whole switch step: inventory.json from stdin into a private temp file (never on the
+ * command line), RUNNER_FLEET_INVENTORY pointing at it, the tool under a timeout, and a
+ * failure that names the host.
+ */
+export function switchCommand(a: SwitchCommandArgs): string {
+  return [
+    "set -eu",
+    'inventory=$(mktemp)',
+    'trap \'rm -f "$inventory"\' EXIT',
+    'cat > "$inventory"',
+    'export RUNNER_FLEET_INVENTORY="$inventory"',
+    `( timeout ${a.switchTimeoutMinutes}m sh -c ${shellQuote(deployToolCommand(a))} ) ${orFail(`deploy of ${a.host} failed`)}`,
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pools
+
+/** Remote: install the pools.json on stdin. The deploy user may sudo exactly this command. */
+export function poolsCommand(host: string, minutes = 10): string {
+  return `timeout ${minutes}m sudo -n /run/current-system/sw/bin/runner-fleet-apply-pools ${orFail(`pool update on ${host} failed`)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waves
+
+/** Hosts in the given order, `batchSize` per wave. */
+export function deployWaves<T>(hosts: T[], batchSize: number): T[][] {
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`deploy.batchSize must be a positive integer (got ${batchSize})`);
+  const waves: T[][] = [];
+  for (let i = 0; i < hosts.length; i += batchSize) waves.push(hosts.slice(i, i + batchSize));
+  return waves;
+}

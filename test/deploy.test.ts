@@ -1,0 +1,390 @@
+/**
+ * The deploy step (issue 7): command lines per tool, what triggers a redeploy, rolling waves,
+ * first installs on stock images only, readiness timeouts, and pool edits pushed in place.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { installMocks, reveal } from "../scripts/mock-runtime";
+import { baseConfig, mockConfig, modelFrom, planJson, SSH_KEY } from "./support/fixtures";
+
+/** Three hosts: an image host (fireactions), a stock Hetzner host and an existing machine activating on boot. */
+function fleetConfig(): Record<string, any> {
+  const cfg = baseConfig();
+  cfg.hosts = {
+    alpha: { provider: "aws", instanceType: "c7i.metal-24xl", roles: ["fireactions"], pools: ["large", "small"] },
+    beta: { provider: "hetzner", serverType: "ccx33", location: "fsn1", roles: ["forgejo-runner"] },
+    gamma: { provider: "existing", address: "192.0.2.10", arch: "x86_64", vcpus: 16, memoryMib: 32768, kvm: true, roles: ["fireactions"], pools: ["medium"], boot: true },
+  };
+  return cfg;
+}
+
+const { resources } = installMocks({ stack: "test", ...mockConfig(fleetConfig()) });
+
+const cmd = await import("../components/deploy-commands");
+const pulumi = await import("@pulumi/pulumi");
+const { FleetDeploy } = await import("../components/deploy");
+const { buildInventory, renderInventoryJson } = await import("../components/inventory");
+const { renderPoolsJson } = await import("../components/pools");
+
+// ---------------------------------------------------------------------------------------------
+// Pure command builders
+
+const switchArgs = {
+  tool: "deploy-rs" as const, host: "alpha", address: "203.0.113.7", flake: "./nix", sshUser: "deploy",
+  boot: false, confirmTimeout: 30, activationTimeout: 240, switchTimeoutMinutes: 30,
+};
+
+describe("switch command lines", () => {
+  it("deploy-rs: one node per invocation, magic rollback with a confirm timeout, --impure for nix", () => {
+    expect(cmd.deployToolCommand(switchArgs)).toBe(
+      "deploy --skip-checks --hostname 203.0.113.7 --ssh-user deploy --magic-rollback true --auto-rollback true " +
+        "--confirm-timeout 30 --activation-timeout 240 ./nix#alpha -- --impure",
+    );
+  });
+
+  it("deploy-rs --boot: magic rollback off (nothing to confirm), no confirm timeout", () => {
+    const line = cmd.deployToolCommand({ ...switchArgs, boot: true });
+    expect(line).toBe(
+      "deploy --skip-checks --hostname 203.0.113.7 --ssh-user deploy --magic-rollback false --auto-rollback true " +
+        "--activation-timeout 240 --boot ./nix#alpha -- --impure",
+    );
+  });
+
+  it("colmena: switch or boot, this host only, impure, from the flake directory", () => {
+    expect(cmd.deployToolCommand({ ...switchArgs, tool: "colmena" })).toBe("cd ./nix && colmena apply switch --on alpha --impure");
+    expect(cmd.deployToolCommand({ ...switchArgs, tool: "colmena", boot: true })).toBe("cd ./nix && colmena apply boot --on alpha --impure");
+  });
+
+  it("wraps the tool in a timeout and keeps the inventory off the command line", () => {
+    const line = cmd.switchCommand(switchArgs);
+    expect(line).toContain("timeout 30m sh -c 'deploy --skip-checks");
+    expect(line).toContain('cat > "$inventory"');
+    expect(line).not.toMatch(/"version"|"hosts"/);
+  });
+});
+
+/** Runs a built command with fake tools first on PATH; returns exit code, stderr and what the fakes saw. */
+function runWithFakes(command: string, fakes: Record<string, string>, stdin: string, env: Record<string, string> = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-deploy-"));
+  fs.mkdirSync(path.join(dir, "bin"));
+  for (const [name, body] of Object.entries(fakes)) {
+    fs.writeFileSync(path.join(dir, "bin", name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  }
+  const r = spawnSync("/bin/sh", ["-c", command], {
+    input: stdin, encoding: "utf8",
+    env: { ...process.env, ...env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}`, OUT: dir },
+  });
+  return { code: r.status, stderr: r.stderr, stdout: r.stdout, dir };
+}
+
+describe("switch command, executed with a fake deploy", () => {
+  const fakeDeploy = 'cp "$RUNNER_FLEET_INVENTORY" "$OUT/seen.json"; echo "$@" > "$OUT/args"; exit ${FAKE_EXIT:-0}';
+
+  it("hands the tool the inventory from stdin through RUNNER_FLEET_INVENTORY and removes it after", () => {
+    const r = runWithFakes(cmd.switchCommand(switchArgs), { deploy: fakeDeploy }, '{"version":1}\n');
+    expect(r.code).toBe(0);
+    expect(fs.readFileSync(path.join(r.dir, "seen.json"), "utf8")).toBe('{"version":1}\n');
+    expect(fs.readFileSync(path.join(r.dir, "args"), "utf8")).toContain("--hostname 203.0.113.7");
+  });
+
+  it("a failed deploy exits 1 naming the host", () => {
+    const r = runWithFakes(cmd.switchCommand(switchArgs), { deploy: fakeDeploy }, "{}", { FAKE_EXIT: "101" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("deploy of alpha failed");
+  });
+});
+
+describe("first install", () => {
+  const args = {
+    host: "beta", address: "203.0.113.9", flake: "./nix", sshUser: "deploy",
+    installTimeoutMinutes: 45, readyTimeoutMinutes: 20, requireFacts: true,
+  };
+
+  it("runs nixos-anywhere under a timeout, impure, keeping host keys and the host's files", () => {
+    const line = cmd.installCommand(args);
+    expect(line).toContain(
+      'timeout 45m nixos-anywhere --flake ./nix#beta --option pure-eval false --copy-host-keys --extra-files "$work/files" root@203.0.113.9',
+    );
+    expect(line).toContain("install of beta failed");
+  });
+
+  // Fake ssh: the deploy user answers only once "installed"; root streams a tar of a fixture /etc.
+  const fakeSsh = [
+    'for a in "$@"; do last="$a"; case "$a" in deploy@*) who=deploy;; root@*) who=root;; esac; done',
+    'if [ "$who" = deploy ]; then [ -e "$OUT/installed" ] || [ -n "$FAKE_NIXOS" ]; exit $?; fi',
+    'if [ -n "$FAKE_NO_FACTS" ]; then exit 0; fi',
+    'tar -C "$FIXTURE" -cf - runner-fleet',
+  ].join("\n");
+  const fakeAnywhere = [
+    'while [ $# -gt 0 ]; do case "$1" in --extra-files) files="$2"; shift;; esac; shift; done',
+    'cp -rp "$files" "$OUT/extra"; cp "$RUNNER_FLEET_INVENTORY" "$OUT/inventory"; touch "$OUT/installed"',
+  ].join("\n");
+
+  function fixture(): string {
+    const etc = fs.mkdtempSync(path.join(os.tmpdir(), "rf-etc-"));
+    fs.mkdirSync(path.join(etc, "runner-fleet", "vault"), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(path.join(etc, "runner-fleet", "host.json"), '{"name":"beta"}\n');
+    fs.writeFileSync(path.join(etc, "runner-fleet", "vault", "wrapped-secret-id"), "hvs.wrapped-test", { mode: 0o600 });
+    return etc;
+  }
+
+  it("carries /etc/runner-fleet (wrapped secret_id included, 0600 kept) into --extra-files", () => {
+    const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, '{"version":1}\n', { FIXTURE: fixture() });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const wrapped = path.join(r.dir, "extra", "etc", "runner-fleet", "vault", "wrapped-secret-id");
+    expect(fs.readFileSync(wrapped, "utf8")).toBe("hvs.wrapped-test");
+    expect(fs.statSync(wrapped).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(path.join(r.dir, "inventory"), "utf8")).toBe('{"version":1}\n');
+  });
+
+  it("never reinstalls a host that already runs NixOS", () => {
+    const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, "{}", { FIXTURE: fixture(), FAKE_NIXOS: "1" });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("beta already runs NixOS: install skipped");
+    expect(fs.existsSync(path.join(r.dir, "installed"))).toBe(false);
+  });
+
+  it("stops, naming the host, when cloud-init left no facts on a cloud host", () => {
+    const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, "{}", { FIXTURE: fixture(), FAKE_NO_FACTS: "1" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("no /etc/runner-fleet/host.json on beta");
+    expect(fs.existsSync(path.join(r.dir, "installed"))).toBe(false);
+  });
+});
+
+describe("content addresses", () => {
+  it("the flake hash follows every source file and ignores result links", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-flake-"));
+    fs.mkdirSync(path.join(dir, "modules"));
+    fs.writeFileSync(path.join(dir, "flake.nix"), "{ }\n");
+    fs.writeFileSync(path.join(dir, "modules", "a.nix"), "{ }\n");
+    const h0 = cmd.hashFlakeSources(dir);
+    fs.symlinkSync("/nix/store/x-image", path.join(dir, "result-image-x86_64"));
+    expect(cmd.hashFlakeSources(dir)).toBe(h0);
+    fs.writeFileSync(path.join(dir, "modules", "a.nix"), "{ x = 1; }\n");
+    expect(cmd.hashFlakeSources(dir)).not.toBe(h0);
+  });
+
+  it("a host's inventory is the shared fields plus its own entry only", () => {
+    const model = modelFrom(fleetConfig());
+    const addrs = { alpha: { public: "203.0.113.1", private: null }, beta: { public: "203.0.113.2", private: null }, gamma: { public: "192.0.2.10", private: null } };
+    const inv = renderInventoryJson(buildInventory(model, addrs));
+    const alpha = JSON.parse(cmd.hostInventoryJson(inv, "alpha"));
+    expect(Object.keys(alpha.hosts)).toEqual(["alpha"]);
+    expect(alpha.sshAuthorizedKeys).toEqual([SSH_KEY]);
+    // Another host moving changes nothing for alpha; alpha moving does.
+    const moved = renderInventoryJson(buildInventory(model, { ...addrs, beta: { public: "203.0.113.99", private: null } }));
+    expect(cmd.hostInventoryJson(moved, "alpha")).toBe(cmd.hostInventoryJson(inv, "alpha"));
+    const alphaMoved = renderInventoryJson(buildInventory(model, { ...addrs, alpha: { public: "203.0.113.98", private: null } }));
+    expect(cmd.hostInventoryJson(alphaMoved, "alpha")).not.toBe(cmd.hostInventoryJson(inv, "alpha"));
+    expect(() => cmd.hostInventoryJson(inv, "nope")).toThrow(/nope/);
+  });
+});
+
+describe("readiness", () => {
+  it("the default dial limit gives up after ~7.5 s, as the reference says", () => {
+    expect(cmd.dialBackoffMs(10)).toBeGreaterThan(7000);
+    expect(cmd.dialBackoffMs(10)).toBeLessThan(8000);
+  });
+
+  it("the dial limit spans the ready timeout, and not one error more", () => {
+    for (const minutes of [1, 20, 60]) {
+      const limit = cmd.dialErrorLimitFor(minutes);
+      expect(cmd.dialBackoffMs(limit)).toBeGreaterThanOrEqual(minutes * 60_000);
+      expect(cmd.dialBackoffMs(limit - 1)).toBeLessThan(minutes * 60_000);
+    }
+    // 10 delays ramp up to the cap (11.3 s), 238 more of 5 s reach 20 min: 248 waits, 249 errors.
+    expect(cmd.dialErrorLimitFor(20)).toBe(249);
+  });
+
+  it("waits for cloud-init and systemd under a timeout that names the host", () => {
+    const line = cmd.readinessCommand("beta", 20);
+    expect(line).toMatch(/^timeout 20m sh -c '/);
+    expect(line).toContain("cloud-init status --wait");
+    expect(line).toContain("systemctl is-system-running --wait");
+    expect(line).toContain("beta did not become ready within 20 minutes");
+  });
+});
+
+describe("waves", () => {
+  it("chunks hosts in order by batch size", () => {
+    expect(cmd.deployWaves(["a", "b", "c"], 1)).toEqual([["a"], ["b"], ["c"]]);
+    expect(cmd.deployWaves(["a", "b", "c"], 2)).toEqual([["a", "b"], ["c"]]);
+    expect(cmd.deployWaves(["a", "b", "c"], 5)).toEqual([["a", "b", "c"]]);
+    expect(() => cmd.deployWaves(["a"], 0)).toThrow(/batchSize/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Resource wiring under mocks
+
+interface Captured {
+  type: string;
+  name: string;
+  opts: Record<string, any>;
+}
+
+/** Builds a FleetDeploy over stable fake host outputs; captures every child's options. */
+async function deployFor(cfg: Record<string, any>, componentName: string) {
+  const model = modelFrom(cfg);
+  const addrs: Record<string, { public: string; private: null }> = {};
+  model.hosts.forEach((h, i) => (addrs[h.name] = { public: h.provider === "existing" ? h.address : `203.0.113.${10 + i}`, private: null }));
+  const hosts = model.hosts.map((h) => ({
+    name: h.name, provider: h.provider, arch: h.arch, sshUser: model.deploy.sshUser,
+    publicAddress: pulumi.output(addrs[h.name].public), privateAddress: pulumi.output(undefined),
+    identity: pulumi.output(`id-${h.name}`),
+  }));
+  const poolsJson = Object.fromEntries(model.hosts.map((h) => [h.name, renderPoolsJson(h.pools.map((p) => model.pools[p]))]));
+  const captured: Captured[] = [];
+  const deploy = new FleetDeploy(componentName, {
+    model, hosts, poolsJson, inventoryJson: pulumi.output(renderInventoryJson(buildInventory(model, addrs))),
+  }, {
+    transformations: [(a) => {
+      captured.push({ type: a.type, name: a.name, opts: a.opts as Record<string, any> });
+      return undefined;
+    }],
+  });
+  // Let every registration reach the mock monitor.
+  await new Promise<void>((r) => pulumi.all(Object.values(deploy.switches).map((s) => s.urn)).apply(() => r()));
+  await new Promise((r) => setTimeout(r, 50));
+  return { model, deploy, captured };
+}
+
+const recorded = (name: string) => {
+  const r = resources.find((x) => x.name === name);
+  if (!r) throw new Error(`no resource ${name}`);
+  return { ...r, inputs: reveal(r.inputs) as Record<string, any> };
+};
+
+describe("FleetDeploy under mocks", async () => {
+  const cfg = fleetConfig();
+  cfg.deploy = { tool: "deploy-rs", batchSize: 1, readyTimeoutMinutes: 15 };
+  const { captured, deploy } = await deployFor(cfg, "deploy");
+  const opt = (name: string) => captured.find((c) => c.name === name);
+
+  it("creates ready/install/switch/pools per host as the host needs", () => {
+    const names = captured.filter((c) => c.type.startsWith("command:")).map((c) => c.name).sort();
+    expect(names).toEqual([
+      "alpha-pools", "alpha-ready", "alpha-switch",
+      "beta-install", "beta-ready", "beta-switch",
+      "gamma-pools", "gamma-ready", "gamma-switch",
+    ]);
+    expect(deploy.waves).toEqual([["alpha"], ["beta"], ["gamma"]]);
+  });
+
+  it("installs the stock host only, once per machine", () => {
+    const install = recorded("beta-install");
+    expect(install.type).toBe("command:local:Command");
+    expect(install.inputs.triggers).toEqual(["id-beta"]);
+    expect(install.inputs.create).toContain("nixos-anywhere --flake ./nix#beta");
+    expect(opt("beta-install")?.opts.additionalSecretOutputs).toEqual(["stdout", "stderr"]);
+    expect(resources.some((r) => r.name === "alpha-install" || r.name === "gamma-install")).toBe(false);
+  });
+
+  it("readiness: root on a stock image, the deploy user elsewhere; dial limit and timeout from readyTimeoutMinutes", () => {
+    const beta = recorded("beta-ready").inputs;
+    const alpha = recorded("alpha-ready").inputs;
+    expect(beta.connection).toMatchObject({ host: "203.0.113.11", user: "root", dialErrorLimit: cmd.dialErrorLimitFor(15) });
+    expect(alpha.connection.user).toBe("deploy");
+    expect(alpha.connection.privateKey).toBeUndefined();
+    expect(alpha.triggers).toEqual(["id-alpha"]);
+    expect(alpha.create).toMatch(/^timeout 15m /);
+    expect(opt("alpha-ready")?.opts.customTimeouts).toEqual({ create: "15m" });
+  });
+
+  it("switch triggers: the flake hash and the host's own inventory entry; the inventory comes on stdin", () => {
+    const alpha = recorded("alpha-switch").inputs;
+    const gamma = recorded("gamma-switch").inputs;
+    expect(alpha.triggers[0]).toBe(deploy.flakeHash);
+    expect(alpha.triggers[1]).toBe(cmd.sha256(alpha.stdin));
+    expect(Object.keys(JSON.parse(alpha.stdin).hosts)).toEqual(["alpha"]);
+    expect(alpha.create).not.toContain("--boot");
+    expect(gamma.create).toContain("--boot ./nix#gamma");
+    expect(gamma.create).toContain("--magic-rollback false");
+  });
+
+  it("pools: pushed to fireactions hosts over stdin, keyed on the pools.json hash, after the switch", () => {
+    const pools = recorded("alpha-pools").inputs;
+    expect(pools.create).toContain("sudo -n /run/current-system/sw/bin/runner-fleet-apply-pools");
+    expect(pools.triggers).toEqual([cmd.sha256(pools.stdin)]);
+    expect(JSON.parse(pools.stdin).map((p: any) => p.name)).toEqual(["large", "small"]);
+    expect(pools.connection.user).toBe("deploy");
+    expect(resources.some((r) => r.name === "beta-pools")).toBe(false);
+  });
+});
+
+describe("wave ordering", async () => {
+  // Distinct fleets so the three components' URNs never collide.
+  function named(prefix: string, batchSize: number | "all") {
+    const cfg = fleetConfig();
+    cfg.hosts = Object.fromEntries(Object.entries(cfg.hosts).map(([k, v]) => [`${prefix}${k}`, v]));
+    cfg.deploy = { tool: "colmena", batchSize: batchSize === "all" ? 3 : batchSize };
+    return cfg;
+  }
+  const deps = async (prefix: string, batch: number | "all") => {
+    // dependsOn holds resources; name them by their URN.
+    const { captured } = await deployFor(named(prefix, batch), `deploy-${prefix}`);
+    const out: Record<string, string[]> = {};
+    for (const c of captured.filter((c) => c.name.endsWith("-switch"))) {
+      const urns = await Promise.all(((c.opts.dependsOn ?? []) as any[]).map((d) => new Promise<string>((r) => d.urn.apply(r))));
+      out[c.name] = urns.map((u) => u.split("::").pop()!).sort();
+    }
+    return out;
+  };
+
+  it("batch 1: each switch waits for the previous host's", async () => {
+    expect(await deps("b1", 1)).toEqual({
+      "b1alpha-switch": ["b1alpha-ready"],
+      "b1beta-switch": ["b1alpha-switch", "b1beta-install", "b1beta-ready"],
+      "b1gamma-switch": ["b1beta-switch", "b1gamma-ready"],
+    });
+  });
+
+  it("batch 2: the second wave waits for both of the first", async () => {
+    expect(await deps("b2", 2)).toEqual({
+      "b2alpha-switch": ["b2alpha-ready"],
+      "b2beta-switch": ["b2beta-install", "b2beta-ready"],
+      "b2gamma-switch": ["b2alpha-switch", "b2beta-switch", "b2gamma-ready"],
+    });
+  });
+
+  it("batch = all: one wave, all in parallel", async () => {
+    expect(await deps("ba", "all")).toEqual({
+      "baalpha-switch": ["baalpha-ready"],
+      "babeta-switch": ["babeta-install", "babeta-ready"],
+      "bagamma-switch": ["bagamma-ready"],
+    });
+  });
+});
+
+
+// ---------------------------------------------------------------------------------------------
+// End to end: a pool edit touches only that host's pool push
+
+describe("pool edit in place (real plan, twice)", () => {
+  it("changes beta's pools push and nothing that deploys or belongs to another host", async () => {
+    const cfg = baseConfig();
+    cfg.hosts = {
+      alpha: { provider: "aws", instanceType: "c7i.metal-24xl", roles: ["fireactions"], pools: ["large", "small"] },
+      beta: { provider: "aws", instanceType: "c7i.metal-24xl", roles: ["fireactions"], pools: ["medium"] },
+    };
+    const edited = structuredClone(cfg);
+    edited.pools.medium = { size: "medium", maxRunners: 4 };
+    const [before, after] = [await planJson(cfg), await planJson(edited)];
+    const inputsOf = (doc: typeof before) => new Map(doc.resources.map((r) => [r.urn, JSON.stringify(r.inputs)]));
+    const a = inputsOf(before);
+    const b = inputsOf(after);
+    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+    const changed = [...a.keys()].filter((urn) => a.get(urn) !== b.get(urn)).map((urn) => urn.split("::").slice(-2).join("::"));
+    expect(changed).toContain("command:remote:Command::beta-pools");
+    // Only beta's pool push among commands; nothing named for alpha; no switch, install or readiness.
+    expect(changed.filter((c) => c.startsWith("command:"))).toEqual(["command:remote:Command::beta-pools"]);
+    expect(changed.filter((c) => /::alpha/.test(c))).toEqual([]);
+    // Whatever else moved is beta's machine (its user-data carries pools.json), nothing else.
+    for (const c of changed) expect(c).toMatch(/::beta/);
+  }, 120_000);
+});
