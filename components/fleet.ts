@@ -49,8 +49,9 @@ export class Fleet extends pulumi.ComponentResource {
       const userData = this.renderUserData(host, model, poolsJson, vault, secrets);
       this.poolsJson[host.name] = poolsJson;
       userDataByHost[host.name] = userData;
-      const image = host.provider !== "existing" && host.image === "nix" ? images.ref(host.provider, host.arch) : undefined;
-      hosts.push(createHost({ host, model, userData, image, networks }, { parent: this }));
+      const image = images.refFor(host);
+      // A host boots and reads its secrets at once: they must be in Vault before it exists.
+      hosts.push(createHost({ host, model, userData, image, networks }, { parent: this, dependsOn: [vault] }));
     }
 
     this.userData = pulumi.all(userDataByHost);

@@ -72,6 +72,13 @@ function computedOutputs(type: string, name: string): Record<string, unknown> {
       };
     case "random:index/randomId:RandomId":
       return { hex: digest("random", name).slice(0, 40) };
+    case "random:index/randomBytes:RandomBytes":
+      return { hex: secret(digest("random-bytes", name).slice(0, 40)), base64: secret(Buffer.from(digest("random-bytes", name).slice(0, 40), "hex").toString("base64")) };
+    // Image uploads (components/images): autonamed buckets, and what a local command prints.
+    case "aws:s3/bucket:Bucket":
+      return { arn: `arn:aws:s3:::${name}-id` };
+    case "command:local:Command":
+      return { stdout: String(parseInt(digest("stdout", name).slice(0, 8), 16)) };
     default:
       return {};
   }
@@ -87,7 +94,9 @@ export function installMocks(setup: MockSetup): { resources: RecordedResource[] 
         const state = { ...args.inputs, ...computedOutputs(args.type, args.name) };
         const urn = `urn:pulumi:${setup.stack}::${project}::${args.type}::${args.name}`;
         resources.push({ urn, type: args.type, name: args.name, inputs: args.inputs, custom: args.custom ?? true });
-        return { id: `${args.name}-id`, state };
+        // Hetzner ids are integers (servers take firewall and placement group ids as numbers).
+        const id = args.type.startsWith("hcloud:") ? String(parseInt(digest("hcloud-id", args.type, args.name).slice(0, 7), 16)) : `${args.name}-id`;
+        return { id, state };
       },
       call(args) {
         // Data sources the program may read; answered with stable placeholders.
@@ -98,6 +107,8 @@ export function installMocks(setup: MockSetup): { resources: RecordedResource[] 
             return { name: "eu-central-1", region: "eu-central-1" };
           case "aws:ec2/getVpc:getVpc":
             return { id: "vpc-default", cidrBlock: "172.31.0.0/16" };
+          case "aws:ec2/getSubnet:getSubnet":
+            return { id: args.inputs.id, vpcId: "vpc-custom", availabilityZone: "eu-central-1a" };
           case "aws:ec2/getSubnets:getSubnets":
             return { ids: ["subnet-a", "subnet-b"] };
           default:

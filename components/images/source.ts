@@ -7,7 +7,8 @@ import * as path from "node:path";
 import type { Arch, Cloud, ImageSourceModel } from "../model";
 
 /** Nix store paths: /nix/store/<32 chars of nix base32>-<name>. */
-const STORE_PATH = /^\/nix\/store\/([0-9a-df-np-sv-z]{32})-[^/]+/;
+export const NIX_STORE = "/nix/store";
+const storePathPattern = (storeDir: string) => new RegExp(`^${storeDir.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}/([0-9a-df-np-sv-z]{32})-[^/]+`);
 
 /** The image formats each cloud can import, and the file extension nixpkgs gives each. */
 export const CLOUD_FORMATS: Record<Cloud, ImageSourceModel["format"][]> = {
@@ -16,6 +17,43 @@ export const CLOUD_FORMATS: Record<Cloud, ImageSourceModel["format"][]> = {
   hetzner: ["raw", "qcow2"],
   digitalocean: ["raw", "qcow2", "vhdx", "vmdk"],
 };
+
+/**
+ * Compressions each cloud's import takes: AWS import-snapshot and Azure disks read the bytes as
+ * they are; hcloud-upload-image decompresses bz2 (and xz, which nixpkgs does not produce here);
+ * DigitalOcean decompresses gzip and bzip2 itself.
+ */
+export const CLOUD_COMPRESSIONS: Record<Cloud, NonNullable<ImageSourceModel["compression"]>[]> = {
+  aws: [],
+  azure: [],
+  hetzner: ["bzip2"],
+  digitalocean: ["gzip", "bzip2"],
+};
+
+const MIB = 1024 * 1024;
+
+/**
+ * Azure takes only a fixed-size VHD whose size is a whole number of MiB plus the 512-byte footer.
+ * Reads the last 512 bytes (the footer) of the file, nothing else. Returns what is wrong, if anything.
+ */
+export function checkAzureVhd(file: string): string | undefined {
+  const size = fs.statSync(file).size;
+  if (size < MIB + 512 || (size - 512) % MIB !== 0) {
+    return `${file} is ${size} bytes; Azure needs a fixed VHD of a whole number of MiB plus the 512-byte footer (qemu-img convert -O vpc -o subformat=fixed,force_size)`;
+  }
+  const footer = Buffer.alloc(512);
+  const fd = fs.openSync(file, "r");
+  try {
+    fs.readSync(fd, footer, 0, 512, size - 512);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (footer.toString("latin1", 0, 8) !== "conectix") return `${file} has no VHD footer (cookie "conectix"); is it a raw image renamed .vhd?`;
+  // Disk type at offset 60: 2 fixed, 3 dynamic, 4 differencing.
+  const type = footer.readUInt32BE(60);
+  if (type !== 2) return `${file} is a ${type === 3 ? "dynamic" : type === 4 ? "differencing" : `type ${type}`} VHD; Azure needs a fixed-size VHD`;
+  return undefined;
+}
 
 const EXTENSIONS: Array<[RegExp, ImageSourceModel["format"], ImageSourceModel["compression"]?]> = [
   [/\.vhd$/, "vhd"],
@@ -30,8 +68,9 @@ const EXTENSIONS: Array<[RegExp, ImageSourceModel["format"], ImageSourceModel["c
   [/\.(raw|img)\.zst$/, "raw", undefined],
 ];
 
-export function storeHash(storePath: string): string | undefined {
-  return STORE_PATH.exec(storePath)?.[1];
+/** The hash of a store path (`storeDir` is /nix/store except in tests with a fake store). */
+export function storeHash(storePath: string, storeDir = NIX_STORE): string | undefined {
+  return storePathPattern(storeDir).exec(storePath)?.[1];
 }
 
 export function formatOf(file: string): { format: ImageSourceModel["format"]; compression?: ImageSourceModel["compression"] } | undefined {
@@ -63,7 +102,7 @@ export function resolveImageSource(
   cloud: Cloud,
   arch: Arch,
   input: ImageInput,
-  opts: { baseDir: string; requireFiles: boolean },
+  opts: { baseDir: string; requireFiles: boolean; storeDir?: string },
 ): ResolveResult {
   const keyBase = `images.${cloud}.${arch}`;
   const given = path.isAbsolute(input.path) ? input.path : path.resolve(opts.baseDir, input.path);
@@ -75,7 +114,7 @@ export function resolveImageSource(
   } catch {
     exists = false;
   }
-  const hash = storeHash(storePath);
+  const hash = storeHash(storePath, opts.storeDir);
   if (!hash) {
     return {
       ok: false,
@@ -143,11 +182,53 @@ function finish(
       problems: [{ key: `${keyBase}.path`, message: `${detected.format} images cannot be imported into ${cloud} (accepted: ${CLOUD_FORMATS[cloud].join(", ")})` }],
     };
   }
-  if (cloud === "azure" && detected.compression) {
-    return { ok: false, problems: [{ key: `${keyBase}.path`, message: "Azure needs an uncompressed fixed-size VHD" }] };
+  if (detected.compression && !CLOUD_COMPRESSIONS[cloud].includes(detected.compression)) {
+    const accepted = CLOUD_COMPRESSIONS[cloud];
+    return {
+      ok: false,
+      problems: [{
+        key: `${keyBase}.path`,
+        message: cloud === "azure"
+          ? "Azure needs an uncompressed fixed-size VHD"
+          : `${cloud} cannot import ${detected.compression}-compressed images (${accepted.length ? `accepted: none or ${accepted.join(", ")}` : "give it uncompressed"})`,
+      }],
+    };
+  }
+  // Checked only when the file is here (real runs, or a plan on a machine that built it).
+  if (cloud === "azure" && file && fs.existsSync(path.join(storePath, file))) {
+    const problem = checkAzureVhd(path.join(storePath, file));
+    if (problem) return { ok: false, problems: [{ key: `${keyBase}.path`, message: problem }] };
   }
   const image: ImageSourceModel = { cloud, arch, storePath, hash, format: detected.format };
   if (file) image.file = file;
   if (detected.compression) image.compression = detected.compression;
   return warning ? { ok: true, image, warning } : { ok: true, image };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names and paths every cloud's image component shares (pure).
+
+/**
+ * The logical name of an image's resources: cloud, arch and content hash, plus the region for
+ * per-region copies. A new hash is a new name, so Pulumi creates the new image before it deletes
+ * the old one; an unchanged hash is the same name, so nothing is uploaded again.
+ */
+export function imageResourceName(image: Pick<ImageSourceModel, "cloud" | "arch" | "hash">, region?: string): string {
+  return [image.cloud, image.arch, image.hash, ...(region ? [region] : [])].join("-");
+}
+
+/** The image file on this machine; undefined in offline plans of images not built here. */
+export function imageFilePath(image: ImageSourceModel): string | undefined {
+  return image.file ? path.join(image.storePath, image.file) : undefined;
+}
+
+const COMPRESSION_SUFFIX = { gzip: ".gz", bzip2: ".bz2" } as const;
+
+/**
+ * The object key an image is stored under in a bucket: deterministic from arch, hash and format,
+ * so an offline plan and a real run name the same object.
+ */
+export function imageObjectKey(image: ImageSourceModel): string {
+  const suffix = image.compression ? COMPRESSION_SUFFIX[image.compression] : "";
+  return `runner-fleet/${image.arch}-${image.hash}.${image.format}${suffix}`;
 }

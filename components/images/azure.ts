@@ -1,0 +1,168 @@
+/**
+ * Azure: fixed VHD -> managed disk created for upload -> page upload with azcopy through a
+ * short-lived write SAS -> managed image, in every location a host of that arch runs in.
+ *
+ * Why this route: a VHD must land as a page blob, and azure-native `storage.Blob` makes only
+ * block and append blobs. A disk created with `createOption: Upload` needs no storage account at
+ * all, and `az disk grant-access` hands out a SAS that `az disk revoke-access` takes back.
+ */
+import * as compute from "@pulumi/azure-native/compute";
+import * as resources from "@pulumi/azure-native/resources";
+import * as command from "@pulumi/command";
+import * as fs from "node:fs";
+import * as pulumi from "@pulumi/pulumi";
+import type { Arch, ImageSourceModel } from "../model";
+import { checkAzureVhd, imageFilePath, imageResourceName } from "./source";
+
+/** Upper bound for one upload (grant, copy, revoke). */
+export const AZURE_UPLOAD_TIMEOUT_SECONDS = 3 * 3600;
+
+// ---------------------------------------------------------------------------------------------
+// Pure parts
+
+/** Hyper-V generation: nixpkgs' x86_64 Azure image boots legacy BIOS (V1); aarch64 is UEFI only (V2). */
+export function hyperVGeneration(arch: Arch): "V1" | "V2" {
+  return arch === "aarch64" ? "V2" : "V1";
+}
+
+/**
+ * The upload script. Every value comes from the environment, so nothing variable (and no SAS) is
+ * on the command text Pulumi records. The SAS lives in a shell variable only; azcopy's logs and
+ * job plans go to a temporary directory removed on exit, and access is revoked on any exit.
+ */
+export const AZURE_UPLOAD_SCRIPT = [
+  "set -eu",
+  'work=$(mktemp -d)',
+  'export AZCOPY_LOG_LOCATION="$work" AZCOPY_JOB_PLAN_LOCATION="$work"',
+  'cleanup() { az disk revoke-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" >/dev/null 2>&1 || true; rm -rf "$work"; }',
+  "trap cleanup EXIT",
+  'sas=$(az disk grant-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" --access-level Write --duration-in-seconds "$RF_TIMEOUT" --query accessSAS --output tsv)',
+  'timeout "$RF_TIMEOUT" azcopy copy "$RF_IMAGE_FILE" "$sas" --blob-type PageBlob --log-level ERROR >/dev/null',
+  'echo "uploaded $RF_IMAGE_FILE to disk $RF_DISK"',
+].join("\n");
+
+/** The resource group holding a location's images. */
+export function azureGroupName(stack: string, location: string): string {
+  return `runner-fleet-${stack}-images-${location}`;
+}
+
+/** Names inside a location's image resource group (content-addressed, so never reused for other bytes). */
+export function azureNames(image: Pick<ImageSourceModel, "arch" | "hash">): { disk: string; image: string } {
+  return { disk: `rf-${image.arch}-${image.hash}-upload`, image: `rf-${image.arch}-${image.hash}` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared: one resource group per location for every image
+
+export interface AzureImageStoreArgs {
+  /** Every location some Azure image goes to (sorted, unique). */
+  locations: string[];
+  /** Stack name: part of the resource group names, unique per subscription. */
+  stack: string;
+}
+
+export class AzureImageStore extends pulumi.ComponentResource {
+  private readonly groups = new Map<string, { group: resources.ResourceGroup; name: string }>();
+
+  constructor(name: string, args: AzureImageStoreArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("runner-fleet:images:AzureImageStore", name, {}, opts);
+    if (args.locations.length === 0) throw new Error(`${name}: no location to store images in`);
+    for (const location of args.locations) {
+      const groupName = azureGroupName(args.stack, location);
+      const group = new resources.ResourceGroup(`azure-images-${location}`, {
+        resourceGroupName: groupName,
+        location,
+        tags: { "runner-fleet": "images" },
+      }, { parent: this });
+      this.groups.set(location, { group, name: groupName });
+    }
+    this.registerOutputs({});
+  }
+
+  /** A location's resource group, and its name (known before it exists). */
+  group(location: string): { group: resources.ResourceGroup; name: string } {
+    const found = this.groups.get(location);
+    if (!found) throw new Error(`no Azure image resource group in ${location}`);
+    return found;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One image, in every location it is needed
+
+export interface AzureImageArgs {
+  /** The image: store path, hash, file (absent in offline plans), format. */
+  image: ImageSourceModel;
+  /** The locations hosts of this arch run in (sorted, unique). */
+  locations: string[];
+  /** The shared resource groups. */
+  store: AzureImageStore;
+}
+
+export class AzureImage extends pulumi.ComponentResource {
+  /** Managed image id by location. */
+  readonly imageIds: Record<string, pulumi.Output<string>> = {};
+
+  constructor(name: string, args: AzureImageArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("runner-fleet:images:AzureImage", name, {}, opts);
+    const { image, store } = args;
+    const key = `images.azure.${image.arch}`;
+    if (image.cloud !== "azure") throw new Error(`${name}: a ${image.cloud} image given to AzureImage`);
+    if (image.format !== "vhd" || image.compression) throw new Error(`${key}: Azure needs an uncompressed fixed-size VHD`);
+    const file = imageFilePath(image);
+    // Real runs: the disk is created at exactly the file's size, which must be a fixed VHD.
+    // Offline plans without the file leave the size to the real run.
+    let uploadSizeBytes: number | undefined;
+    if (file) {
+      const problem = checkAzureVhd(file);
+      if (problem) throw new Error(`${key}: ${problem}`);
+      uploadSizeBytes = fs.statSync(file).size;
+    }
+    const names = azureNames(image);
+    const generation = hyperVGeneration(image.arch);
+    const tags = { "runner-fleet": "images", "runner-fleet-hash": image.hash, "runner-fleet-arch": image.arch };
+
+    for (const location of args.locations) {
+      const id = imageResourceName(image, location);
+      const { group, name: groupName } = store.group(location);
+      const disk = new compute.Disk(id, {
+        resourceGroupName: groupName,
+        location,
+        diskName: names.disk,
+        creationData: { createOption: "Upload", ...(uploadSizeBytes !== undefined ? { uploadSizeBytes } : {}) },
+        osType: "Linux",
+        hyperVGeneration: generation,
+        sku: { name: "Standard_LRS" },
+        tags,
+      }, { parent: this, dependsOn: [group] });
+      const upload = new command.local.Command(id, {
+        create: AZURE_UPLOAD_SCRIPT,
+        environment: {
+          RF_RESOURCE_GROUP: groupName,
+          RF_DISK: names.disk,
+          RF_IMAGE_FILE: file ?? `${image.storePath}/<image file: built at real runs>`,
+          RF_TIMEOUT: String(AZURE_UPLOAD_TIMEOUT_SECONDS),
+        },
+        // Output of az/azcopy could carry the SAS: keep it out of Pulumi's logs.
+        logging: "none",
+        triggers: [image.hash],
+      }, {
+        parent: this,
+        dependsOn: [disk],
+        customTimeouts: { create: `${AZURE_UPLOAD_TIMEOUT_SECONDS / 60 + 5}m`, update: `${AZURE_UPLOAD_TIMEOUT_SECONDS / 60 + 5}m` },
+      });
+      const managed = new compute.Image(id, {
+        resourceGroupName: groupName,
+        location,
+        imageName: names.image,
+        hyperVGeneration: generation,
+        storageProfile: {
+          osDisk: { osType: "Linux", osState: "Generalized", managedDisk: { id: disk.id } },
+        },
+        tags,
+      }, { parent: this, dependsOn: [upload] });
+      this.imageIds[location] = managed.id;
+    }
+    this.registerOutputs({ imageIds: this.imageIds });
+  }
+}

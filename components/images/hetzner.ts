@@ -1,0 +1,110 @@
+/**
+ * Hetzner Cloud: there is no image upload API. `hcloud-upload-image` (in nixpkgs) boots a
+ * temporary server into rescue, writes the image to its disk, snapshots it and deletes the
+ * server. A local command runs it once per content hash and prints the snapshot id; snapshots
+ * are project-wide, so one serves every location.
+ *
+ * HCLOUD_TOKEN comes from the environment the program runs in (the hcloud provider reads the
+ * same variable); it is never on the command text.
+ */
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import type { Arch, ImageSourceModel } from "../model";
+import { imageFilePath, imageResourceName } from "./source";
+
+/** Upper bound for one upload: server create, rescue boot, write, snapshot, cleanup. */
+export const HETZNER_UPLOAD_TIMEOUT_SECONDS = 90 * 60;
+
+// ---------------------------------------------------------------------------------------------
+// Pure parts
+
+/** hcloud-upload-image's names for arch and compression. */
+export function hcloudArch(arch: Arch): "x86" | "arm" {
+  return arch === "aarch64" ? "arm" : "x86";
+}
+
+export function hcloudCompression(compression: ImageSourceModel["compression"]): "bz2" | "" {
+  if (!compression) return "";
+  if (compression === "bzip2") return "bz2";
+  throw new Error(`hcloud-upload-image cannot decompress ${compression} (use an uncompressed or .bz2 image)`);
+}
+
+/** The labels the snapshot carries: how the program finds it again (and only its own stack's). */
+export function snapshotSelector(stack: string, image: Pick<ImageSourceModel, "arch" | "hash">): string {
+  return `runner-fleet-stack=${stack},runner-fleet-arch=${image.arch},runner-fleet-hash=${image.hash}`;
+}
+
+/**
+ * Upload unless a snapshot with our labels exists (a run interrupted after the upload must not
+ * upload twice), then print the snapshot id on stdout. Every value comes from the environment.
+ */
+export const HETZNER_UPLOAD_SCRIPT = [
+  "set -eu",
+  'find_snapshot() { hcloud image list --type snapshot --selector "$RF_SELECTOR" --output noheader --output columns=id | head -n 1; }',
+  "id=$(find_snapshot)",
+  'if [ -z "$id" ]; then',
+  '  timeout "$RF_TIMEOUT" hcloud-upload-image upload --image-path "$RF_IMAGE_FILE" --architecture "$RF_ARCH" \\',
+  '    ${RF_COMPRESSION:+--compression "$RF_COMPRESSION"} ${RF_FORMAT:+--format "$RF_FORMAT"} \\',
+  '    --description "$RF_DESCRIPTION" --labels "$RF_SELECTOR" >&2',
+  "  id=$(find_snapshot)",
+  "fi",
+  'if [ -z "$id" ]; then echo "no snapshot labelled $RF_SELECTOR after the upload" >&2; exit 1; fi',
+  'printf "%s" "$id"',
+].join("\n");
+
+/** Deleting the resource deletes the snapshot it made (its id is the previous stdout). */
+export const HETZNER_DELETE_SCRIPT = 'set -eu\nif [ -n "${PULUMI_COMMAND_STDOUT:-}" ]; then hcloud image delete "$PULUMI_COMMAND_STDOUT"; fi';
+
+// ---------------------------------------------------------------------------------------------
+// Resource wiring
+
+export interface HetznerImageArgs {
+  /** The image: store path, hash, file (absent in offline plans), format, compression. */
+  image: ImageSourceModel;
+  /** Stack name: a snapshot label, so stacks sharing a project never share (or delete) snapshots. */
+  stack: string;
+}
+
+export class HetznerImage extends pulumi.ComponentResource {
+  /** The snapshot id servers boot from. */
+  readonly imageId: pulumi.Output<string>;
+
+  constructor(name: string, args: HetznerImageArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("runner-fleet:images:HetznerImage", name, {}, opts);
+    const { image } = args;
+    const key = `images.hetzner.${image.arch}`;
+    if (image.cloud !== "hetzner") throw new Error(`${name}: a ${image.cloud} image given to HetznerImage`);
+    if (image.format !== "raw" && image.format !== "qcow2") throw new Error(`${key}: hcloud-upload-image writes raw or qcow2 images, not ${image.format}`);
+    let compression: string;
+    try {
+      compression = hcloudCompression(image.compression);
+    } catch (err) {
+      throw new Error(`${key}: ${(err as Error).message}`);
+    }
+    const file = imageFilePath(image);
+
+    const upload = new command.local.Command(imageResourceName(image), {
+      create: HETZNER_UPLOAD_SCRIPT,
+      // Without an update command, an input change would run the upload script again: it only
+      // finds the existing snapshot, so that is harmless.
+      delete: HETZNER_DELETE_SCRIPT,
+      environment: {
+        RF_IMAGE_FILE: file ?? `${image.storePath}/<image file: built at real runs>`,
+        RF_ARCH: hcloudArch(image.arch),
+        RF_COMPRESSION: compression,
+        RF_FORMAT: image.format === "qcow2" ? "qcow2" : "",
+        RF_SELECTOR: snapshotSelector(args.stack, image),
+        RF_DESCRIPTION: `runner-fleet ${image.arch} ${image.hash}`,
+        RF_TIMEOUT: String(HETZNER_UPLOAD_TIMEOUT_SECONDS),
+      },
+      triggers: [image.hash],
+    }, {
+      parent: this,
+      // The labels are shared by old and new copies of the same hash: delete the old one first.
+      deleteBeforeReplace: true,
+      customTimeouts: { create: `${HETZNER_UPLOAD_TIMEOUT_SECONDS / 60 + 5}m`, update: `${HETZNER_UPLOAD_TIMEOUT_SECONDS / 60 + 5}m` },
+    });
+    this.imageId = upload.stdout.apply((s) => (s ?? "").trim());
+    this.registerOutputs({ imageId: this.imageId });
+  }
+}
