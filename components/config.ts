@@ -6,12 +6,13 @@
 import { z } from "zod";
 import { lookupInstance } from "./catalog";
 import { checkCapacity } from "./capacity";
+import { renderUserData } from "./cloud-init";
 import { resolveImageSource } from "./images/source";
 import {
   ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, PROVIDERS, ROLES, SECRET_NAMES,
   type Arch, type Cloud, type FleetModel, type HostModel, type ImageSourceModel, type PoolModel, type SecretName,
 } from "./model";
-import { resolvePool } from "./pools";
+import { renderPoolsJson, resolvePool } from "./pools";
 
 export const PROJECT = "runner-fleet";
 
@@ -499,6 +500,33 @@ export function buildFleetModel(raw: Record<string, unknown>, ctx: LoadContext):
   }
   const problems = new Problems();
   const model = validateFleet(parsed.data, ctx, problems, []);
+  if (problems.list.length === 0) checkUserDataSizes(model, problems);
   if (problems.list.length > 0) throw new ConfigError(problems.list);
   return model;
+}
+
+/** Stand-ins as long as the real values: a role_id UUID, a wrapping token, a 2048-bit PEM key. */
+const SIZE_PROBE = { roleId: "r".repeat(36), wrappedSecretId: "w".repeat(95), appKey: "k".repeat(1700) };
+
+/**
+ * user-data must fit its cloud's limit. Vault's ids exist only during `up`, so the check
+ * renders with stand-ins of their real length: a too-large pool list fails here, before any
+ * resource is created, rather than halfway through an update.
+ */
+function checkUserDataSizes(model: FleetModel, problems: Problems) {
+  for (const host of model.hosts) {
+    const withKey = model.unsafe.githubAppKeyInUserData && host.roles.includes("fireactions");
+    try {
+      renderUserData({
+        host,
+        model,
+        poolsJson: renderPoolsJson(host.pools.map((p) => model.pools[p])),
+        roleId: SIZE_PROBE.roleId,
+        wrappedSecretId: SIZE_PROBE.wrappedSecretId,
+        ...(withKey ? { githubAppPrivateKey: SIZE_PROBE.appKey } : {}),
+      });
+    } catch (err) {
+      problems.add(`hosts.${host.name}`, (err as Error).message);
+    }
+  }
 }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../components/config";
@@ -160,6 +161,7 @@ const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: 
   { what: "cache without a signing key", mutate: (c) => { c.hosts.c = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["cache"] }; }, secrets: ["githubAppPrivateKey"], key: "runner-fleet:cacheSigningKey", says: /cache role/ },
   { what: "forgejo-runner without forgejo", mutate: (c) => { delete c.forgejo; c.hosts.f = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["forgejo-runner"] }; }, key: "runner-fleet:forgejo", says: /forgejo-runner role/ },
   { what: "AWS data volume on a bad device", mutate: (c) => { c.hosts.metal.dataVolumes = { cache: { sizeGib: 100, deviceName: "/dev/xvda" } }; }, key: "runner-fleet:hosts.metal.dataVolumes.cache.deviceName", says: /\/dev\/sdf/ },
+  { what: "user-data over the cloud's size limit", mutate: (c) => { c.pools = Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`p${i}`, { size: "small", maxRunners: 0, image: `registry.example.org/${[1, 2, 3, 4].map((k) => createHash("sha256").update(`${i}.${k}`).digest("hex")).join("/")}` }])); c.hosts.metal.pools = Object.keys(c.pools); }, key: "runner-fleet:hosts.metal", says: /over the aws limit of 16384 bytes/ },
   { what: "hosts is a list, not a map", mutate: (c) => { c.hosts = [c.hosts.metal]; }, key: "runner-fleet:hosts", says: /must be a map/ },
 ];
 
