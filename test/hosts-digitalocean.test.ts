@@ -1,0 +1,91 @@
+// DigitalOcean hosts under mocks: droplet settings, the per-region VPC and firewall, change options.
+import type * as pulumi from "@pulumi/pulumi";
+import { beforeAll, describe, expect, it } from "vitest";
+import { containsSecret, installMocks, settle } from "../scripts/mock-runtime";
+import { baseConfig, mockConfig, modelFrom } from "./support/fixtures";
+
+const cfg = baseConfig();
+cfg.hosts = {
+  "do-1": { provider: "digitalocean", size: "s-4vcpu-8gb", region: "fra1", roles: ["gitea-runner"], protect: true },
+  "do-2": { provider: "digitalocean", size: "s-4vcpu-8gb", region: "fra1", roles: ["gitea-runner"] },
+  "do-ams": { provider: "digitalocean", size: "s-4vcpu-8gb", region: "ams3", roles: ["gitea-runner"], replaceOnImageChange: true },
+};
+cfg.images = {};
+const { resources } = installMocks({ stack: "test", ...mockConfig(cfg) });
+
+const captured: Array<{ type: string; name: string; opts: pulumi.CustomResourceOptions }> = [];
+let hosts: Record<string, any>;
+
+async function quiet(): Promise<void> {
+  let n = -1;
+  while (n !== resources.length) {
+    n = resources.length;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const byType = (type: string) => resources.filter((r) => r.type === type);
+const droplet = (name: string) => byType("digitalocean:index/droplet:Droplet").find((r) => r.name === name)!.inputs as any;
+const optsOf = (name: string) => captured.find((c) => c.type === "digitalocean:index/droplet:Droplet" && c.name === name)!.opts;
+
+beforeAll(async () => {
+  const pulumi = await import("@pulumi/pulumi");
+  const { createHost } = await import("../components/hosts");
+  const { SharedNetworks } = await import("../components/hosts/network");
+  const model = modelFrom(cfg);
+  model.hosts = model.hosts.map((h) => (h.name === "do-ams" ? { ...h, image: "nix" as const } : h));
+  const networks = new SharedNetworks("network", { model });
+  const image = { cloud: "digitalocean" as const, arch: "x86_64" as const, hash: "h", imageId: pulumi.output("123456") };
+  hosts = {};
+  for (const host of model.hosts) {
+    hosts[host.name] = createHost(
+      { host, model, userData: pulumi.secret("#cloud-config\n"), ...(host.image === "nix" ? { image } : {}), networks },
+      { transformations: [(a) => { captured.push({ type: a.type, name: a.name, opts: a.opts }); return undefined; }] },
+    );
+  }
+  await Promise.all(Object.values(hosts).map((h) => settle(h.publicAddress)));
+  await quiet();
+});
+
+describe("DigitalOcean droplet", () => {
+  it("starts from stock Debian, or from our custom image when image is nix", () => {
+    expect(droplet("do-1").image).toBe("debian-12-x64");
+    expect(droplet("do-ams").image).toBe("123456");
+  });
+
+  it("sits in its region's VPC with the shared key, secret user-data and the firewall tag", () => {
+    const d = droplet("do-1");
+    expect(d).toMatchObject({ size: "s-4vcpu-8gb", region: "fra1", vpcUuid: "fra1-vpc-id", sshKeys: ["digitalocean-ssh-id"] });
+    expect(containsSecret(d.userData)).toBe(true);
+    expect(d.tags).toEqual(expect.arrayContaining(["runner-fleet", "stack:test", "host:do-1", "role:gitea-runner", "runner-fleet-test-fra1"]));
+    expect(droplet("do-ams").vpcUuid).toBe("ams3-vpc-id");
+  });
+
+  it("creates VPC, tag and firewall once per region, one SSH key in all", () => {
+    expect(byType("digitalocean:index/vpc:Vpc").map((r) => r.name).sort()).toEqual(["ams3-vpc", "fra1-vpc"]);
+    expect(byType("digitalocean:index/firewall:Firewall").map((r) => r.name).sort()).toEqual(["ams3-ssh", "fra1-ssh"]);
+    expect(byType("digitalocean:index/sshKey:SshKey")).toHaveLength(1);
+  });
+
+  it("admits SSH from the admin CIDRs only and allows all egress", () => {
+    const fw = byType("digitalocean:index/firewall:Firewall").find((r) => r.name === "fra1-ssh")!.inputs as any;
+    expect(fw.tags).toEqual(["runner-fleet-test-fra1"]);
+    expect(fw.inboundRules).toEqual([{ protocol: "tcp", portRange: "22", sourceAddresses: ["198.51.100.0/24"] }]);
+    expect(fw.outboundRules.map((r: any) => r.protocol).sort()).toEqual(["icmp", "tcp", "udp"]);
+  });
+
+  it("ignores user-data and image changes; the opt-in replaces on image change", () => {
+    expect(optsOf("do-1").ignoreChanges).toEqual(["userData", "sshKeys", "image"]);
+    expect(optsOf("do-ams").ignoreChanges).toEqual(["userData", "sshKeys"]);
+    expect(optsOf("do-ams").replaceOnChanges).toEqual(["image"]);
+    expect(optsOf("do-1").protect).toBe(true);
+    expect(optsOf("do-2").protect).toBe(false);
+  });
+
+  it("exposes the common outputs", async () => {
+    const h = hosts["do-1"];
+    expect([h.provider, h.arch, h.sshUser]).toEqual(["digitalocean", "x86_64", "deploy"]);
+    expect((await settle(h.publicAddress)).value).toMatch(/^198\.51\.100\.\d+$/);
+    expect((await settle(h.privateAddress)).value).toMatch(/^10\.20\.\d+\.\d+$/);
+    expect((await settle(h.identity)).value).toBe("do-1-id");
+  });
+});
