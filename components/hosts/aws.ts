@@ -57,6 +57,7 @@ export class AwsHost extends pulumi.ComponentResource implements HostOutputs {
 
     this.instance = new aws.ec2.Instance(host.name, {
       ami: image.imageId,
+      region: host.region,
       instanceType: host.instanceType,
       ...(host.availabilityZone ? { availabilityZone: host.availabilityZone } : {}),
       ...(host.subnetId ? { subnetId: host.subnetId } : {}),
@@ -74,7 +75,6 @@ export class AwsHost extends pulumi.ComponentResource implements HostOutputs {
       tags: { Name: host.name, ...tags },
     }, {
       parent: this,
-      provider: net.provider,
       protect: host.protect,
       // A changed `ami` replaces the instance by itself; so it is only ignored, never forced.
       ...instanceChangeOptions(host, { firstBoot: ["userData", "keyName"], image: ["ami"] }),

@@ -2,8 +2,9 @@
  * Network pieces shared by every host of a region: created once per region (or per cloud where
  * the cloud's object is global), never per host, so adding a host adds only its machine.
  *
- *  - AWS, per region: an explicit provider (hosts may live outside `aws:region`), a security
- *    group in the default VPC (or one per given subnet's VPC), a key pair.
+ *  - AWS, per region: a security group in the default VPC (or one per given subnet's VPC), a key
+ *    pair. Regions go through @pulumi/aws 7's per-resource `region` input, so the default
+ *    provider (and the user's aws:profile / assume-role settings) serves every region.
  *  - Azure, per location: resource group, VNet + subnet, an NSG on the subnet.
  *  - Hetzner Cloud (project-wide objects): one firewall, one SSH key, placement groups by name.
  *  - DigitalOcean, per region: a VPC, a firewall applied through a tag; one SSH key.
@@ -27,8 +28,6 @@ export interface SharedNetworksArgs {
 
 /** What an AWS host of a region uses. */
 export interface AwsNetwork {
-  /** The provider for the host's region: every resource of that region goes through it. */
-  provider: aws.Provider;
   securityGroupId: pulumi.Output<string>;
   /** Undefined when no authorized key is a type EC2 can import (keys then come via user-data only). */
   keyName?: pulumi.Output<string>;
@@ -65,7 +64,6 @@ function cidrRules(sources: SshSources): string[][] {
 const toNumber = (id: string) => Number.parseInt(id, 10);
 
 export class SharedNetworks extends pulumi.ComponentResource {
-  private readonly awsProviders = new Map<string, aws.Provider>();
   private readonly awsKeys = new Map<string, aws.ec2.KeyPair>();
   private readonly awsGroups = new Map<string, aws.ec2.SecurityGroup>();
   private readonly azureNets = new Map<string, AzureNetwork>();
@@ -128,42 +126,39 @@ export class SharedNetworks extends pulumi.ComponentResource {
 
   private createAws(host: AwsHost, model: FleetModel, sources: SshSources, tags: Record<string, string>): void {
     const region = host.region;
-    let provider = this.awsProviders.get(region);
-    if (!provider) {
-      provider = new aws.Provider(region, { region }, { parent: this });
-      this.awsProviders.set(region, provider);
+    if (!this.awsKeys.has(region)) {
       const publicKey = awsKeyPairKey(model.ssh.authorizedKeys);
       if (publicKey) {
-        this.awsKeys.set(region, new aws.ec2.KeyPair(`${region}-ssh`, { publicKey, tags }, { parent: this, provider }));
+        this.awsKeys.set(region, new aws.ec2.KeyPair(`${region}-ssh`, { region, publicKey, tags }, { parent: this }));
       }
     }
     const key = awsGroupKey(host);
     if (this.awsGroups.has(key)) return;
-    const invokeOpts = { parent: this, provider };
+    const invokeOpts = { parent: this };
     // A given subnet decides the VPC; otherwise hosts go to the region's default VPC.
     const vpcId = host.subnetId
-      ? aws.ec2.getSubnetOutput({ id: host.subnetId }, invokeOpts).vpcId
-      : aws.ec2.getVpcOutput({ default: true }, invokeOpts).id;
+      ? aws.ec2.getSubnetOutput({ id: host.subnetId, region }, invokeOpts).vpcId
+      : aws.ec2.getVpcOutput({ default: true, region }, invokeOpts).id;
     const ingress: aws.types.input.ec2.SecurityGroupIngress[] = [];
     if (sources.ipv4.length) ingress.push({ description: "SSH (IPv4)", protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: sources.ipv4 });
     if (sources.ipv6.length) ingress.push({ description: "SSH (IPv6)", protocol: "tcp", fromPort: 22, toPort: 22, ipv6CidrBlocks: sources.ipv6 });
     this.awsGroups.set(key, new aws.ec2.SecurityGroup(`${key}-ssh`, {
+      region,
       // The description is immutable in EC2: changing it would replace the group.
       description: "runner-fleet hosts: SSH from admin networks",
       vpcId,
       ingress,
       egress: [{ description: "all outbound", protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: [ANYWHERE.ipv4], ipv6CidrBlocks: [ANYWHERE.ipv6] }],
       tags,
-    }, { parent: this, provider }));
+    }, { parent: this }));
   }
 
-  /** The region's provider, security group and key pair for an AWS host of the model. */
+  /** The region's security group and key pair for an AWS host of the model. */
   aws(host: Pick<AwsHost, "name" | "region" | "subnetId">): AwsNetwork {
-    const provider = this.awsProviders.get(host.region);
     const group = this.awsGroups.get(awsGroupKey(host));
-    if (!provider || !group) throw new Error(`hosts.${host.name}: no AWS network for region ${host.region} (the host is not in the model SharedNetworks was built from)`);
+    if (!group) throw new Error(`hosts.${host.name}: no AWS network for region ${host.region} (the host is not in the model SharedNetworks was built from)`);
     const keyPair = this.awsKeys.get(host.region);
-    return { provider, securityGroupId: group.id, ...(keyPair ? { keyName: keyPair.keyName } : {}) };
+    return { securityGroupId: group.id, ...(keyPair ? { keyName: keyPair.keyName } : {}) };
   }
 
   // ---------------------------------------------------------------------------------------------
