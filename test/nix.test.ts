@@ -316,3 +316,44 @@ describe("render-fireactions-config.py", () => {
     execFileSync("python3", [renderer, "--check", "--pools", join(dir, "pools.json")]);
   });
 });
+
+// The inventory the Pulumi side really writes: plan --out for the prod stack, evaluated by
+// the same library deploy-rs and colmena use. Expected values come from the inventory itself.
+describe("nix/lib on the inventory plan --out writes for prod", () => {
+  let inventoryFile = "";
+  let inventory: any;
+  beforeAll(async () => {
+    const { runPlan } = await import("./support/fixtures");
+    const out = join(scratch, "plan-prod");
+    const result = await runPlan(["--stack", "prod", "--out", out]);
+    expect(result.code, result.stderr).toBe(0);
+    inventoryFile = join(out, "inventory.json");
+    inventory = JSON.parse(readFileSync(inventoryFile, "utf8"));
+  }, 120_000);
+
+  it("gives every host a deploy-rs node at its address, as the deploy user, activating as root", () => {
+    const nodes = evalLib(inventoryFile, `fleet.deployNodes { inherit inventory; mkActivate = h: "activate:" + h.name; }`);
+    expect(Object.keys(nodes).sort()).toEqual(Object.keys(inventory.hosts).sort());
+    for (const [name, host] of Object.entries<any>(inventory.hosts)) {
+      expect(nodes[name]).toMatchObject({
+        hostname: host.address,
+        sshUser: "deploy",
+        user: "root",
+        magicRollback: true,
+        autoRollback: true,
+        profiles: { system: { user: "root", path: `activate:${name}` } },
+      });
+    }
+  });
+
+  it("gives every host a colmena node with its address, user and tags", () => {
+    const hive = evalLib(inventoryFile, `fleet.colmenaHive { inherit inventory; nixpkgsFor = s: "nixpkgs-" + s; mkNode = h: { }; }`);
+    for (const [name, host] of Object.entries<any>(inventory.hosts)) {
+      const deployment = hive[name].deployment;
+      expect(deployment.targetHost).toBe(host.address);
+      expect(deployment.targetUser).toBe("deploy");
+      expect(deployment.tags).toEqual(expect.arrayContaining([...host.roles, host.provider, ...host.tags]));
+    }
+    expect(hive.meta.nodeNixpkgs["aws-metal-arm-1"]).toBe("nixpkgs-aarch64-linux");
+  });
+});

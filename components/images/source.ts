@@ -69,6 +69,9 @@ const EXTENSIONS: Array<[RegExp, ImageSourceModel["format"], ImageSourceModel["c
 ];
 
 /** The hash of a store path (`storeDir` is /nix/store except in tests with a fake store). */
+/** The nixpkgs image variant nix/flake.nix builds for each cloud (packages.<system>.<role>-<variant>). */
+export const NIX_VARIANT: Record<Cloud, string> = { aws: "amazon", azure: "azure", hetzner: "raw", digitalocean: "qcow2" };
+
 export function storeHash(storePath: string, storeDir = NIX_STORE): string | undefined {
   return storePathPattern(storeDir).exec(storePath)?.[1];
 }
@@ -122,7 +125,7 @@ export function resolveImageSource(
         key: `${keyBase}.path`,
         message: exists
           ? `${input.path} does not resolve into /nix/store; point it at a nix build result`
-          : `${input.path} does not exist; build it first (nix build ./nix#image-${cloud}-${arch} -o ${input.path}) or give the /nix/store path`,
+          : `${input.path} does not exist; build it first (nix build ./nix#packages.${arch}-linux.<role>-${NIX_VARIANT[cloud]} -o ${input.path}) or give the /nix/store path`,
       }],
     };
   }
