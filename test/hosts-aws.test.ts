@@ -1,7 +1,8 @@
 // AWS hosts under mocks: instance settings, the shared per-region network, change options.
-import type * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
 import { containsSecret, installMocks, reveal, settle } from "../scripts/mock-runtime";
+import { registrationsSettled, type CapturedOptions } from "./support/mocks";
+import { TEST_USER_DATA } from "./support/hosts";
 import { baseConfig, mockConfig, modelFrom } from "./support/fixtures";
 
 const cfg = baseConfig();
@@ -18,42 +19,18 @@ cfg.hosts = {
 };
 const { resources } = installMocks({ stack: "test", ...mockConfig(cfg) });
 
-type Captured = { type: string; name: string; props: Record<string, any>; opts: pulumi.CustomResourceOptions };
-const captured: Captured[] = [];
-const USER_DATA = "#cloud-config\nwrite_files: []\n";
-
 let hosts: Record<string, any>;
-let networks: any;
-
-/** Waits until no new resource has been registered for a moment. */
-async function quiet(): Promise<void> {
-  let n = -1;
-  while (n !== resources.length) {
-    n = resources.length;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+let captured: CapturedOptions[];
+const USER_DATA = TEST_USER_DATA;
 
 const byType = (type: string) => resources.filter((r) => r.type === type);
 const instance = (name: string) => byType("aws:ec2/instance:Instance").find((r) => r.name === name)!;
 const optsOf = (type: string, name: string) => captured.find((c) => c.type === type && c.name === name)!.opts;
+const quiet = () => registrationsSettled(resources);
 
 beforeAll(async () => {
-  const pulumi = await import("@pulumi/pulumi");
-  const { createHost } = await import("../components/hosts");
-  const { SharedNetworks } = await import("../components/hosts/network");
-  const model = modelFrom(cfg);
-  networks = new SharedNetworks("network", { model });
-  const image = { cloud: "aws" as const, arch: "x86_64" as const, hash: "h", imageId: pulumi.output("ami-0123") };
-  hosts = {};
-  for (const host of model.hosts) {
-    hosts[host.name] = createHost(
-      { host, model, userData: pulumi.secret(USER_DATA), image, networks },
-      { transformations: [(a) => { captured.push({ type: a.type, name: a.name, props: a.props, opts: a.opts }); return undefined; }] },
-    );
-  }
-  await Promise.all(Object.values(hosts).map((h) => settle(h.publicAddress)));
-  await quiet();
+  const { buildHosts } = await import("./support/hosts");
+  ({ hosts, captured } = await buildHosts(modelFrom(cfg), resources, () => ({ cloud: "aws", arch: "x86_64", hash: "h", imageId: "ami-0123" })));
 });
 
 describe("AWS instance", () => {

@@ -1,7 +1,8 @@
 // Azure hosts under mocks: VM settings, the shared per-location network, change options.
-import type * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
 import { containsSecret, installMocks, reveal, settle } from "../scripts/mock-runtime";
+import { type CapturedOptions } from "./support/mocks";
+import { TEST_USER_DATA } from "./support/hosts";
 import { baseConfig, mockConfig, modelFrom, SSH_KEY } from "./support/fixtures";
 
 const cfg = baseConfig();
@@ -15,38 +16,17 @@ cfg.hosts = {
 cfg.images = { azure: { x86_64: { path: "/nix/store/6nzfbdasmrlnpmjmxh2n3gpl8qyzi4hc-nixos-azure-image-25.11-x86_64-linux" } } };
 const { resources } = installMocks({ stack: "test", ...mockConfig(cfg) });
 
-type Captured = { type: string; name: string; opts: pulumi.CustomResourceOptions };
-const captured: Captured[] = [];
-const USER_DATA = "#cloud-config\nwrite_files: []\n";
 let hosts: Record<string, any>;
+let captured: CapturedOptions[];
+const USER_DATA = TEST_USER_DATA;
 
-async function quiet(): Promise<void> {
-  let n = -1;
-  while (n !== resources.length) {
-    n = resources.length;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 const byType = (type: string) => resources.filter((r) => r.type === type);
 const vm = (name: string) => byType("azure-native:compute:VirtualMachine").find((r) => r.name === name)!.inputs as any;
 const optsOf = (type: string, name: string) => captured.find((c) => c.type === type && c.name === name)!.opts;
 
 beforeAll(async () => {
-  const pulumi = await import("@pulumi/pulumi");
-  const { createHost } = await import("../components/hosts");
-  const { SharedNetworks } = await import("../components/hosts/network");
-  const model = modelFrom(cfg);
-  const networks = new SharedNetworks("network", { model });
-  const image = { cloud: "azure" as const, arch: "x86_64" as const, hash: "h", imageId: pulumi.output("/subscriptions/s/images/nixos-h") };
-  hosts = {};
-  for (const host of model.hosts) {
-    hosts[host.name] = createHost(
-      { host, model, userData: pulumi.secret(USER_DATA), image, networks },
-      { transformations: [(a) => { captured.push({ type: a.type, name: a.name, opts: a.opts }); return undefined; }] },
-    );
-  }
-  await Promise.all(Object.values(hosts).map((h) => settle(h.publicAddress)));
-  await quiet();
+  const { buildHosts } = await import("./support/hosts");
+  ({ hosts, captured } = await buildHosts(modelFrom(cfg), resources, () => ({ cloud: "azure", arch: "x86_64", hash: "h", imageId: "/subscriptions/s/images/nixos-h" })));
 });
 
 describe("Azure VM", () => {

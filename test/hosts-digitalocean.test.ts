@@ -1,7 +1,7 @@
 // DigitalOcean hosts under mocks: droplet settings, the per-region VPC and firewall, change options.
-import type * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
 import { containsSecret, installMocks, settle } from "../scripts/mock-runtime";
+import { type CapturedOptions } from "./support/mocks";
 import { baseConfig, mockConfig, modelFrom } from "./support/fixtures";
 
 const cfg = baseConfig();
@@ -13,37 +13,18 @@ cfg.hosts = {
 cfg.images = {};
 const { resources } = installMocks({ stack: "test", ...mockConfig(cfg) });
 
-const captured: Array<{ type: string; name: string; opts: pulumi.CustomResourceOptions }> = [];
 let hosts: Record<string, any>;
+let captured: CapturedOptions[];
 
-async function quiet(): Promise<void> {
-  let n = -1;
-  while (n !== resources.length) {
-    n = resources.length;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 const byType = (type: string) => resources.filter((r) => r.type === type);
 const droplet = (name: string) => byType("digitalocean:index/droplet:Droplet").find((r) => r.name === name)!.inputs as any;
 const optsOf = (name: string) => captured.find((c) => c.type === "digitalocean:index/droplet:Droplet" && c.name === name)!.opts;
 
 beforeAll(async () => {
-  const pulumi = await import("@pulumi/pulumi");
-  const { createHost } = await import("../components/hosts");
-  const { SharedNetworks } = await import("../components/hosts/network");
+  const { buildHosts } = await import("./support/hosts");
   const model = modelFrom(cfg);
   model.hosts = model.hosts.map((h) => (h.name === "do-ams" ? { ...h, image: "nix" as const } : h));
-  const networks = new SharedNetworks("network", { model });
-  const image = { cloud: "digitalocean" as const, arch: "x86_64" as const, hash: "h", imageId: pulumi.output("123456") };
-  hosts = {};
-  for (const host of model.hosts) {
-    hosts[host.name] = createHost(
-      { host, model, userData: pulumi.secret("#cloud-config\n"), ...(host.image === "nix" ? { image } : {}), networks },
-      { transformations: [(a) => { captured.push({ type: a.type, name: a.name, opts: a.opts }); return undefined; }] },
-    );
-  }
-  await Promise.all(Object.values(hosts).map((h) => settle(h.publicAddress)));
-  await quiet();
+  ({ hosts, captured } = await buildHosts(model, resources, (h) => (h.image === "nix" ? { cloud: "digitalocean", arch: "x86_64", hash: "h", imageId: "123456" } : undefined)));
 });
 
 describe("DigitalOcean droplet", () => {

@@ -1,7 +1,8 @@
 // Hetzner Cloud hosts under mocks: server settings, the shared firewall, key and placement groups.
-import type * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
 import { containsSecret, installMocks, reveal, settle } from "../scripts/mock-runtime";
+import { type CapturedOptions } from "./support/mocks";
+import { TEST_USER_DATA } from "./support/hosts";
 import { baseConfig, mockConfig, modelFrom, SSH_KEY } from "./support/fixtures";
 
 const cfg = baseConfig();
@@ -14,39 +15,20 @@ cfg.hosts = {
 cfg.images = {};
 const { resources } = installMocks({ stack: "test", ...mockConfig(cfg) });
 
-const captured: Array<{ type: string; name: string; opts: pulumi.CustomResourceOptions }> = [];
-const USER_DATA = "#cloud-config\nwrite_files: []\n";
 let hosts: Record<string, any>;
+let captured: CapturedOptions[];
+const USER_DATA = TEST_USER_DATA;
 
-async function quiet(): Promise<void> {
-  let n = -1;
-  while (n !== resources.length) {
-    n = resources.length;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 const byType = (type: string) => resources.filter((r) => r.type === type);
 const server = (name: string) => byType("hcloud:index/server:Server").find((r) => r.name === name)!.inputs as any;
 const optsOf = (name: string) => captured.find((c) => c.type === "hcloud:index/server:Server" && c.name === name)!.opts;
 
 beforeAll(async () => {
-  const pulumi = await import("@pulumi/pulumi");
-  const { createHost } = await import("../components/hosts");
-  const { SharedNetworks } = await import("../components/hosts/network");
+  const { buildHosts } = await import("./support/hosts");
   const model = modelFrom(cfg);
   // forgejo-1 boots from our snapshot; the others from stock Debian.
   model.hosts = model.hosts.map((h) => (h.name === "forgejo-1" ? { ...h, image: "nix" as const } : h));
-  const networks = new SharedNetworks("network", { model });
-  const image = { cloud: "hetzner" as const, arch: "x86_64" as const, hash: "h", imageId: pulumi.output("987654") };
-  hosts = {};
-  for (const host of model.hosts) {
-    hosts[host.name] = createHost(
-      { host, model, userData: pulumi.secret(USER_DATA), ...(host.image === "nix" ? { image } : {}), networks },
-      { transformations: [(a) => { captured.push({ type: a.type, name: a.name, opts: a.opts }); return undefined; }] },
-    );
-  }
-  await Promise.all(Object.values(hosts).map((h) => settle(h.publicAddress)));
-  await quiet();
+  ({ hosts, captured } = await buildHosts(model, resources, (h) => (h.image === "nix" ? { cloud: "hetzner", arch: "x86_64", hash: "h", imageId: "987654" } : undefined)));
 });
 
 describe("Hetzner server", () => {

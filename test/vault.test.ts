@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import * as pulumi from "@pulumi/pulumi";
 import { containsSecret, installMocks, reveal, settle, type RecordedResource } from "../scripts/mock-runtime";
+import { registrationsSettled } from "./support/mocks";
 import { baseConfig, mockConfig, modelFrom, PLANTED_SECRETS, planJson, runPlan, writeStackFile } from "./support/fixtures";
 import { ConfigError } from "../components/config";
 import type { FleetModel, HostModel } from "../components/model";
@@ -48,14 +49,7 @@ const planted = () => ({
   cacheSigningKey: pulumi.secret(PLANTED_SECRETS.cacheSigningKey),
 });
 
-/** Waits until no registration has landed for a few ticks. */
-async function quiet(): Promise<void> {
-  let n = -1;
-  while (n !== resources.length) {
-    n = resources.length;
-    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const quiet = () => registrationsSettled(resources);
 
 /** Paths named in a rendered policy, and the capabilities each one gets. */
 function parsePolicy(hcl: string): Map<string, string> {
@@ -256,7 +250,7 @@ describe("FleetVault resources (mocks)", () => {
       const role = one(rs, T.role, `${host.name}-approle`).inputs;
       expect(role).toMatchObject({
         backend: "approle", roleName: `test-${host.name}`, tokenPolicies: [`runner-fleet-test-${host.name}`],
-        tokenTtl: 3600, tokenMaxTtl: 3600, secretIdTtl: 86400, secretIdNumUses: 0,
+        tokenTtl: 3600, tokenMaxTtl: 3600, secretIdTtl: 0, secretIdNumUses: 0,
       });
       const cidrs = boundCidrs(host);
       if (cidrs.length) {
