@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { WriteFile } from "./cloud-init";
 import type { DeployTool } from "./model";
 
 export function sha256(text: string): string {
@@ -137,22 +138,25 @@ export interface InstallCommandArgs {
   installTimeoutMinutes: number;
   readyTimeoutMinutes: number;
   /**
-   * Whether /etc/runner-fleet must exist on the stock image. Cloud hosts get it from
-   * cloud-init; an existing machine may not have it yet, which only earns a warning.
+   * Where /etc/runner-fleet comes from. `machine` (default): copied off the stock image, where
+   * cloud-init wrote it. `stdin`: the host's seed files, ahead of the inventory on stdin in
+   * installStdin's format; existing machines have no cloud-init to write them.
    */
-  requireFacts: boolean;
+  filesFrom?: "machine" | "stdin";
 }
 
 /**
  * nixos-anywhere onto a stock image, run on the deploy machine. The host's inventory.json
- * arrives on stdin. Steps:
+ * arrives on stdin (after the seed files, with `filesFrom: "stdin"`). Steps:
  *  1. Never wipe a host twice: one that already runs NixOS (the deploy user can log in and
  *     /etc/NIXOS exists) is skipped, so a re-run (any input change re-runs a command) never
  *     reinstalls a live host.
- *  2. Copy /etc/runner-fleet (host facts, pools.json, role_id, wrapped secret_id) off the stock
- *     image with tar over SSH into a private temp dir (mktemp -d: 0700; tar keeps the 0600
- *     modes), and hand it to `--extra-files`: the reinstall wipes the disk, and the wrapped
- *     secret_id exists nowhere else. The files never pass through Pulumi state or a log.
+ *  2. Gather /etc/runner-fleet (host facts, pools.json, role_id, wrapped secret_id) in a private
+ *     temp dir (mktemp -d: 0700) for `--extra-files`: the reinstall wipes the disk, and the
+ *     wrapped secret_id exists nowhere else. Cloud hosts: tar over SSH off the stock image (tar
+ *     keeps the 0600 modes). Existing machines: decoded from stdin. The files never pass through
+ *     a log. The tree's directories are 0755 like the target's: nixos-anywhere extracts it over
+ *     the new root, and tar running as root gives existing directories the archive's modes.
  *  3. nixos-anywhere, under a timeout (its SSH waits have none). `--option pure-eval false` is
  *     nixos-anywhere's spelling of --impure (it forwards --option to every nix command), so the
  *     flake reads $RUNNER_FLEET_INVENTORY. `--copy-host-keys` keeps the host's SSH identity.
@@ -162,26 +166,132 @@ export function installCommand(a: InstallCommandArgs): string {
   const root = `root@${a.address}`;
   const deployLogin = `${a.sshUser}@${a.address}`;
   const target = shellQuote(`${a.flake}#${a.host}`);
-  const noFacts = `no /etc/runner-fleet/host.json on ${a.host}`;
+  const fromStdin = a.filesFrom === "stdin";
+  const facts = fromStdin
+    ? `install of ${a.host}: the seed files carry no /etc/runner-fleet/host.json`
+    : `no /etc/runner-fleet/host.json on ${a.host}: cloud-init did not write the host facts`;
   return [
     "set -eu",
+    "umask 077",
     'work=$(mktemp -d)',
     'trap \'rm -rf "$work"\' EXIT',
+    'mkdir -m 0755 "$work/files" "$work/files/etc"',
+    ...(fromStdin ? [
+      // One file per line, `<mode> <path> <base64>`, up to an empty line; printf is a shell
+      // builtin, so the wrapped token never shows up in a process list.
+      'while read -r mode file data; do',
+      '  [ -n "$mode" ] || break',
+      '  mkdir -p "$work/files${file%/*}"',
+      `  printf '%s' "$data" | base64 --decode > "$work/files$file" ${orFail(`install of ${a.host}: could not decode the seed files`)}`,
+      '  chmod "$mode" "$work/files$file"',
+      "done",
+      // vault/ stays 0700, as tmpfiles makes it on the host.
+      'if [ -d "$work/files/etc/runner-fleet" ]; then chmod 0755 "$work/files/etc/runner-fleet"; fi',
+    ] : []),
     'cat > "$work/inventory.json"',
     'export RUNNER_FLEET_INVENTORY="$work/inventory.json"',
     `if timeout 1m ssh ${NEW_HOST_SSH} ${deployLogin} test -e /etc/NIXOS 2>/dev/null; then echo "${a.host} already runs NixOS: install skipped"; exit 0; fi`,
-    'mkdir -m 0700 "$work/files" "$work/files/etc"',
-    // Into a file first: a pipe would hide ssh's exit status, and a host without the directory sends nothing.
-    `timeout 5m ssh ${NEW_HOST_SSH} ${root} 'if [ -d /etc/runner-fleet ]; then tar -C /etc -cf - runner-fleet; fi' > "$work/etc.tar" ${orFail(`install of ${a.host}: could not copy /etc/runner-fleet off the stock image`)}`,
-    'if [ -s "$work/etc.tar" ]; then tar -C "$work/files/etc" -xpf "$work/etc.tar"; fi',
-    'rm -f "$work/etc.tar"',
-    a.requireFacts
-      ? `test -s "$work/files/etc/runner-fleet/host.json" ${orFail(`${noFacts}: cloud-init did not write the host facts`)}`
-      : `test -s "$work/files/etc/runner-fleet/host.json" || echo ${shellQuote(`warning: ${noFacts}: it cannot bootstrap until the files are there`)} >&2`,
+    ...(fromStdin ? [] : [
+      // Into a file first: a pipe would hide ssh's exit status, and a host without the directory sends nothing.
+      `timeout 5m ssh ${NEW_HOST_SSH} ${root} 'if [ -d /etc/runner-fleet ]; then tar -C /etc -cf - runner-fleet; fi' > "$work/etc.tar" ${orFail(`install of ${a.host}: could not copy /etc/runner-fleet off the stock image`)}`,
+      'if [ -s "$work/etc.tar" ]; then tar -C "$work/files/etc" -xpf "$work/etc.tar"; fi',
+      'rm -f "$work/etc.tar"',
+    ]),
+    `test -s "$work/files/etc/runner-fleet/host.json" ${orFail(facts)}`,
     `timeout ${a.installTimeoutMinutes}m nixos-anywhere --flake ${target} --option pure-eval false --copy-host-keys --extra-files "$work/files" ${root} ${orFail(`install of ${a.host} failed`)}`,
     `deadline=$(( $(date +%s) + ${a.readyTimeoutMinutes * 60} ))`,
     `until timeout 1m ssh ${NEW_HOST_SSH} ${deployLogin} true 2>/dev/null; do [ "$(date +%s)" -lt "$deadline" ] ${orFail(`${a.host} did not come back as NixOS within ${a.readyTimeoutMinutes} minutes of its install`)}; sleep 5; done`,
   ].join("\n");
+}
+
+/**
+ * stdin of an install with `filesFrom: "stdin"`: the seed files, one line each as
+ * `<mode> <path> <base64 content>`, an empty line, then the inventory. The files are the seed
+ * document the seed step sends, so both ways onto a machine carry the same bytes.
+ */
+export function installStdin(seedJson: string, inventoryJson: string): string {
+  const lines = parseSeedJson(seedJson).map((f) => `${f.mode} ${f.path} ${Buffer.from(f.content, "utf8").toString("base64")}`);
+  return `${lines.join("\n")}\n\n${inventoryJson}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed (existing machines: the files cloud-init writes everywhere else)
+
+/** One file for runner-fleet-seed (docs/contracts.md). */
+export interface SeedFile {
+  path: string;
+  /** Octal, as cloud-init's `permissions` ("0600", "0644"). */
+  mode: string;
+  content: string;
+}
+
+/** Where runner-fleet-seed may write; the host side enforces the same. */
+export const SEED_DIR = "/etc/runner-fleet/";
+
+/** The wrapped secret_id: single use and short-lived, so it never decides whether the seed runs. */
+const SEED_WRAPPED_SECRET_ID = `${SEED_DIR}vault/wrapped-secret-id`;
+
+/**
+ * Files that do not re-run the seed. The wrapped secret_id changes whenever Vault mints a new
+ * one, which the host does not need once it has unwrapped; the GitHub App key is a secret (no
+ * hash of it in state); pools.json has its own push (DESIGN rule 1: a pool edit touches only that).
+ */
+export const SEED_UNTRIGGERED: readonly string[] = [SEED_WRAPPED_SECRET_ID, `${SEED_DIR}github-app-key.pem`, `${SEED_DIR}pools.json`];
+
+/** Why a seed path is refused, or undefined: under /etc/runner-fleet/, plain names, no `.`/`..`. */
+export function seedPathProblem(p: string): string | undefined {
+  if (!p.startsWith(SEED_DIR)) return `${JSON.stringify(p)} is not under ${SEED_DIR}`;
+  const parts = p.slice(SEED_DIR.length).split("/");
+  if (parts.some((part) => part === "" || part === "." || part === "..")) return `${JSON.stringify(p)} has an empty, . or .. component`;
+  if (!/^[A-Za-z0-9._/-]+$/.test(p)) return `${JSON.stringify(p)} has characters other than letters, digits and ._-/`;
+  return undefined;
+}
+
+/** Octal like "0644"; never executable or writable by group or others (the host side refuses those too). */
+function modeProblem(mode: unknown): string | undefined {
+  if (typeof mode !== "string" || !/^0[0-7]{3}$/.test(mode)) return `mode ${JSON.stringify(mode)} is not octal like 0644`;
+  return parseInt(mode, 8) & 0o133 ? `mode ${mode} is executable or writable by group or others` : undefined;
+}
+
+/** Validates a seed document; throws naming the first bad file. */
+export function parseSeedJson(seedJson: string): SeedFile[] {
+  const doc = JSON.parse(seedJson) as { files?: unknown };
+  if (!Array.isArray(doc.files)) throw new Error("seed: files must be an array");
+  const seen = new Set<string>();
+  return doc.files.map((f: SeedFile, i: number) => {
+    const problem = seedPathProblem(String(f?.path)) ??
+      (seen.has(f.path) ? `${f.path} appears twice` : undefined) ??
+      modeProblem(f?.mode) ??
+      (typeof f?.content === "string" ? undefined : "content must be a string");
+    if (problem) throw new Error(`seed: files[${i}]: ${problem}`);
+    seen.add(f.path);
+    return { path: f.path, mode: f.mode, content: f.content };
+  });
+}
+
+/** The document runner-fleet-seed reads, from the files user-data carries (cloud-init.ts userDataFiles). */
+export function renderSeedJson(files: readonly WriteFile[]): string {
+  const seed = files.map((f): SeedFile => {
+    if (f.encoding) throw new Error(`seed: ${f.path} is encoded (${f.encoding}); pass the plain files`);
+    return { path: f.path, mode: f.permissions, content: f.content };
+  });
+  const json = JSON.stringify({ files: seed });
+  parseSeedJson(json); // the checks the install and the host apply, before anything leaves
+  return json;
+}
+
+/**
+ * What re-runs the seed: every file except SEED_UNTRIGGERED (host facts, role_id). The hash
+ * covers no secret, so it may stay readable in state and diffs.
+ */
+export function seedTriggerHash(seedJson: string): string {
+  const kept = parseSeedJson(seedJson).filter((f) => !SEED_UNTRIGGERED.includes(f.path));
+  return sha256(JSON.stringify(kept));
+}
+
+/** Remote: install the seed files on stdin and bootstrap. The deploy user may sudo exactly this command. */
+export function seedCommand(host: string, minutes = 10): string {
+  return `timeout ${minutes}m sudo -n /run/current-system/sw/bin/runner-fleet-seed ${orFail(`seeding ${host} failed`)}`;
 }
 
 // ---------------------------------------------------------------------------------------------

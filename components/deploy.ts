@@ -4,6 +4,8 @@
  *   <host>-ready    remote: wait until the machine has booted (once per machine)
  *   <host>-install  local: nixos-anywhere onto a stock image (once per machine; stock hosts only)
  *   <host>-switch   local: deploy-rs or colmena for this one host, in rolling waves
+ *   <host>-seed     remote: existing machines only: the files cloud-init writes elsewhere
+ *                   (host facts, pools, role_id, wrapped secret_id), then bootstrap
  *   <host>-pools    remote: push pools.json in place (fireactions hosts), on every pool edit
  *
  * SSH credentials: every step authenticates with the deploy machine's ssh-agent. remote.Command
@@ -12,8 +14,10 @@
  * and rotating it would re-run every step) nor `agentSocketPath` (the socket path changes with
  * every login session; as an input it would re-run every remote step on the next `up`).
  *
- * No step carries a secret: the inventory is not one, and the wrapped secret_id that a stock
- * install must preserve is copied host -> deploy machine -> host by the install script itself.
+ * Secrets: the inventory is not one. The wrapped secret_id that a stock cloud install must
+ * preserve is copied host -> deploy machine -> host by the install script itself. Existing
+ * machines get it from Pulumi (seedFiles) on the seed's and, with `install: true`, the install's
+ * stdin: both are Pulumi secrets, and their output stays out of logs and plain state.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -25,9 +29,12 @@ import {
   hashFlakeSources,
   hostInventoryJson,
   installCommand,
+  installStdin,
   isLocalFlake,
   poolsCommand,
   readinessCommand,
+  seedCommand,
+  seedTriggerHash,
   sha256,
   switchCommand,
 } from "./deploy-commands";
@@ -36,6 +43,8 @@ import type { FleetModel, HostModel } from "./model";
 
 /** Bound for the pool push: a render check and a service restart. */
 const POOLS_TIMEOUT_MINUTES = 10;
+/** Bound for the seed: a few small files, an unwrap and service restarts. */
+const SEED_TIMEOUT_MINUTES = 10;
 
 export interface FleetDeployArgs {
   /** The validated fleet model (deploy settings, hosts). */
@@ -46,6 +55,12 @@ export interface FleetDeployArgs {
   inventoryJson: pulumi.Output<string>;
   /** Each host's pools.json, by host name. */
   poolsJson: Record<string, string>;
+  /**
+   * runner-fleet-seed's document (deploy-commands.ts renderSeedJson) for every existing machine
+   * and no other host, by host name: the user-data files they get no cloud-init to write.
+   * Secret: it carries the wrapped secret_id.
+   */
+  seedFiles: Record<string, pulumi.Output<string>>;
   /** Where a relative `deploy.flake` starts; defaults to the project root (Pulumi.yaml's directory). */
   baseDir?: string;
 }
@@ -75,6 +90,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
       for (const host of wave) {
         const out = outputs.get(host.name)!;
         const stock = host.image === "stock";
+        const seedJson = host.provider === "existing" ? args.seedFiles[host.name] : undefined;
         // Only this host's part of the inventory: its bytes are what the switch evaluates.
         const inventory = args.inventoryJson.apply((json) => hostInventoryJson(json, host.name));
 
@@ -97,9 +113,12 @@ export class FleetDeploy extends pulumi.ComponentResource {
             create: out.publicAddress.apply((address) => installCommand({
               host: host.name, address, flake: d.flake, sshUser: d.sshUser,
               installTimeoutMinutes: d.installTimeoutMinutes, readyTimeoutMinutes: d.readyTimeoutMinutes,
-              requireFacts: host.provider !== "existing",
+              // No cloud-init wrote /etc/runner-fleet on an existing machine: the seed files go instead.
+              filesFrom: seedJson ? "stdin" : "machine",
             })),
-            stdin: inventory,
+            stdin: seedJson
+              ? pulumi.secret(pulumi.all([seedJson, inventory]).apply(([seed, inv]) => installStdin(seed, inv)))
+              : inventory,
             // A reinstall wipes the disk: only a new machine triggers one.
             triggers: [out.identity],
             // The script copies the wrapped secret_id; keep whatever it prints out of logs and plain state.
@@ -130,6 +149,28 @@ export class FleetDeploy extends pulumi.ComponentResource {
         this.switches[host.name] = sw;
         thisWave.push(sw);
 
+        let seed: remote.Command | undefined;
+        if (seedJson) {
+          // After the first switch, which installs runner-fleet-seed and the deploy user's sudo right.
+          seed = new remote.Command(`${host.name}-seed`, {
+            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit },
+            create: seedCommand(host.name, SEED_TIMEOUT_MINUTES),
+            // A change outside the triggers (a new wrapped token, mostly) runs this no-op, not the
+            // seed: the host has unwrapped the old one already. The seed would keep its secret_id
+            // anyway, but it would restart vault-agent and the runners for nothing.
+            update: "true",
+            stdin: pulumi.secret(seedJson),
+            // Unsecret: the hash covers the host facts and role_id only (SEED_UNTRIGGERED).
+            triggers: [out.identity, pulumi.unsecret(seedJson.apply(seedTriggerHash))],
+            logging: "none",
+          }, {
+            parent: this,
+            dependsOn: [sw],
+            additionalSecretOutputs: ["stdout", "stderr"],
+            customTimeouts: { create: `${SEED_TIMEOUT_MINUTES + 1}m`, update: `${SEED_TIMEOUT_MINUTES + 1}m` },
+          });
+        }
+
         if (host.roles.includes("fireactions")) {
           const pools = args.poolsJson[host.name];
           new remote.Command(`${host.name}-pools`, {
@@ -139,7 +180,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
             triggers: [sha256(pools)],
           }, {
             parent: this,
-            dependsOn: [sw],
+            dependsOn: [sw, ...(seed ? [seed] : [])],
             customTimeouts: { create: `${POOLS_TIMEOUT_MINUTES + 1}m`, update: `${POOLS_TIMEOUT_MINUTES + 1}m` },
           });
         }
@@ -151,16 +192,23 @@ export class FleetDeploy extends pulumi.ComponentResource {
   }
 }
 
-/** Every host of the model has its outputs, and every fireactions host its pools.json. */
+/**
+ * Every host of the model has its outputs, every fireactions host its pools.json, and seed files
+ * exist for exactly the existing machines (cloud hosts get theirs from cloud-init).
+ */
 function validate(args: FleetDeployArgs): Map<string, HostOutputs> {
   const byName = new Map(args.hosts.map((h) => [h.name, h]));
   const problems: string[] = [];
   for (const host of args.model.hosts) {
     if (!byName.has(host.name)) problems.push(`host ${host.name}: no host outputs were passed`);
     if (host.roles.includes("fireactions") && typeof args.poolsJson[host.name] !== "string") problems.push(`host ${host.name}: no pools.json`);
+    const seeded = Object.prototype.hasOwnProperty.call(args.seedFiles, host.name);
+    if (host.provider === "existing" && !seeded) problems.push(`host ${host.name}: no seed files (an existing machine has no cloud-init)`);
+    if (host.provider !== "existing" && seeded) problems.push(`host ${host.name}: seed files for a ${host.provider} host (cloud-init writes them)`);
   }
   const known = new Set(args.model.hosts.map((h: HostModel) => h.name));
   for (const h of args.hosts) if (!known.has(h.name)) problems.push(`host ${h.name}: not in the fleet model`);
+  for (const h of Object.keys(args.seedFiles)) if (!known.has(h)) problems.push(`host ${h}: seed files for a host not in the fleet model`);
   if (problems.length) throw new Error(`FleetDeploy: ${problems.join("; ")}`);
   return byName;
 }

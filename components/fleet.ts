@@ -4,8 +4,9 @@
  * inventory of every host feeds the NixOS deploys, which roll out in waves.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { renderUserData } from "./cloud-init";
+import { renderUserData, userDataFiles, type UserDataInput } from "./cloud-init";
 import { FleetDeploy } from "./deploy";
+import { renderSeedJson } from "./deploy-commands";
 import { createHost } from "./hosts";
 import { SharedNetworks } from "./hosts/network";
 import type { HostOutputs } from "./hosts/types";
@@ -43,12 +44,14 @@ export class Fleet extends pulumi.ComponentResource {
 
     this.poolsJson = {};
     const userDataByHost: Record<string, pulumi.Output<string>> = {};
+    const seedFiles: Record<string, pulumi.Output<string>> = {};
     const hosts: HostOutputs[] = [];
     for (const host of model.hosts) {
       const poolsJson = renderPoolsJson(host.pools.map((p) => model.pools[p]));
-      const userData = this.renderUserData(host, model, poolsJson, vault, secrets);
+      const { userData, seedJson } = this.renderUserData(host, model, poolsJson, vault, secrets);
       this.poolsJson[host.name] = poolsJson;
       userDataByHost[host.name] = userData;
+      if (seedJson) seedFiles[host.name] = seedJson;
       const image = images.refFor(host);
       // A host boots and reads its secrets at once: they must be in Vault before it exists.
       hosts.push(createHost({ host, model, userData, image, networks }, { parent: this, dependsOn: [vault] }));
@@ -60,20 +63,24 @@ export class Fleet extends pulumi.ComponentResource {
       .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);
     this.inventoryJson = this.addresses.apply((addresses) => renderInventoryJson(buildInventory(model, addresses)));
 
-    new FleetDeploy("deploy", { model, hosts, inventoryJson: this.inventoryJson, poolsJson: this.poolsJson }, { parent: this, dependsOn: [vault] });
+    new FleetDeploy("deploy", { model, hosts, inventoryJson: this.inventoryJson, poolsJson: this.poolsJson, seedFiles }, { parent: this, dependsOn: [vault] });
 
     this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses });
   }
 
-  /** user-data needs the host's AppRole ids, which exist only once Vault has them. */
-  private renderUserData(host: HostModel, model: FleetModel, poolsJson: string, vault: FleetVault, secrets: FleetSecrets): pulumi.Output<string> {
+  /**
+   * user-data needs the host's AppRole ids, which exist only once Vault has them. Existing
+   * machines get no cloud-init: the same files go to runner-fleet-seed instead (seedJson).
+   */
+  private renderUserData(host: HostModel, model: FleetModel, poolsJson: string, vault: FleetVault, secrets: FleetSecrets): { userData: pulumi.Output<string>; seedJson?: pulumi.Output<string> } {
     const access = vault.access(host.name);
     // Only the explicit, warned opt-in puts the App key into user-data.
     const appKey = model.unsafe.githubAppKeyInUserData && host.roles.includes("fireactions") ? secrets.githubApp : undefined;
-    return pulumi.secret(
-      pulumi.all([access.roleId, access.wrappedSecretId, appKey]).apply(([roleId, wrappedSecretId, githubAppPrivateKey]) =>
-        renderUserData({ host, model, poolsJson, roleId, wrappedSecretId, ...(githubAppPrivateKey ? { githubAppPrivateKey } : {}) }),
-      ),
-    );
+    const input = pulumi.all([access.roleId, access.wrappedSecretId, appKey]).apply(([roleId, wrappedSecretId, githubAppPrivateKey]): UserDataInput =>
+      ({ host, model, poolsJson, roleId, wrappedSecretId, ...(githubAppPrivateKey ? { githubAppPrivateKey } : {}) }));
+    return {
+      userData: pulumi.secret(input.apply(renderUserData)),
+      ...(host.provider === "existing" ? { seedJson: pulumi.secret(input.apply((i) => renderSeedJson(userDataFiles(i)))) } : {}),
+    };
   }
 }

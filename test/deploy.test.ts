@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { installMocks, reveal } from "../scripts/mock-runtime";
+import { containsSecret, installMocks, reveal } from "../scripts/mock-runtime";
 import { baseConfig, mockConfig, modelFrom, planJson, SSH_KEY } from "./support/fixtures";
 
 /** Three hosts: an image host (fireactions), a stock Hetzner host and an existing machine activating on boot. */
@@ -28,6 +28,7 @@ const pulumi = await import("@pulumi/pulumi");
 const { FleetDeploy } = await import("../components/deploy");
 const { buildInventory, renderInventoryJson } = await import("../components/inventory");
 const { renderPoolsJson } = await import("../components/pools");
+const { userDataFiles } = await import("../components/cloud-init");
 
 // ---------------------------------------------------------------------------------------------
 // Pure command builders
@@ -100,7 +101,7 @@ describe("switch command, executed with a fake deploy", () => {
 describe("first install", () => {
   const args = {
     host: "beta", address: "203.0.113.9", flake: "./nix", sshUser: "deploy",
-    installTimeoutMinutes: 45, readyTimeoutMinutes: 20, requireFacts: true,
+    installTimeoutMinutes: 45, readyTimeoutMinutes: 20,
   };
 
   it("runs nixos-anywhere under a timeout, impure, keeping host keys and the host's files", () => {
@@ -141,6 +142,13 @@ describe("first install", () => {
     expect(fs.readFileSync(path.join(r.dir, "inventory"), "utf8")).toBe('{"version":1}\n');
   });
 
+  it("lays the files over the new root with the host's directory modes", () => {
+    const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, "{}", { FIXTURE: fixture() });
+    expect(r.code).toBe(0);
+    const mode = (rel: string) => fs.statSync(path.join(r.dir, "extra", rel)).mode & 0o777;
+    expect([mode("."), mode("etc")]).toEqual([0o755, 0o755]);
+  });
+
   it("never reinstalls a host that already runs NixOS", () => {
     const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, "{}", { FIXTURE: fixture(), FAKE_NIXOS: "1" });
     expect(r.code).toBe(0);
@@ -152,6 +160,116 @@ describe("first install", () => {
     const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, "{}", { FIXTURE: fixture(), FAKE_NO_FACTS: "1" });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("no /etc/runner-fleet/host.json on beta");
+    expect(fs.existsSync(path.join(r.dir, "installed"))).toBe(false);
+  });
+});
+
+describe("seed files (existing machines)", () => {
+  const model = modelFrom(fleetConfig());
+  const seed = (wrapped = "hvs.wrapped-1", pools = "[]\n") => seedJsonFor("gamma", model, pools, wrapped);
+
+  it("carries exactly cloud-init's files, with their modes and contents", () => {
+    const files = JSON.parse(seed()).files;
+    expect(files.map((f: any) => [f.path, f.mode])).toEqual([
+      ["/etc/runner-fleet/host.json", "0644"],
+      ["/etc/runner-fleet/pools.json", "0644"],
+      ["/etc/runner-fleet/vault/role-id", "0600"],
+      ["/etc/runner-fleet/vault/wrapped-secret-id", "0600"],
+    ]);
+    expect(JSON.parse(files[0].content).name).toBe("gamma");
+    expect(files[3].content).toBe("hvs.wrapped-1");
+  });
+
+  it("the trigger ignores a new wrapped token and pool edits, and follows host facts and role_id", () => {
+    const h0 = cmd.seedTriggerHash(seed("hvs.wrapped-1"));
+    expect(cmd.seedTriggerHash(seed("hvs.wrapped-2"))).toBe(h0);
+    expect(cmd.seedTriggerHash(seed("hvs.wrapped-1", '[{"name":"x"}]\n'))).toBe(h0);
+    const doc = JSON.parse(seed());
+    doc.files[0].content = doc.files[0].content.replace('"gamma"', '"gamma2"');
+    expect(cmd.seedTriggerHash(JSON.stringify(doc))).not.toBe(h0);
+    doc.files[0].content = JSON.parse(seed()).files[0].content;
+    doc.files[2].content = "role-other";
+    expect(cmd.seedTriggerHash(JSON.stringify(doc))).not.toBe(h0);
+  });
+
+  it("refuses files the host would refuse: outside /etc/runner-fleet/, .., executable, encoded", () => {
+    const file = { path: "/etc/runner-fleet/host.json", content: "{}", owner: "root:root" as const, permissions: "0644" as const };
+    expect(() => cmd.renderSeedJson([{ ...file, path: "/etc/sudoers" }])).toThrow(/files\[0\]: "\/etc\/sudoers" is not under \/etc\/runner-fleet\//);
+    expect(() => cmd.renderSeedJson([{ ...file, path: "/etc/runner-fleet/../shadow" }])).toThrow(/\.\. component/);
+    expect(() => cmd.renderSeedJson([file, file])).toThrow(/files\[1\]: .*appears twice/);
+    expect(() => cmd.renderSeedJson([{ ...file, encoding: "gz+b64" }])).toThrow(/encoded/);
+    expect(() => cmd.parseSeedJson(JSON.stringify({ files: [{ path: file.path, mode: "0755", content: "" }] }))).toThrow(/executable/);
+  });
+
+  it("the seed command: sudo -n the host's runner-fleet-seed under a timeout, failure names the host", () => {
+    expect(cmd.seedCommand("gamma", 10)).toBe(
+      "timeout 10m sudo -n /run/current-system/sw/bin/runner-fleet-seed || { echo 'seeding gamma failed' >&2; exit 1; }",
+    );
+  });
+
+  it("the deploy user's sudo rules (nix/modules/common.nix) allow the commands the deploy step sudoes", () => {
+    const common = fs.readFileSync(path.join(__dirname, "..", "nix", "modules", "common.nix"), "utf8");
+    for (const line of [cmd.seedCommand("gamma"), cmd.poolsCommand("gamma")]) {
+      const program = /sudo -n (\S+)/.exec(line)![1];
+      expect(common).toContain(`"${program}"`);
+    }
+  });
+});
+
+describe("first install of an existing machine: files from the seed, not the machine", () => {
+  const model = modelFrom(fleetConfig());
+  const seed = seedJsonFor("gamma", model, "[]\n", "hvs.wrapped-test");
+  const args = {
+    host: "gamma", address: "192.0.2.10", flake: "./nix", sshUser: "deploy",
+    installTimeoutMinutes: 45, readyTimeoutMinutes: 20, filesFrom: "stdin" as const,
+  };
+  // root answers nothing but records that it was asked: only nixos-anywhere (faked) may use it.
+  const fakeSsh = [
+    'for a in "$@"; do case "$a" in deploy@*) who=deploy;; root@*) who=root;; esac; done',
+    'if [ "$who" = deploy ]; then [ -e "$OUT/installed" ]; exit $?; fi',
+    'echo "$@" >> "$OUT/root-ssh"; exit 1',
+  ].join("\n");
+  const fakeAnywhere = [
+    'while [ $# -gt 0 ]; do case "$1" in --extra-files) files="$2"; shift;; esac; shift; done',
+    'cp -rp "$files" "$OUT/extra"; cp "$RUNNER_FLEET_INVENTORY" "$OUT/inventory"; touch "$OUT/installed"',
+  ].join("\n");
+
+  it("the command copies nothing off the machine", () => {
+    const line = cmd.installCommand(args);
+    expect(line).not.toContain("tar -C /etc");
+    expect(line).toContain('--extra-files "$work/files" root@192.0.2.10');
+  });
+
+  it("hands nixos-anywhere the seed's files (same bytes and modes) and the inventory after them", () => {
+    const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, cmd.installStdin(seed, '{"version":1}\n'));
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(fs.existsSync(path.join(r.dir, "root-ssh"))).toBe(false);
+    const extra = path.join(r.dir, "extra");
+    for (const f of cmd.parseSeedJson(seed)) {
+      const file = path.join(extra, f.path);
+      expect(fs.readFileSync(file, "utf8")).toBe(f.content);
+      expect(fs.statSync(file).mode & 0o777).toBe(parseInt(f.mode, 8));
+    }
+    expect(fs.readFileSync(path.join(extra, "etc/runner-fleet/vault/wrapped-secret-id"), "utf8")).toBe("hvs.wrapped-test");
+    // Laid over the new root: directories as the host has them (tar gives existing ones these modes).
+    const mode = (rel: string) => fs.statSync(path.join(extra, rel)).mode & 0o777;
+    expect([mode("."), mode("etc"), mode("etc/runner-fleet"), mode("etc/runner-fleet/vault")]).toEqual([0o755, 0o755, 0o755, 0o700]);
+    expect(fs.readFileSync(path.join(r.dir, "inventory"), "utf8")).toBe('{"version":1}\n');
+  });
+
+  it("stops, naming the host, when the seed carries no host facts", () => {
+    const noFacts = JSON.stringify({ files: JSON.parse(seed).files.slice(1) });
+    const r = runWithFakes(cmd.installCommand(args), { ssh: fakeSsh, "nixos-anywhere": fakeAnywhere }, cmd.installStdin(noFacts, "{}"));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("install of gamma: the seed files carry no /etc/runner-fleet/host.json");
+    expect(fs.existsSync(path.join(r.dir, "installed"))).toBe(false);
+  });
+
+  it("still skips a machine that already runs NixOS", () => {
+    const r = runWithFakes(cmd.installCommand(args), { ssh: `${fakeSsh.split("\n")[0]}\n[ "$who" = deploy ] && exit 0; exit 1`, "nixos-anywhere": fakeAnywhere }, cmd.installStdin(seed, "{}"));
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("gamma already runs NixOS: install skipped");
     expect(fs.existsSync(path.join(r.dir, "installed"))).toBe(false);
   });
 });
@@ -228,6 +346,12 @@ interface Captured {
   opts: Record<string, any>;
 }
 
+/** A host's seed document with fake Vault ids, from cloud-init's own file list. */
+function seedJsonFor(name: string, model: ReturnType<typeof modelFrom>, poolsJson: string, wrappedSecretId = `hvs.wrapped-${name}`): string {
+  const host = model.hosts.find((h) => h.name === name)!;
+  return cmd.renderSeedJson(userDataFiles({ host, model, poolsJson, roleId: `role-${name}`, wrappedSecretId }));
+}
+
 /** Builds a FleetDeploy over stable fake host outputs; captures every child's options. */
 async function deployFor(cfg: Record<string, any>, componentName: string) {
   const model = modelFrom(cfg);
@@ -239,9 +363,11 @@ async function deployFor(cfg: Record<string, any>, componentName: string) {
     identity: pulumi.output(`id-${h.name}`),
   }));
   const poolsJson = Object.fromEntries(model.hosts.map((h) => [h.name, renderPoolsJson(h.pools.map((p) => model.pools[p]))]));
+  // Existing machines get their user-data files through the seed, as fleet.ts builds them.
+  const seedFiles = Object.fromEntries(model.hosts.filter((h) => h.provider === "existing").map((h) => [h.name, pulumi.secret(seedJsonFor(h.name, model, poolsJson[h.name]))]));
   const captured: Captured[] = [];
   const deploy = new FleetDeploy(componentName, {
-    model, hosts, poolsJson, inventoryJson: pulumi.output(renderInventoryJson(buildInventory(model, addrs))),
+    model, hosts, poolsJson, seedFiles, inventoryJson: pulumi.output(renderInventoryJson(buildInventory(model, addrs))),
   }, {
     transformations: [(a) => {
       captured.push({ type: a.type, name: a.name, opts: a.opts as Record<string, any> });
@@ -271,7 +397,7 @@ describe("FleetDeploy under mocks", async () => {
     expect(names).toEqual([
       "alpha-pools", "alpha-ready", "alpha-switch",
       "beta-install", "beta-ready", "beta-switch",
-      "gamma-pools", "gamma-ready", "gamma-switch",
+      "gamma-pools", "gamma-ready", "gamma-seed", "gamma-switch",
     ]);
     expect(deploy.waves).toEqual([["alpha"], ["beta"], ["gamma"]]);
   });
@@ -314,6 +440,88 @@ describe("FleetDeploy under mocks", async () => {
     expect(JSON.parse(pools.stdin).map((p: any) => p.name)).toEqual(["large", "small"]);
     expect(pools.connection.user).toBe("deploy");
     expect(resources.some((r) => r.name === "beta-pools")).toBe(false);
+  });
+
+  const urnsOf = async (name: string) => {
+    const deps = (opt(name)?.opts.dependsOn ?? []) as any[];
+    const urns = await Promise.all(deps.map((d) => new Promise<string>((r) => d.urn.apply(r))));
+    return urns.map((u) => u.split("::").pop()!).sort();
+  };
+
+  it("seed: existing machines only, as the deploy user, secret stdin, nothing logged", () => {
+    const raw = resources.find((r) => r.name === "gamma-seed")!;
+    expect(raw.type).toBe("command:remote:Command");
+    expect(containsSecret(raw.inputs.stdin)).toBe(true);
+    expect(JSON.stringify(raw.inputs.create)).not.toContain("hvs.");
+    const seed = recorded("gamma-seed").inputs;
+    expect(seed.create).toContain("sudo -n /run/current-system/sw/bin/runner-fleet-seed");
+    expect(seed.connection).toMatchObject({ host: "192.0.2.10", user: "deploy" });
+    expect(seed.logging).toBe("none");
+    // remote.Command adds "connection" of its own.
+    expect(opt("gamma-seed")?.opts.additionalSecretOutputs).toEqual(expect.arrayContaining(["stdout", "stderr"]));
+    const files = JSON.parse(seed.stdin).files;
+    expect(files.find((f: any) => f.path === "/etc/runner-fleet/vault/wrapped-secret-id").content).toBe("hvs.wrapped-gamma");
+    expect(JSON.parse(files.find((f: any) => f.path === "/etc/runner-fleet/pools.json").content).map((p: any) => p.name)).toEqual(["medium"]);
+    expect(resources.some((r) => r.name === "alpha-seed" || r.name === "beta-seed")).toBe(false);
+  });
+
+  it("seed triggers: the machine and the non-secret files' hash (readable); other changes run a no-op", () => {
+    const raw = resources.find((r) => r.name === "gamma-seed")!;
+    const seed = recorded("gamma-seed").inputs;
+    expect(seed.triggers).toEqual(["id-gamma", cmd.seedTriggerHash(seed.stdin)]);
+    expect(containsSecret(raw.inputs.triggers)).toBe(false);
+    expect(seed.update).toBe("true");
+  });
+
+  it("seed runs after the host's switch, and its pools push after the seed", async () => {
+    expect(await urnsOf("gamma-seed")).toEqual(["gamma-switch"]);
+    expect(await urnsOf("gamma-pools")).toEqual(["gamma-seed", "gamma-switch"]);
+    expect(await urnsOf("alpha-pools")).toEqual(["alpha-switch"]);
+  });
+
+  it("a cloud stock install still copies the files off the machine; its stdin is the inventory only", () => {
+    const raw = resources.find((r) => r.name === "beta-install")!;
+    expect(recorded("beta-install").inputs.create).toContain("tar -C /etc -cf - runner-fleet");
+    expect(containsSecret(raw.inputs.stdin)).toBe(false);
+  });
+});
+
+describe("existing machine with install: true, under mocks", async () => {
+  const cfg = baseConfig();
+  cfg.hosts = {
+    delta: { provider: "existing", address: "192.0.2.20", arch: "x86_64", vcpus: 8, memoryMib: 16384, roles: ["forgejo-runner"], install: true },
+  };
+  const { model } = await deployFor(cfg, "deploy-delta");
+
+  it("installs with the seed's files on a secret stdin, then seeds after the switch", () => {
+    const raw = resources.find((r) => r.name === "delta-install")!;
+    expect(containsSecret(raw.inputs.stdin)).toBe(true);
+    const install = recorded("delta-install").inputs;
+    expect(install.create).not.toContain("tar -C /etc");
+    expect(install.create).toContain("base64 --decode");
+    const [files, inventory] = [install.stdin.slice(0, install.stdin.indexOf("\n\n")), install.stdin.slice(install.stdin.indexOf("\n\n") + 2)];
+    const seed = recorded("delta-seed").inputs.stdin;
+    expect(`${files}\n\n${inventory}`).toBe(cmd.installStdin(seed, inventory));
+    expect(seed).toBe(seedJsonFor("delta", model, "[]\n"));
+    expect(files).toContain(Buffer.from("hvs.wrapped-delta").toString("base64"));
+    expect(Object.keys(JSON.parse(inventory).hosts)).toEqual(["delta"]);
+    expect(recorded("delta-ready").inputs.connection.user).toBe("root");
+  });
+});
+
+describe("FleetDeploy refuses seed files that do not match the machines", () => {
+  const model = modelFrom(fleetConfig());
+  const hosts = model.hosts.map((h) => ({
+    name: h.name, provider: h.provider, arch: h.arch, sshUser: "deploy",
+    publicAddress: pulumi.output("203.0.113.50"), privateAddress: pulumi.output(undefined), identity: pulumi.output(`id-${h.name}`),
+  }));
+  const poolsJson = Object.fromEntries(model.hosts.map((h) => [h.name, "[]\n"]));
+  const build = (name: string, seedFiles: Record<string, any>) =>
+    () => new FleetDeploy(name, { model, hosts, poolsJson, seedFiles, inventoryJson: pulumi.output("{}") });
+
+  it("an existing machine without seed files, and seed files for a cloud host", () => {
+    expect(build("bad-1", {})).toThrow(/host gamma: no seed files/);
+    expect(build("bad-2", { gamma: pulumi.output("{}"), alpha: pulumi.output("{}") })).toThrow(/host alpha: seed files for a aws host/);
   });
 });
 

@@ -3,8 +3,8 @@
 // v0.4 config for each pool size preset. Needs nix-instantiate (Debian
 // nix-bin) and python3; a missing tool fails the suite rather than skipping it.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -355,5 +355,124 @@ describe("nix/lib on the inventory plan --out writes for prod", () => {
       expect(deployment.tags).toEqual(expect.arrayContaining([...host.roles, host.provider, ...host.tags]));
     }
     expect(hive.meta.nodeNixpkgs["aws-metal-arm-1"]).toBe("nixpkgs-aarch64-linux");
+  });
+});
+
+// ---- host-side seed (existing machines) ----------------------------------------
+
+const seeder = join(nixDir, "pkgs", "runner-fleet-seed.py");
+
+/** Runs the seed script against scratch etc/state dirs; returns exit status, stderr and the dirs. */
+function runSeed(doc: unknown, opts: { unwrapped?: boolean; etcDir?: string } = {}) {
+  const dir = mkdtempSync(join(scratch, "seed-"));
+  const etcDir = opts.etcDir ?? join(dir, "etc", "runner-fleet");
+  const stateDir = join(dir, "state");
+  if (opts.unwrapped) {
+    mkdirSync(join(stateDir, "vault"), { recursive: true });
+    writeFileSync(join(stateDir, "vault", "secret-id"), "secret-id-from-the-first-unwrap");
+  }
+  const r = spawnSync("python3", [seeder, "--etc-dir", etcDir, "--state-dir", stateDir], {
+    input: typeof doc === "string" ? doc : JSON.stringify(doc), encoding: "utf8",
+  });
+  return { status: r.status, stderr: r.stderr, etcDir };
+}
+
+const seedDoc = (wrapped = "hvs.wrapped-1") => ({
+  files: [
+    { path: "/etc/runner-fleet/host.json", mode: "0644", content: '{"name":"gamma"}\n' },
+    { path: "/etc/runner-fleet/pools.json", mode: "0644", content: "[]\n" },
+    { path: "/etc/runner-fleet/vault/role-id", mode: "0600", content: "role-1" },
+    { path: "/etc/runner-fleet/vault/wrapped-secret-id", mode: "0600", content: wrapped },
+  ],
+});
+
+describe("runner-fleet-seed.py", () => {
+  it("writes every file under the etc dir with its mode and exact content, no temp files left", () => {
+    const r = runSeed(seedDoc());
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(readFileSync(join(r.etcDir, "host.json"), "utf8")).toBe('{"name":"gamma"}\n');
+    expect(statSync(join(r.etcDir, "host.json")).mode & 0o777).toBe(0o644);
+    expect(readFileSync(join(r.etcDir, "vault", "wrapped-secret-id"), "utf8")).toBe("hvs.wrapped-1");
+    expect(statSync(join(r.etcDir, "vault", "wrapped-secret-id")).mode & 0o777).toBe(0o600);
+    expect(statSync(join(r.etcDir, "vault")).mode & 0o777).toBe(0o700);
+    expect(readdirSync(r.etcDir).sort()).toEqual(["host.json", "pools.json", "vault"]);
+    expect(readdirSync(join(r.etcDir, "vault")).sort()).toEqual(["role-id", "wrapped-secret-id"]);
+  });
+
+  it("overwrites files in place on a re-seed", () => {
+    const first = runSeed(seedDoc());
+    const doc = seedDoc();
+    doc.files[0].content = '{"name":"gamma","tags":["new"]}\n';
+    const again = runSeed(doc, { etcDir: first.etcDir });
+    expect(again.status).toBe(0);
+    expect(readFileSync(join(first.etcDir, "host.json"), "utf8")).toContain('"new"');
+  });
+
+  it("keeps the wrapped secret_id once the host has unwrapped (secret-id exists), writes the rest", () => {
+    const first = runSeed(seedDoc("hvs.wrapped-1"));
+    const dir = join(first.etcDir, "..", "..");
+    mkdirSync(join(dir, "state", "vault"), { recursive: true });
+    writeFileSync(join(dir, "state", "vault", "secret-id"), "unwrapped");
+    const doc = seedDoc("hvs.wrapped-2");
+    doc.files[2].content = "role-2";
+    const again = spawnSync("python3", [seeder, "--etc-dir", first.etcDir, "--state-dir", join(dir, "state")], { input: JSON.stringify(doc), encoding: "utf8" });
+    expect(again.status).toBe(0);
+    expect(readFileSync(join(first.etcDir, "vault", "wrapped-secret-id"), "utf8")).toBe("hvs.wrapped-1");
+    expect(readFileSync(join(first.etcDir, "vault", "role-id"), "utf8")).toBe("role-2");
+    expect(again.stdout).toContain("kept /etc/runner-fleet/vault/wrapped-secret-id");
+  });
+
+  it("does not write the wrapped secret_id on a host that has unwrapped before", () => {
+    const r = runSeed(seedDoc(), { unwrapped: true });
+    expect(r.status).toBe(0);
+    expect(readdirSync(join(r.etcDir, "vault"))).toEqual(["role-id"]);
+  });
+
+  const bad: [string, (d: ReturnType<typeof seedDoc>) => unknown, RegExp][] = [
+    ["a path outside /etc/runner-fleet/", (d) => { d.files[3].path = "/etc/sudoers.d/runner"; return d; }, /files\[3\]\.path: must be under \/etc\/runner-fleet\//],
+    ["a .. component", (d) => { d.files[3].path = "/etc/runner-fleet/../shadow"; return d; }, /files\[3\]\.path: has an empty, \. or \.\. component/],
+    ["the directory itself", (d) => { d.files[3].path = "/etc/runner-fleet/"; return d; }, /files\[3\]\.path: has an empty/],
+    ["an executable mode", (d) => { d.files[3].mode = "0755"; return d; }, /files\[3\]\.mode: may not be executable/],
+    ["a numeric mode", (d) => { (d.files[3] as any).mode = 420; return d; }, /files\[3\]\.mode: must be an octal string/],
+    ["a duplicate path", (d) => { d.files[3].path = d.files[0].path; return d; }, /files\[3\]\.path: .*appears twice/],
+    ["an unknown key", (d) => ({ ...d, extra: 1 }), /seed: must have exactly one key, files/],
+    ["no files", () => ({ files: [] }), /files: must be a non-empty array/],
+    ["not JSON", () => "{", /seed: not JSON/],
+  ];
+  for (const [what, mutate, message] of bad) {
+    it(`refuses ${what} and writes nothing`, () => {
+      const r = runSeed(mutate(seedDoc()));
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(message);
+      expect(existsSync(join(r.etcDir, "host.json"))).toBe(false);
+    });
+  }
+
+  it("never writes through a symlinked directory", () => {
+    const dir = mkdtempSync(join(scratch, "seed-link-"));
+    const etcDir = join(dir, "etc");
+    mkdirSync(etcDir);
+    mkdirSync(join(dir, "elsewhere"));
+    symlinkSync(join(dir, "elsewhere"), join(etcDir, "vault"));
+    const r = runSeed(seedDoc(), { etcDir });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/vault: is not a directory/);
+    expect(readdirSync(join(dir, "elsewhere"))).toEqual([]);
+  });
+});
+
+describe("runner-fleet-seed on the host", () => {
+  const bootstrapNix = readFileSync(join(nixDir, "modules", "bootstrap.nix"), "utf8");
+  const commonNix = readFileSync(join(nixDir, "modules", "common.nix"), "utf8");
+
+  it("the deploy user may sudo it, next to runner-fleet-apply-pools", () => {
+    expect(commonNix).toContain('"/run/current-system/sw/bin/runner-fleet-apply-pools"\n    "/run/current-system/sw/bin/runner-fleet-seed"');
+  });
+
+  it("writes the files with the tested script, then bootstraps", () => {
+    const text = bootstrapNix.slice(bootstrapNix.indexOf('name = "runner-fleet-seed"'));
+    expect(text).toMatch(/runner-fleet-seed-files --etc-dir \$\{etcDir\} --state-dir \$\{stateDir\}\n\s*(#.*\n\s*)*runner-fleet-bootstrap\n/);
+    expect(bootstrapNix).toMatch(/environment\.systemPackages = \[[^\]]*\bseed\b/);
   });
 });

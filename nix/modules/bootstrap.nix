@@ -1,7 +1,9 @@
-# The two host commands of the contract (docs/contracts.md):
+# The host commands of the contract (docs/contracts.md):
 #   runner-fleet-bootstrap    first boot: unwrap the secret_id, start vault-agent,
 #                             render the fireactions config
 #   runner-fleet-apply-pools  install a new pools.json from stdin
+#   runner-fleet-seed         install the files cloud-init writes elsewhere
+#                             (existing machines) from stdin, then bootstrap
 # plus a path unit so any change to pools.json is picked up without a reboot.
 {
   config,
@@ -14,6 +16,7 @@ let
   stateDir = "/var/lib/runner-fleet";
   fireactions = config.services.fireactions.enable;
   renderer = pkgs.callPackage ../pkgs/render-fireactions-config.nix { };
+  seedFiles = pkgs.callPackage ../pkgs/runner-fleet-seed.nix { };
 
   bootstrap = pkgs.writeShellApplication {
     name = "runner-fleet-bootstrap";
@@ -72,9 +75,23 @@ let
       ''}
     '';
   };
+
+  seed = pkgs.writeShellApplication {
+    name = "runner-fleet-seed";
+    runtimeInputs = [ seedFiles bootstrap ];
+    text = ''
+      # Checks the whole document first (only ${etcDir}/, no ..), then writes
+      # each file atomically; it keeps vault/wrapped-secret-id once
+      # ${stateDir}/vault/secret-id exists: that token is single use.
+      runner-fleet-seed-files --etc-dir ${etcDir} --state-dir ${stateDir}
+      # Unwraps (first time only) and restarts vault-agent and the runners, so
+      # a failure reaches the caller.
+      runner-fleet-bootstrap
+    '';
+  };
 in
 {
-  environment.systemPackages = [ bootstrap applyPools renderer ];
+  environment.systemPackages = [ bootstrap applyPools seed renderer ];
 
   systemd.tmpfiles.rules = [
     "d ${etcDir} 0755 root root -"

@@ -1,6 +1,6 @@
 # Baseline for every host: Nix settings, SSH with keys only, and the deploy
-# user whose sudo rights cover exactly what deploy-rs/colmena and the pool
-# push need.
+# user whose sudo rights cover exactly what deploy-rs/colmena, the pool push
+# and the seed of existing machines need.
 {
   config,
   lib,
@@ -22,6 +22,7 @@ let
     "/nix/store/*/bin/switch-to-configuration"
     "/nix/store/*/activate-rs"
     "/run/current-system/sw/bin/runner-fleet-apply-pools"
+    "/run/current-system/sw/bin/runner-fleet-seed"
   ];
 in
 {
