@@ -15,6 +15,8 @@ const fleet = new Fleet("fleet", { model, secrets });
 export const inventory = fleet.inventoryJson;
 /** Public and private address of every host. */
 export const addresses = fleet.addresses;
+/** Host names per deploy wave, in rollout order. */
+export const deployWaves = fleet.deployWaves;
 /** Each host's pools.json, by host name. */
 export const pools = fleet.poolsJson;
 /** Each host's cloud-init user-data, by host name (secret). */

@@ -31,6 +31,8 @@ export class Fleet extends pulumi.ComponentResource {
   readonly addresses: pulumi.Output<Record<string, HostAddresses>>;
   /** Each host's pools.json, by host name (known without any cloud). */
   readonly poolsJson: Record<string, string>;
+  /** Host names per deploy wave, in rollout order (`deploy.batchSize` hosts a wave). */
+  readonly deployWaves: string[][];
   /** Each host's cloud-init user-data, by host name (secret: it carries a wrapped secret_id). */
   readonly userData: pulumi.Output<Record<string, string>>;
 
@@ -63,9 +65,10 @@ export class Fleet extends pulumi.ComponentResource {
       .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);
     this.inventoryJson = this.addresses.apply((addresses) => renderInventoryJson(buildInventory(model, addresses)));
 
-    new FleetDeploy("deploy", { model, hosts, inventoryJson: this.inventoryJson, poolsJson: this.poolsJson, seedFiles }, { parent: this, dependsOn: [vault] });
+    const deploy = new FleetDeploy("deploy", { model, hosts, inventoryJson: this.inventoryJson, poolsJson: this.poolsJson, seedFiles }, { parent: this, dependsOn: [vault] });
+    this.deployWaves = deploy.waves;
 
-    this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses });
+    this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses, deployWaves: this.deployWaves });
   }
 
   /**

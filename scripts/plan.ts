@@ -113,7 +113,7 @@ async function main() {
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
     return;
   }
-  process.stdout.write(summary(opts, model, resources, warnings));
+  process.stdout.write(summary(opts, model, resources, warnings, (outputs.deployWaves?.value ?? []) as string[][]));
 }
 
 function writeFiles(dir: string, outputs: Record<string, { value: unknown; secret: boolean }>) {
@@ -135,6 +135,7 @@ function summary(
   model: FleetModel,
   resources: RecordedResource[],
   warnings: string[],
+  waves: string[][],
 ): string {
   const rows = [["HOST", "PROVIDER", "TYPE", "ARCH", "KVM", "ROLES", "POOLS", "RUNNERS", "vCPU used/avail", "MiB used/avail"]];
   for (const host of model.hosts) {
@@ -158,6 +159,9 @@ function summary(
     `runner-fleet plan: stack ${opts.stack} (${path.relative(process.cwd(), opts.configFile) || opts.configFile}), offline under Pulumi mocks`,
     "",
     table(rows),
+    "",
+    `deploy: ${model.deploy.tool}, ${waves.length} wave${waves.length === 1 ? "" : "s"} of up to ${model.deploy.batchSize} (a failed wave stops the rollout)`,
+    ...waves.map((wave, i) => `  ${i + 1}. ${wave.join(", ")}`),
     "",
     `${resources.length} resources:`,
     table(typeRows),

@@ -21,6 +21,9 @@ describe("plan --stack dev (human output)", () => {
     expect(out).toMatch(/^aws-nested-1\s+aws\s+c8i\.xlarge\s+x86_64\s+yes\s+fireactions\s+small\s+2\s+2\/3\s+2048\/6144$/m);
     expect(out).toMatch(/^hz-cache-1\s+hetzner\s+cx22\s+x86_64\s+no\s+cache\s+-\s+0\b/m);
     expect(out).toMatch(/^lab-1\s+existing\s+/m);
+    // dev deploys its five hosts in one wave (batchSize 5).
+    expect(out).toMatch(/^deploy: deploy-rs, 1 wave of up to 5/m);
+    expect(out).toMatch(/^ {2}1\. aws-nested-1, az-1, do-forgejo-1, hz-cache-1, lab-1$/m);
     expect(out).toMatch(/^\d+ resources:$/m);
     expect(out).toMatch(/^runner-fleet:index:Fleet\s+1$/m);
     expect(out).toMatch(/^warnings/m);
@@ -51,6 +54,7 @@ describe("plan --stack prod --json", () => {
     const inventory = JSON.parse(doc.outputs.inventory);
     expect(Object.keys(inventory.hosts)).toContain("onprem-1");
     expect(doc.outputs.userData).toBe("[secret]");
+    expect(doc.outputs.deployWaves).toEqual([["aws-metal-arm-1", "aws-metal-x86-1"], ["aws-nested-1", "az-1"], ["cache-1", "do-gitea-1"], ["forgejo-1", "onprem-1"]]);
     // The stack file's ciphertext never reaches the plan.
     expect(raw).not.toContain("v1:cHJvZHNhbHQ=");
   });
