@@ -58,17 +58,6 @@ export function isLocalFlake(flake: string): boolean {
   return !/^[a-z][a-z0-9+.-]*:/i.test(flake);
 }
 
-/**
- * inventory.json reduced to what builds `host`: every fleet-wide field (SSH keys, Vault) and
- * this host's entry only. The switch evaluates the flake with it, so its bytes are exactly
- * what can change the host's system: another host's change or a pool edit leaves it alone.
- */
-export function hostInventoryJson(inventoryJson: string, host: string): string {
-  const inventory = JSON.parse(inventoryJson) as { hosts?: Record<string, unknown> };
-  const entry = inventory.hosts?.[host];
-  if (entry === undefined) throw new Error(`deploy: host ${host} is missing from inventory.json`);
-  return `${JSON.stringify({ ...inventory, hosts: { [host]: entry } }, null, 2)}\n`;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Readiness

@@ -27,7 +27,6 @@ import {
   deployWaves,
   dialErrorLimitFor,
   hashFlakeSources,
-  hostInventoryJson,
   installCommand,
   installStdin,
   isLocalFlake,
@@ -39,6 +38,7 @@ import {
   switchCommand,
 } from "./deploy-commands";
 import type { HostOutputs } from "./hosts/types";
+import { buildInventory, renderInventoryJson } from "./inventory";
 import type { FleetModel, HostModel } from "./model";
 
 /** Bound for the pool push: a render check and a service restart. */
@@ -51,8 +51,6 @@ export interface FleetDeployArgs {
   model: FleetModel;
   /** Every host, in the order of model.hosts. */
   hosts: HostOutputs[];
-  /** inventory.json content for the flake. */
-  inventoryJson: pulumi.Output<string>;
   /** Each host's pools.json, by host name. */
   poolsJson: Record<string, string>;
   /**
@@ -91,8 +89,11 @@ export class FleetDeploy extends pulumi.ComponentResource {
         const out = outputs.get(host.name)!;
         const stock = host.image === "stock";
         const seedJson = host.provider === "existing" ? args.seedFiles[host.name] : undefined;
-        // Only this host's part of the inventory: its bytes are what the switch evaluates.
-        const inventory = args.inventoryJson.apply((json) => hostInventoryJson(json, host.name));
+        // Only this host's part of the inventory: its bytes are what the switch evaluates, and
+        // it depends on this host's address alone (not on every host of the fleet).
+        const inventory = pulumi
+          .all([out.publicAddress, out.privateAddress])
+          .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
 
         // A stock image knows only root (the provider put our key there); ours knows the deploy user.
         const ready = new remote.Command(`${host.name}-ready`, {

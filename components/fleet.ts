@@ -55,8 +55,9 @@ export class Fleet extends pulumi.ComponentResource {
       userDataByHost[host.name] = userData;
       if (seedJson) seedFiles[host.name] = seedJson;
       const image = images.refFor(host);
-      // A host boots and reads its secrets at once: they must be in Vault before it exists.
-      hosts.push(createHost({ host, model, userData, image, networks }, { parent: this, dependsOn: [vault] }));
+      // A host boots and reads its secrets at once: they must be in Vault before it exists. Only
+      // its own secrets: depending on the whole Vault component costs O(hosts^2) in the engine.
+      hosts.push(createHost({ host, model, userData, image, networks }, { parent: this, dependsOn: vault.access(host.name).secrets }));
     }
 
     this.userData = pulumi.all(userDataByHost);
@@ -65,7 +66,7 @@ export class Fleet extends pulumi.ComponentResource {
       .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);
     this.inventoryJson = this.addresses.apply((addresses) => renderInventoryJson(buildInventory(model, addresses)));
 
-    const deploy = new FleetDeploy("deploy", { model, hosts, inventoryJson: this.inventoryJson, poolsJson: this.poolsJson, seedFiles }, { parent: this, dependsOn: [vault] });
+    const deploy = new FleetDeploy("deploy", { model, hosts, poolsJson: this.poolsJson, seedFiles }, { parent: this });
     this.deployWaves = deploy.waves;
 
     this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses, deployWaves: this.deployWaves });

@@ -38,9 +38,14 @@ export interface Inventory {
   hosts: Record<string, InventoryHost>;
 }
 
-export function buildInventory(model: FleetModel, addresses: Record<string, HostAddresses>): Inventory {
+/**
+ * The inventory of the whole fleet, or of the hosts named in `only` (the fleet-wide fields
+ * plus their entries: what one host's deploy evaluates).
+ */
+export function buildInventory(model: FleetModel, addresses: Record<string, HostAddresses>, only?: readonly string[]): Inventory {
   const hosts: Record<string, InventoryHost> = {};
-  for (const host of [...model.hosts].sort((a, b) => a.name.localeCompare(b.name))) {
+  const selected = only ? model.hosts.filter((h) => only.includes(h.name)) : model.hosts;
+  for (const host of [...selected].sort((a, b) => a.name.localeCompare(b.name))) {
     const addr = addresses[host.name];
     if (!addr) throw new Error(`no address for host ${host.name}`);
     hosts[host.name] = {

@@ -24,6 +24,8 @@ export interface HostVaultAccess {
   roleId: pulumi.Output<string>;
   /** Secret: a response-wrapping token for the host's secret_id. */
   wrappedSecretId: pulumi.Output<string>;
+  /** The KV secrets this program writes that the host reads: it must not boot before them. */
+  secrets: vault.kv.SecretV2[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,23 +123,24 @@ export class FleetVault extends pulumi.ComponentResource {
         }, child).path
       : model.vault.authMount;
 
-    const writeKv = (logical: string, kvName: string, fields: Record<string, pulumi.Input<string>>) => {
-      this.kvSecrets[kvName] = new vault.kv.SecretV2(logical, {
+    const writeKv = (logical: string, kvName: string, fields: Record<string, pulumi.Input<string>>) =>
+      (this.kvSecrets[kvName] = new vault.kv.SecretV2(logical, {
         mount, name: kvName, dataJson: secretJson(fields),
         // These secrets belong to this program: removing a host removes every version of them.
         deleteAllVersions: true,
-      }, { ...child, additionalSecretOutputs: ["data", "dataJson"] });
-    };
+      }, { ...child, additionalSecretOutputs: ["data", "dataJson"] }));
 
     // Shared GitHub App credentials, read by every fireactions host of the organization.
+    let githubApp: vault.kv.SecretV2 | undefined;
     if (needed.has("githubApp") && model.github) {
       const org = model.github.organization;
-      writeKv(`${name}-github-app-${org.toLowerCase()}`, kvPaths.githubApp(org), {
+      githubApp = writeKv(`${name}-github-app-${org.toLowerCase()}`, kvPaths.githubApp(org), {
         app_id: model.github.appId ?? "", private_key: secrets.githubApp!,
       });
     }
 
     for (const host of model.hosts) {
+      const hostSecrets: vault.kv.SecretV2[] = githubApp && host.roles.includes("fireactions") ? [githubApp] : [];
       if (host.roles.includes("forgejo-runner")) {
         // Offline registration secret (40 hex), made once and kept in state: the Forgejo server
         // registers it and the runner creates its file from the same value. RandomBytes (not
@@ -145,13 +148,13 @@ export class FleetVault extends pulumi.ComponentResource {
         const bytes = new random.RandomBytes(`${host.name}-forgejo-runner-secret`, { length: 20 }, {
           parent: this, additionalSecretOutputs: ["hex", "base64"],
         });
-        writeKv(`${host.name}-forgejo-runner`, kvPaths.host(host.name, "forgejo-runner"), { token: bytes.hex });
+        hostSecrets.push(writeKv(`${host.name}-forgejo-runner`, kvPaths.host(host.name, "forgejo-runner"), { token: bytes.hex }));
       }
       if (host.roles.includes("gitea-runner") && needed.has("giteaRunnerToken")) {
-        writeKv(`${host.name}-gitea-runner`, kvPaths.host(host.name, "gitea-runner"), { token: secrets.giteaRunnerToken! });
+        hostSecrets.push(writeKv(`${host.name}-gitea-runner`, kvPaths.host(host.name, "gitea-runner"), { token: secrets.giteaRunnerToken! }));
       }
       if (host.roles.includes("cache") && needed.has("cacheSigningKey")) {
-        writeKv(`${host.name}-cache`, kvPaths.host(host.name, "cache"), { signing_key: secrets.cacheSigningKey! });
+        hostSecrets.push(writeKv(`${host.name}-cache`, kvPaths.host(host.name, "cache"), { signing_key: secrets.cacheSigningKey! }));
       }
 
       // External secrets are still granted: the policy covers every file the host renders.
@@ -188,7 +191,7 @@ export class FleetVault extends pulumi.ComponentResource {
         ...(cidrs.length ? { cidrLists: cidrs } : {}),
       }, { ...child, additionalSecretOutputs: ["secretId", "wrappingToken"] });
 
-      this.hostAccess.set(host.name, { roleId: role.roleId, wrappedSecretId: pulumi.secret(secretId.wrappingToken) });
+      this.hostAccess.set(host.name, { roleId: role.roleId, wrappedSecretId: pulumi.secret(secretId.wrappingToken), secrets: hostSecrets });
     }
 
     this.registerOutputs({ policyNames: this.policyNames });

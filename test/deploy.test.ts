@@ -290,16 +290,15 @@ describe("content addresses", () => {
   it("a host's inventory is the shared fields plus its own entry only", () => {
     const model = modelFrom(fleetConfig());
     const addrs = { alpha: { public: "203.0.113.1", private: null }, beta: { public: "203.0.113.2", private: null }, gamma: { public: "192.0.2.10", private: null } };
-    const inv = renderInventoryJson(buildInventory(model, addrs));
-    const alpha = JSON.parse(cmd.hostInventoryJson(inv, "alpha"));
+    const forAlpha = (a: typeof addrs) => renderInventoryJson(buildInventory(model, a, ["alpha"]));
+    const alpha = JSON.parse(forAlpha(addrs));
     expect(Object.keys(alpha.hosts)).toEqual(["alpha"]);
     expect(alpha.sshAuthorizedKeys).toEqual([SSH_KEY]);
+    // The whole inventory holds the same entry for alpha.
+    expect(alpha.hosts.alpha).toEqual(buildInventory(model, addrs).hosts.alpha);
     // Another host moving changes nothing for alpha; alpha moving does.
-    const moved = renderInventoryJson(buildInventory(model, { ...addrs, beta: { public: "203.0.113.99", private: null } }));
-    expect(cmd.hostInventoryJson(moved, "alpha")).toBe(cmd.hostInventoryJson(inv, "alpha"));
-    const alphaMoved = renderInventoryJson(buildInventory(model, { ...addrs, alpha: { public: "203.0.113.98", private: null } }));
-    expect(cmd.hostInventoryJson(alphaMoved, "alpha")).not.toBe(cmd.hostInventoryJson(inv, "alpha"));
-    expect(() => cmd.hostInventoryJson(inv, "nope")).toThrow(/nope/);
+    expect(forAlpha({ ...addrs, beta: { public: "203.0.113.99", private: null } })).toBe(forAlpha(addrs));
+    expect(forAlpha({ ...addrs, alpha: { public: "203.0.113.98", private: null } })).not.toBe(forAlpha(addrs));
   });
 });
 
@@ -367,7 +366,7 @@ async function deployFor(cfg: Record<string, any>, componentName: string) {
   const seedFiles = Object.fromEntries(model.hosts.filter((h) => h.provider === "existing").map((h) => [h.name, pulumi.secret(seedJsonFor(h.name, model, poolsJson[h.name]))]));
   const captured: Captured[] = [];
   const deploy = new FleetDeploy(componentName, {
-    model, hosts, poolsJson, seedFiles, inventoryJson: pulumi.output(renderInventoryJson(buildInventory(model, addrs))),
+    model, hosts, poolsJson, seedFiles,
   }, {
     transformations: [(a) => {
       captured.push({ type: a.type, name: a.name, opts: a.opts as Record<string, any> });
@@ -517,7 +516,7 @@ describe("FleetDeploy refuses seed files that do not match the machines", () => 
   }));
   const poolsJson = Object.fromEntries(model.hosts.map((h) => [h.name, "[]\n"]));
   const build = (name: string, seedFiles: Record<string, any>) =>
-    () => new FleetDeploy(name, { model, hosts, poolsJson, seedFiles, inventoryJson: pulumi.output("{}") });
+    () => new FleetDeploy(name, { model, hosts, poolsJson, seedFiles });
 
   it("an existing machine without seed files, and seed files for a cloud host", () => {
     expect(build("bad-1", {})).toThrow(/host gamma: no seed files/);
