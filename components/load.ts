@@ -10,7 +10,10 @@ import type { FleetModel, SecretName } from "./model";
 /** Secret config values, as Pulumi secrets; absent when not set (e.g. kept only in Vault). */
 export type FleetSecrets = Partial<Record<SecretName, pulumi.Output<string>>>;
 
-/** Set by the offline plan and tests: images need only a hash, not a built file. */
+/**
+ * Set by the offline plan and tests: images need only a hash, not a built file. A preview
+ * uploads nothing either, so it needs no file; `pulumi up` does.
+ */
 export const OFFLINE_ENV = "RUNNER_FLEET_OFFLINE";
 
 function parseValue(value: string): unknown {
@@ -36,7 +39,7 @@ export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
       awsRegion: all["aws:region"],
       azureLocation: all["azure-native:location"],
       baseDir: path.resolve(__dirname, ".."),
-      requireImageFiles: process.env[OFFLINE_ENV] !== "1",
+      requireImageFiles: process.env[OFFLINE_ENV] !== "1" && !pulumi.runtime.isDryRun(),
     });
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -85,6 +85,7 @@ function computedOutputs(type: string, name: string): Record<string, unknown> {
 }
 
 export function installMocks(setup: MockSetup): { resources: RecordedResource[] } {
+  disableSourceMappedTraces();
   const project = setup.project ?? "runner-fleet";
   const resources: RecordedResource[] = [];
   pulumi.runtime.setAllConfig(setup.config, setup.secretKeys ?? []);
@@ -121,6 +122,16 @@ export function installMocks(setup: MockSetup): { resources: RecordedResource[] 
     false,
   );
   return { resources };
+}
+
+/**
+ * The SDK records `new Error().stack` for every promise it makes; with source maps on (tsx
+ * turns them on) formatting each trace is most of a large plan's time. Config errors are
+ * reported by key path, not by stack, so the program runs without them (index.ts does the same
+ * for `pulumi up`).
+ */
+export function disableSourceMappedTraces(): void {
+  process.setSourceMapsEnabled(false);
 }
 
 /** Replaces every secret inside a value with "[secret]" (for printing). */
