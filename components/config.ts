@@ -496,13 +496,38 @@ export function buildFleetModel(raw: Record<string, unknown>, ctx: LoadContext):
   const plain = Object.fromEntries(Object.entries(raw).filter(([k]) => !Object.values(SECRET_KEYS).includes(k)));
   const parsed = FleetConfigSchema.safeParse(plain, { reportInput: true });
   if (!parsed.success) {
-    throw new ConfigError([...new Set(parsed.error.issues.flatMap(describeIssue))]);
+    const schemaProblems = parsed.error.issues.flatMap(describeIssue);
+    throw new ConfigError([...new Set([...schemaProblems, ...crossCheckTheRest(plain, parsed.error.issues, ctx)])]);
   }
   const problems = new Problems();
   const model = validateFleet(parsed.data, ctx, problems, []);
   if (problems.list.length === 0) checkUserDataSizes(model, problems);
   if (problems.list.length > 0) throw new ConfigError(problems.list);
   return model;
+}
+
+/**
+ * When some hosts or pools fail the schema, the rest can still be cross-checked, so one run
+ * lists every problem. Entries with schema problems are left out; a reference to a pool that
+ * was left out is not reported again as missing.
+ */
+function crossCheckTheRest(plain: Record<string, unknown>, issues: z.core.$ZodIssue[], ctx: LoadContext): string[] {
+  const failed = { hosts: new Set<string>(), pools: new Set<string>() };
+  for (const issue of issues) {
+    const [top, entry] = issue.path;
+    if ((top === "hosts" || top === "pools") && typeof entry === "string") failed[top].add(entry);
+  }
+  const without = (key: "hosts" | "pools") => {
+    const map = plain[key];
+    if (!map || typeof map !== "object" || Array.isArray(map)) return map;
+    return Object.fromEntries(Object.entries(map).filter(([name]) => !failed[key].has(name)));
+  };
+  const rest = FleetConfigSchema.safeParse({ ...plain, hosts: without("hosts"), pools: without("pools") });
+  if (!rest.success) return [];
+  const problems = new Problems();
+  validateFleet(rest.data, ctx, problems, []);
+  const leftOutPool = (line: string) => [...failed.pools].some((pool) => line.includes(`pool ${JSON.stringify(pool)} does not exist`));
+  return problems.list.filter((line) => !leftOutPool(line));
 }
 
 /** Stand-ins as long as the real values: a role_id UUID, a wrapping token, a 2048-bit PEM key. */

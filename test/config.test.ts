@@ -181,6 +181,22 @@ describe("bad config names its key path", () => {
     });
   }
 
+  it("cross-checks the rest when some entries fail the schema", () => {
+    const cfg = baseConfig();
+    cfg.hosts.typo = { provider: "aws", instanceType: "c7i.metal-24xl", roles: ["fireactions"], pools: ["small"], tpyo: 1 };
+    cfg.pools.broken = { size: "huge" };
+    cfg.hosts.metal.pools = ["broken", "gigantic"];
+    const problems = problemsOf(cfg);
+    expect(problems).toEqual(expect.arrayContaining([
+      "runner-fleet:hosts.typo.tpyo: unknown key (check the spelling)",
+      expect.stringMatching(/^runner-fleet:pools\.broken\.size: must be one of/),
+      // Found by the cross-field checks on the entries that did parse.
+      expect.stringMatching(/^runner-fleet:hosts\.metal\.pools\[1\]: pool "gigantic" does not exist/),
+    ]));
+    // The pool that failed the schema is not reported a second time as missing.
+    expect(problems.join("\n")).not.toMatch(/pool "broken" does not exist/);
+  });
+
   it("reports every problem at once, each on its own line", () => {
     const cfg = baseConfig();
     cfg.hosts.metal.pools = ["gigantic"];
