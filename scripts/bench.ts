@@ -223,7 +223,8 @@ async function main() {
 }
 
 async function measureTsc(work: string): Promise<Measurement> {
-  const tscBin = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
+  // The same tsc `npm run typecheck` runs (TypeScript 7, installed under the alias "tsgo").
+  const tscBin = path.join(ROOT, "node_modules", ".bin", "tsc");
   const timeFile = path.join(work, "tsc-time.txt");
   const started = process.hrtime.bigint();
   const cmd = hasGnuTime ? GNU_TIME : process.execPath;

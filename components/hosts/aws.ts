@@ -3,7 +3,8 @@
  * from nested virtualization switched on in cpuOptions. IMDSv2 only, with a hop limit of 1, so
  * runner VMs behind the host's bridge cannot get a metadata token (DESIGN.md rule 6).
  */
-import * as aws from "@pulumi/aws";
+import * as ec2 from "@pulumi/aws/ec2";
+import type * as awsInput from "@pulumi/aws/types/input";
 import * as pulumi from "@pulumi/pulumi";
 import type { Arch, AwsHost as AwsHostModel, DataVolume } from "../model";
 import { hostTags, instanceChangeOptions } from "./common";
@@ -16,7 +17,7 @@ export type AwsHostArgs = HostArgs<AwsHostModel>;
 export const AWS_METADATA_OPTIONS = { httpTokens: "required", httpPutResponseHopLimit: 1, httpEndpoint: "enabled" } as const;
 
 /** Extra EBS volumes as the instance's block device mappings. */
-export function ebsBlockDevices(volumes: readonly DataVolume[], tags: Record<string, string>): aws.types.input.ec2.InstanceEbsBlockDevice[] {
+export function ebsBlockDevices(volumes: readonly DataVolume[], tags: Record<string, string>): awsInput.ec2.InstanceEbsBlockDevice[] {
   // The device name is only the mapping's key: on Nitro instances (all metal and 8th-gen types)
   // the volumes appear as NVMe devices (/dev/sdf -> /dev/nvme1n1 ...), found by their serial.
   return volumes.map((v) => ({
@@ -39,7 +40,7 @@ export class AwsHost extends pulumi.ComponentResource implements HostOutputs {
   readonly sshUser: string;
   readonly publicAddress: pulumi.Output<string>;
   readonly privateAddress: pulumi.Output<string | undefined>;
-  readonly instance: aws.ec2.Instance;
+  readonly instance: ec2.Instance;
   readonly identity: pulumi.Output<string>;
 
   constructor(name: string, args: AwsHostArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -55,7 +56,7 @@ export class AwsHost extends pulumi.ComponentResource implements HostOutputs {
     this.sshUser = model.deploy.sshUser;
     const tags = hostTags(host, model);
 
-    this.instance = new aws.ec2.Instance(host.name, {
+    this.instance = new ec2.Instance(host.name, {
       ami: image.imageId,
       region: host.region,
       instanceType: host.instanceType,

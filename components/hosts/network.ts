@@ -12,7 +12,8 @@
  * SSH is open only to ssh.adminCidrs (IPv4 and IPv6 in separate rules); the whole Internet only
  * with ssh.allowFromAnywhere. Egress is open: hosts fetch from caches, registries and Vault.
  */
-import * as aws from "@pulumi/aws";
+import * as ec2 from "@pulumi/aws/ec2";
+import type * as awsInput from "@pulumi/aws/types/input";
 import * as network from "@pulumi/azure-native/network";
 import * as resources from "@pulumi/azure-native/resources";
 import * as digitalocean from "@pulumi/digitalocean";
@@ -64,8 +65,8 @@ function cidrRules(sources: SshSources): string[][] {
 const toNumber = (id: string) => Number.parseInt(id, 10);
 
 export class SharedNetworks extends pulumi.ComponentResource {
-  private readonly awsKeys = new Map<string, aws.ec2.KeyPair>();
-  private readonly awsGroups = new Map<string, aws.ec2.SecurityGroup>();
+  private readonly awsKeys = new Map<string, ec2.KeyPair>();
+  private readonly awsGroups = new Map<string, ec2.SecurityGroup>();
   private readonly azureNets = new Map<string, AzureNetwork>();
   private readonly doNets = new Map<string, { vpc: digitalocean.Vpc; tag: digitalocean.Tag }>();
   private readonly placementGroups = new Map<string, hcloud.PlacementGroup>();
@@ -129,7 +130,7 @@ export class SharedNetworks extends pulumi.ComponentResource {
     if (!this.awsKeys.has(region)) {
       const publicKey = awsKeyPairKey(model.ssh.authorizedKeys);
       if (publicKey) {
-        this.awsKeys.set(region, new aws.ec2.KeyPair(`${region}-ssh`, { region, publicKey, tags }, { parent: this }));
+        this.awsKeys.set(region, new ec2.KeyPair(`${region}-ssh`, { region, publicKey, tags }, { parent: this }));
       }
     }
     const key = awsGroupKey(host);
@@ -137,12 +138,12 @@ export class SharedNetworks extends pulumi.ComponentResource {
     const invokeOpts = { parent: this };
     // A given subnet decides the VPC; otherwise hosts go to the region's default VPC.
     const vpcId = host.subnetId
-      ? aws.ec2.getSubnetOutput({ id: host.subnetId, region }, invokeOpts).vpcId
-      : aws.ec2.getVpcOutput({ default: true, region }, invokeOpts).id;
-    const ingress: aws.types.input.ec2.SecurityGroupIngress[] = [];
+      ? ec2.getSubnetOutput({ id: host.subnetId, region }, invokeOpts).vpcId
+      : ec2.getVpcOutput({ default: true, region }, invokeOpts).id;
+    const ingress: awsInput.ec2.SecurityGroupIngress[] = [];
     if (sources.ipv4.length) ingress.push({ description: "SSH (IPv4)", protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: sources.ipv4 });
     if (sources.ipv6.length) ingress.push({ description: "SSH (IPv6)", protocol: "tcp", fromPort: 22, toPort: 22, ipv6CidrBlocks: sources.ipv6 });
-    this.awsGroups.set(key, new aws.ec2.SecurityGroup(`${key}-ssh`, {
+    this.awsGroups.set(key, new ec2.SecurityGroup(`${key}-ssh`, {
       region,
       // The description is immutable in EC2: changing it would replace the group.
       description: "runner-fleet hosts: SSH from admin networks",

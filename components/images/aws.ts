@@ -7,7 +7,10 @@
  * provider reaches every region and this module needs no provider per region (nor the hosts'
  * providers): images stay independent of how hosts are wired.
  */
-import * as aws from "@pulumi/aws";
+import * as ec2 from "@pulumi/aws/ec2";
+import * as s3 from "@pulumi/aws/s3";
+import * as iam from "@pulumi/aws/iam";
+import * as ebs from "@pulumi/aws/ebs";
 import * as pulumi from "@pulumi/pulumi";
 import type { Arch, ImageSourceModel } from "../model";
 import { imageFilePath, imageObjectKey, imageResourceName } from "./source";
@@ -69,10 +72,10 @@ export interface AwsImageStoreArgs {
 
 export class AwsImageStore extends pulumi.ComponentResource {
   /** The role import-snapshot runs as. */
-  readonly role: aws.iam.Role;
+  readonly role: iam.Role;
   /** The role's permissions; imports wait for it. */
-  readonly rolePolicy: aws.iam.RolePolicy;
-  private readonly buckets = new Map<string, { bucket: aws.s3.Bucket; ready: pulumi.Resource[] }>();
+  readonly rolePolicy: iam.RolePolicy;
+  private readonly buckets = new Map<string, { bucket: s3.Bucket; ready: pulumi.Resource[] }>();
 
   constructor(name: string, args: AwsImageStoreArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:images:AwsImageStore", name, {}, opts);
@@ -83,15 +86,15 @@ export class AwsImageStore extends pulumi.ComponentResource {
 
     for (const region of args.regions) {
       const id = `aws-images-${region}`;
-      const bucket = new aws.s3.Bucket(id, { region, tags: { "runner-fleet": "images" } }, { parent: this });
+      const bucket = new s3.Bucket(id, { region, tags: { "runner-fleet": "images" } }, { parent: this });
       // Images never leave the account: no ACLs, no public access, encrypted at rest.
       const ready = [
-        new aws.s3.BucketPublicAccessBlock(id, {
+        new s3.BucketPublicAccessBlock(id, {
           region, bucket: bucket.id,
           blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true,
         }, { parent: this }),
-        new aws.s3.BucketOwnershipControls(id, { region, bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } }, { parent: this }),
-        new aws.s3.BucketServerSideEncryptionConfiguration(id, {
+        new s3.BucketOwnershipControls(id, { region, bucket: bucket.id, rule: { objectOwnership: "BucketOwnerEnforced" } }, { parent: this }),
+        new s3.BucketServerSideEncryptionConfiguration(id, {
           region, bucket: bucket.id,
           rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" } }],
         }, { parent: this }),
@@ -101,12 +104,12 @@ export class AwsImageStore extends pulumi.ComponentResource {
 
     // IAM is global: one role for every region. A role of our own (not the account's `vmimport`)
     // so two stacks or a hand-made role never collide; import-snapshot takes its name.
-    this.role = new aws.iam.Role("aws-images-vmimport", {
+    this.role = new iam.Role("aws-images-vmimport", {
       assumeRolePolicy: vmimportTrustPolicy(),
       description: "EC2 VM Import reads runner-fleet images from S3",
     }, { parent: this });
     const arns = [...this.buckets.values()].map(({ bucket }) => bucket.arn);
-    this.rolePolicy = new aws.iam.RolePolicy("aws-images-vmimport", {
+    this.rolePolicy = new iam.RolePolicy("aws-images-vmimport", {
       role: this.role.id,
       policy: pulumi.all(arns).apply(vmimportPolicy),
     }, { parent: this });
@@ -115,7 +118,7 @@ export class AwsImageStore extends pulumi.ComponentResource {
   }
 
   /** The bucket of a region, and the settings an upload must wait for. */
-  bucket(region: string): { bucket: aws.s3.Bucket; ready: pulumi.Resource[] } {
+  bucket(region: string): { bucket: s3.Bucket; ready: pulumi.Resource[] } {
     const found = this.buckets.get(region);
     if (!found) throw new Error(`no AWS image bucket in ${region}`);
     return found;
@@ -156,13 +159,13 @@ export class AwsImage extends pulumi.ComponentResource {
       const id = imageResourceName(image, region);
       const { bucket, ready } = store.bucket(region);
       // The file is read by the engine at upload time only; offline plans (no file) upload nothing.
-      const object = new aws.s3.BucketObjectv2(id, {
+      const object = new s3.BucketObjectv2(id, {
         region, bucket: bucket.id, key,
         ...(file ? { source: new pulumi.asset.FileAsset(file) } : {}),
         contentType: "application/octet-stream",
         tags,
       }, { parent: this, dependsOn: ready });
-      const snapshot = new aws.ebs.SnapshotImport(id, {
+      const snapshot = new ebs.SnapshotImport(id, {
         region,
         description,
         diskContainer: { format, userBucket: { s3Bucket: object.bucket, s3Key: object.key } },
@@ -170,7 +173,7 @@ export class AwsImage extends pulumi.ComponentResource {
         roleName: store.role.id,
         tags,
       }, { parent: this, dependsOn: [store.rolePolicy] });
-      const ami = new aws.ec2.Ami(id, {
+      const ami = new ec2.Ami(id, {
         region,
         name: `runner-fleet-${args.stack}-${image.arch}-${image.hash}`,
         description,
