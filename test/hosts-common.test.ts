@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import {
   awsGroupKey, awsKeyPairKey, azureStorageType, digitalOceanTag, hetznerLabel, hostTags, instanceChangeOptions, sshSources,
 } from "../components/hosts/common";
+import { bootImage } from "../components/hosts/base";
 import { baseConfig, modelFrom, SSH_KEY } from "./support/fixtures";
 
 describe("sshSources", () => {
@@ -61,5 +62,27 @@ describe("names, tags and keys", () => {
   it("groups AWS hosts by region, or by region and given subnet", () => {
     expect(awsGroupKey({ region: "eu-central-1" })).toBe("eu-central-1");
     expect(awsGroupKey({ region: "eu-central-1", subnetId: "subnet-1" })).toBe("eu-central-1-subnet-1");
+  });
+});
+
+describe("bootImage", () => {
+  const image = (cloud: "aws" | "hetzner", arch: "x86_64" | "aarch64") => ({ cloud, arch, hash: "h", imageId: undefined as any });
+  const model = modelFrom(baseConfig());
+  const metal = model.hosts.find((h) => h.name === "metal")!;
+  const stock = { ...metal, provider: "hetzner" as const, image: "stock" as const };
+
+  it("returns the image of the host's cloud and arch", () => {
+    const ref = image("aws", "x86_64");
+    expect(bootImage(metal, "aws", ref)).toBe(ref);
+  });
+
+  it("needs no image for a stock install", () => {
+    expect(bootImage(stock as any, "hetzner", undefined)).toBeUndefined();
+  });
+
+  it("refuses a missing image, another cloud's, and another arch's, naming the host", () => {
+    expect(() => bootImage(metal, "aws", undefined)).toThrow(/hosts\.metal: .*no aws x86_64 image \(runner-fleet:images\.aws\.x86_64\)/);
+    expect(() => bootImage(metal, "aws", image("hetzner", "x86_64"))).toThrow(/no aws x86_64 image/);
+    expect(() => bootImage(metal, "aws", image("aws", "aarch64"))).toThrow(/hosts\.metal: the image is aarch64 but the host is x86_64/);
   });
 });

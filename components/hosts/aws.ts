@@ -6,9 +6,10 @@
 import * as ec2 from "@pulumi/aws/ec2";
 import type * as awsInput from "@pulumi/aws/types/input";
 import * as pulumi from "@pulumi/pulumi";
-import type { Arch, AwsHost as AwsHostModel, DataVolume } from "../model";
+import type { AwsHost as AwsHostModel, DataVolume } from "../model";
 import { hostTags, instanceChangeOptions } from "./common";
-import type { HostArgs, HostOutputs } from "./types";
+import { bootImage, HostComponent } from "./base";
+import type { HostArgs } from "./types";
 
 /** A host on EC2 (`provider: aws`). */
 export type AwsHostArgs = HostArgs<AwsHostModel>;
@@ -33,31 +34,23 @@ export function ebsBlockDevices(volumes: readonly DataVolume[], tags: Record<str
   }));
 }
 
-export class AwsHost extends pulumi.ComponentResource implements HostOutputs {
-  readonly name: string;
+export class AwsHost extends HostComponent {
   readonly provider = "aws" as const;
-  readonly arch: Arch;
-  readonly sshUser: string;
   readonly publicAddress: pulumi.Output<string>;
   readonly privateAddress: pulumi.Output<string | undefined>;
   readonly instance: ec2.Instance;
   readonly identity: pulumi.Output<string>;
 
   constructor(name: string, args: AwsHostArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("runner-fleet:hosts:AwsHost", name, {}, opts);
+    super("runner-fleet:hosts:AwsHost", "aws", name, args, opts);
     const { host, model, image } = args;
-    if (host.provider !== "aws") throw new Error(`hosts.${host.name}: AwsHost got a ${host.provider} host`);
-    if (!image || image.cloud !== "aws") throw new Error(`hosts.${host.name}: no AWS ${host.arch} image (runner-fleet:images.aws.${host.arch})`);
-    if (image.arch !== host.arch) throw new Error(`hosts.${host.name}: the image is ${image.arch} but ${host.instanceType} is ${host.arch}`);
+    const ami = bootImage(host, "aws", image)!;
     const net = args.networks.aws(host);
 
-    this.name = host.name;
-    this.arch = host.arch;
-    this.sshUser = model.deploy.sshUser;
     const tags = hostTags(host, model);
 
     this.instance = new ec2.Instance(host.name, {
-      ami: image.imageId,
+      ami: ami.imageId,
       region: host.region,
       instanceType: host.instanceType,
       ...(host.availabilityZone ? { availabilityZone: host.availabilityZone } : {}),

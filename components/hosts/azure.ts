@@ -6,9 +6,10 @@
 import * as compute from "@pulumi/azure-native/compute";
 import * as network from "@pulumi/azure-native/network";
 import * as pulumi from "@pulumi/pulumi";
-import type { Arch, AzureHost as AzureHostModel } from "../model";
+import type { AzureHost as AzureHostModel } from "../model";
 import { azureStorageType, hostTags, instanceChangeOptions } from "./common";
-import type { HostArgs, HostOutputs } from "./types";
+import { bootImage, HostComponent } from "./base";
+import type { HostArgs } from "./types";
 
 /** A host on Azure (`provider: azure`). */
 export type AzureHostArgs = HostArgs<AzureHostModel>;
@@ -21,26 +22,19 @@ export function azureCustomData(userData: string): string {
 /** Azure applies these only at creation and refuses to change them on a running VM. */
 export const AZURE_FIRST_BOOT = ["osProfile.customData", "osProfile.adminUsername", "osProfile.linuxConfiguration.ssh.publicKeys"];
 
-export class AzureHost extends pulumi.ComponentResource implements HostOutputs {
-  readonly name: string;
+export class AzureHost extends HostComponent {
   readonly provider = "azure" as const;
-  readonly arch: Arch;
-  readonly sshUser: string;
   readonly publicAddress: pulumi.Output<string>;
   readonly privateAddress: pulumi.Output<string | undefined>;
   readonly instance: compute.VirtualMachine;
   readonly identity: pulumi.Output<string>;
 
   constructor(name: string, args: AzureHostArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("runner-fleet:hosts:AzureHost", name, {}, opts);
+    super("runner-fleet:hosts:AzureHost", "azure", name, args, opts);
     const { host, model, image } = args;
-    if (host.provider !== "azure") throw new Error(`hosts.${host.name}: AzureHost got a ${host.provider} host`);
-    if (!image || image.cloud !== "azure") throw new Error(`hosts.${host.name}: no Azure ${host.arch} image (runner-fleet:images.azure.${host.arch})`);
+    const vmImage = bootImage(host, "azure", image)!;
     const net = args.networks.azure(host.location);
 
-    this.name = host.name;
-    this.arch = host.arch;
-    this.sshUser = model.deploy.sshUser;
     const tags = hostTags(host, model);
     const location = host.location;
     const resourceGroupName = net.resourceGroupName;
@@ -84,7 +78,7 @@ export class AzureHost extends pulumi.ComponentResource implements HostOutputs {
         },
       },
       storageProfile: {
-        imageReference: { id: image.imageId },
+        imageReference: { id: vmImage.imageId },
         osDisk: {
           createOption: "FromImage",
           diskSizeGB: host.osDiskGib,

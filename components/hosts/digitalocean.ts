@@ -5,9 +5,10 @@
  */
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
-import type { Arch, DigitalOceanHost as DigitalOceanHostModel, FleetModel } from "../model";
+import type { DigitalOceanHost as DigitalOceanHostModel, FleetModel } from "../model";
 import { digitalOceanTag, FLEET_TAG, instanceChangeOptions } from "./common";
-import type { HostArgs, HostOutputs } from "./types";
+import { bootImage, HostComponent } from "./base";
+import type { HostArgs } from "./types";
 
 /** A host on DigitalOcean (`provider: digitalocean`). */
 export type DigitalOceanHostArgs = HostArgs<DigitalOceanHostModel>;
@@ -26,33 +27,24 @@ export function dropletTags(host: DigitalOceanHostModel, model: FleetModel): str
   ].map(digitalOceanTag);
 }
 
-export class DigitalOceanHost extends pulumi.ComponentResource implements HostOutputs {
-  readonly name: string;
+export class DigitalOceanHost extends HostComponent {
   readonly provider = "digitalocean" as const;
-  readonly arch: Arch;
-  readonly sshUser: string;
   readonly publicAddress: pulumi.Output<string>;
   readonly privateAddress: pulumi.Output<string | undefined>;
   readonly instance: digitalocean.Droplet;
   readonly identity: pulumi.Output<string>;
 
   constructor(name: string, args: DigitalOceanHostArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("runner-fleet:hosts:DigitalOceanHost", name, {}, opts);
+    super("runner-fleet:hosts:DigitalOceanHost", "digitalocean", name, args, opts);
     const { host, model, image } = args;
-    if (host.provider !== "digitalocean") throw new Error(`hosts.${host.name}: DigitalOceanHost got a ${host.provider} host`);
-    if (host.image === "nix" && (!image || image.cloud !== "digitalocean")) {
-      throw new Error(`hosts.${host.name}: image is "nix" but there is no DigitalOcean ${host.arch} image (runner-fleet:images.digitalocean.${host.arch})`);
-    }
+    const customImage = bootImage(host, "digitalocean", image);
     const net = args.networks.digitalocean(host);
 
-    this.name = host.name;
-    this.arch = host.arch;
-    this.sshUser = model.deploy.sshUser;
 
     this.instance = new digitalocean.Droplet(host.name, {
       // Droplet names need not be unique, so a replacement can be created before the old one goes.
       name: host.name,
-      image: host.image === "nix" && image ? image.imageId : DIGITALOCEAN_STOCK_IMAGE,
+      image: customImage ? customImage.imageId : DIGITALOCEAN_STOCK_IMAGE,
       size: host.size,
       region: host.region,
       vpcUuid: net.vpcId,

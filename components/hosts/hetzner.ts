@@ -5,9 +5,10 @@
  */
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
-import type { Arch, HetznerHost as HetznerHostModel } from "../model";
+import type { HetznerHost as HetznerHostModel } from "../model";
 import { hetznerLabel, hostTags, instanceChangeOptions } from "./common";
-import type { HostArgs, HostOutputs } from "./types";
+import { bootImage, HostComponent } from "./base";
+import type { HostArgs } from "./types";
 
 /** A host on Hetzner Cloud (`provider: hetzner`). */
 export type HetznerHostArgs = HostArgs<HetznerHostModel>;
@@ -20,33 +21,24 @@ export function hetznerLabels(tags: Record<string, string>): Record<string, stri
   return Object.fromEntries(Object.entries(tags).map(([k, v]) => [k, hetznerLabel(v.replace(/ /g, "."))]));
 }
 
-export class HetznerHost extends pulumi.ComponentResource implements HostOutputs {
-  readonly name: string;
+export class HetznerHost extends HostComponent {
   readonly provider = "hetzner" as const;
-  readonly arch: Arch;
-  readonly sshUser: string;
   readonly publicAddress: pulumi.Output<string>;
   readonly privateAddress: pulumi.Output<string | undefined>;
   readonly instance: hcloud.Server;
   readonly identity: pulumi.Output<string>;
 
   constructor(name: string, args: HetznerHostArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("runner-fleet:hosts:HetznerHost", name, {}, opts);
+    super("runner-fleet:hosts:HetznerHost", "hetzner", name, args, opts);
     const { host, model, image } = args;
-    if (host.provider !== "hetzner") throw new Error(`hosts.${host.name}: HetznerHost got a ${host.provider} host`);
-    if (host.image === "nix" && (!image || image.cloud !== "hetzner")) {
-      throw new Error(`hosts.${host.name}: image is "nix" but there is no Hetzner ${host.arch} snapshot (runner-fleet:images.hetzner.${host.arch})`);
-    }
+    const snapshot = bootImage(host, "hetzner", image);
     const net = args.networks.hetzner(host);
 
-    this.name = host.name;
-    this.arch = host.arch;
-    this.sshUser = model.deploy.sshUser;
 
     this.instance = new hcloud.Server(host.name, {
       serverType: host.serverType,
       location: host.location,
-      image: host.image === "nix" && image ? image.imageId : HETZNER_STOCK_IMAGE,
+      image: snapshot ? snapshot.imageId : HETZNER_STOCK_IMAGE,
       sshKeys: [net.sshKeyId],
       // On the server itself, so the firewall is in place from the first boot.
       firewallIds: [net.firewallId],
