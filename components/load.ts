@@ -24,12 +24,21 @@ function parseValue(value: string): unknown {
   }
 }
 
-export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
-  const all = pulumi.runtime.allConfig();
+/**
+ * This project's keys from a flat config map ("runner-fleet:hosts" -> JSON text), without the
+ * prefix and with object values parsed: what buildFleetModel takes.
+ */
+export function projectConfig(all: Record<string, string>): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(all)) {
     if (key.startsWith(`${PROJECT}:`)) raw[key.slice(PROJECT.length + 1)] = parseValue(value);
   }
+  return raw;
+}
+
+export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
+  const all = pulumi.runtime.allConfig();
+  const raw = projectConfig(all);
   const secretKeysSet = new Set(Object.values(SECRET_KEYS).filter((k) => raw[k] !== undefined && raw[k] !== ""));
   let model: FleetModel;
   try {

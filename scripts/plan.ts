@@ -86,9 +86,7 @@ async function main() {
   };
 
   let program: Record<string, unknown>;
-  let loaded: typeof import("../components/load");
   try {
-    loaded = await import("../components/load");
     program = await import("../index");
   } catch (err) {
     if (pulumi.RunError.isInstance(err)) fail((err as Error).message);
@@ -101,7 +99,6 @@ async function main() {
   }
   await pulumi.runtime.disconnect();
 
-  const { model } = loaded.loadFleet();
   if (opts.out) writeFiles(opts.out, outputs);
 
   if (opts.json) {
@@ -113,6 +110,9 @@ async function main() {
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
     return;
   }
+  // The table reads the model itself; only the human output pays for building it again.
+  const { loadFleet } = await import("../components/load");
+  const { model } = loadFleet();
   process.stdout.write(summary(opts, model, resources, warnings, (outputs.deployWaves?.value ?? []) as string[][]));
 }
 

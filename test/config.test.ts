@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../components/config";
+import { projectConfig } from "../components/load";
 import { readStackFile } from "../scripts/stack-file";
 import { baseConfig, modelFrom, ROOT } from "./support/fixtures";
 
@@ -18,15 +19,7 @@ function problemsOf(config: Record<string, any>, secretsSet?: string[]): string[
 
 function stackRaw(stack: string): { raw: Record<string, unknown>; secrets: Set<string>; aws?: string; azure?: string } {
   const { config, secretKeys } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
-  const raw: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(config)) {
-    if (!key.startsWith(`${PROJECT}:`)) continue;
-    try {
-      raw[key.slice(PROJECT.length + 1)] = JSON.parse(value);
-    } catch {
-      raw[key.slice(PROJECT.length + 1)] = value;
-    }
-  }
+  const raw = projectConfig(config);
   const secrets = new Set(secretKeys.map((k) => k.slice(PROJECT.length + 1)));
   return { raw, secrets, aws: config["aws:region"], azure: config["azure-native:location"] };
 }
@@ -49,8 +42,9 @@ describe("committed stacks", () => {
   it("dev touches every provider and prod has metal on both arches", () => {
     const dev = stackRaw("dev").raw.hosts as Record<string, { provider: string }>;
     expect(new Set(Object.values(dev).map((h) => h.provider))).toEqual(new Set(["aws", "azure", "hetzner", "digitalocean", "existing"]));
-    const prod = buildFleetModel(stackRaw("prod").raw, {
-      stack: "prod", secretsSet: stackRaw("prod").secrets, awsRegion: "eu-central-1", azureLocation: "westeurope", baseDir: ROOT, requireImageFiles: false,
+    const prodConfig = stackRaw("prod");
+    const prod = buildFleetModel(prodConfig.raw, {
+      stack: "prod", secretsSet: prodConfig.secrets, awsRegion: "eu-central-1", azureLocation: "westeurope", baseDir: ROOT, requireImageFiles: false,
     });
     const metal = prod.hosts.filter((h) => h.provider === "aws" && h.instanceType.includes("metal"));
     expect(new Set(metal.map((h) => h.arch))).toEqual(new Set(["x86_64", "aarch64"]));

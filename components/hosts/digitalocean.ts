@@ -40,7 +40,6 @@ export class DigitalOceanHost extends HostComponent {
     const customImage = bootImage(host, "digitalocean", image);
     const net = args.networks.digitalocean(host);
 
-
     this.instance = new digitalocean.Droplet(host.name, {
       // Droplet names need not be unique, so a replacement can be created before the old one goes.
       name: host.name,

@@ -34,7 +34,6 @@ export class HetznerHost extends HostComponent {
     const snapshot = bootImage(host, "hetzner", image);
     const net = args.networks.hetzner(host);
 
-
     this.instance = new hcloud.Server(host.name, {
       serverType: host.serverType,
       location: host.location,
