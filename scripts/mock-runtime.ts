@@ -134,37 +134,32 @@ export function disableSourceMappedTraces(): void {
   process.setSourceMapsEnabled(false);
 }
 
-/** Replaces every secret inside a value with "[secret]" (for printing). */
-export function redact(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(redact);
+/** Rebuilds a value with every secret marker replaced by what `onSecret` makes of its content. */
+function mapSecrets(value: unknown, onSecret: (inner: unknown) => unknown): unknown {
+  if (Array.isArray(value)) return value.map((v) => mapSecrets(v, onSecret));
   if (value && typeof value === "object") {
     const obj = value as Record<string, unknown>;
-    if (obj[SECRET_SIG_KEY] === SECRET_SIG) return "[secret]";
-    return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, redact(v)]));
+    if (obj[SECRET_SIG_KEY] === SECRET_SIG) return onSecret(obj.value);
+    return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, mapSecrets(v, onSecret)]));
   }
   return value;
+}
+
+/** Replaces every secret inside a value with "[secret]" (for printing). */
+export function redact(value: unknown): unknown {
+  return mapSecrets(value, () => "[secret]");
 }
 
 /** Unwraps secret markers, for tests that must look inside a secret input. */
 export function reveal(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(reveal);
-  if (value && typeof value === "object") {
-    const obj = value as Record<string, unknown>;
-    if (obj[SECRET_SIG_KEY] === SECRET_SIG) return reveal(obj.value);
-    return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, reveal(v)]));
-  }
-  return value;
+  return mapSecrets(value, reveal);
 }
 
 /** True when the input value (or any part of it) was registered as a secret. */
 export function containsSecret(value: unknown): boolean {
-  if (Array.isArray(value)) return value.some(containsSecret);
-  if (value && typeof value === "object") {
-    const obj = value as Record<string, unknown>;
-    if (obj[SECRET_SIG_KEY] === SECRET_SIG) return true;
-    return Object.values(obj).some(containsSecret);
-  }
-  return false;
+  let found = false;
+  mapSecrets(value, () => (found = true));
+  return found;
 }
 
 /** Resolves an Output (or plain value) and tells whether it is secret. */
