@@ -37,7 +37,6 @@ async function main() {
   const spec = JSON.parse(fs.readFileSync(values.spec, "utf8")) as FloorSpec;
 
   const stackConfig = readStackFile(path.resolve(values.config));
-  process.env.RUNNER_FLEET_OFFLINE = "1";
   const { resources } = installMocks({ stack: "test", config: stackConfig.config, secretKeys: stackConfig.secretKeys });
   const pulumi = await import("@pulumi/pulumi");
 

@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { capacityOf } from "../components/capacity";
+import { OFFLINE_ENV } from "../components/load";
 import type { FleetModel } from "../components/model";
 import { installMocks, redact, reveal, settle, type RecordedResource } from "./mock-runtime";
 import { readStackFile } from "./stack-file";
@@ -74,7 +75,8 @@ async function main() {
   } catch (err) {
     fail(`${opts.configFile}: ${(err as Error).message}`);
   }
-  process.env.RUNNER_FLEET_OFFLINE = "1";
+  // Images need only the hash in their store path: nothing is built or uploaded here.
+  process.env[OFFLINE_ENV] = "1";
   const { resources } = installMocks({ stack: opts.stack, config: stackConfig.config, secretKeys: stackConfig.secretKeys });
 
   // Only now may modules that create resources be loaded.
