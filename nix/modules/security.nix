@@ -1,6 +1,9 @@
-# Runner VMs run untrusted jobs. Keep them away from the cloud metadata
-# services (which serve user-data and credentials) and from each other.
-# The host's own metadata access is untouched: it never passes `forward`.
+# Runner VMs run untrusted jobs. Keep them away from the cloud's metadata and
+# platform endpoints (which serve user-data and credentials), from private
+# networks (Vault, other hosts), from the host's own services and from each
+# other. The rules live in lib/nftables-rules.nix, a pure function, so the
+# tests load exactly the text deployed here. The host's own metadata access is
+# untouched: it never passes these chains' bridge matches.
 {
   config,
   lib,
@@ -8,35 +11,11 @@
 }:
 let
   inherit (config.runnerFleet) host;
-  bridge = config.runnerFleet.fireactions.bridge;
+  guard = import ../lib/nftables-rules.nix { inherit (config.runnerFleet.fireactions) bridge; };
 in
 {
   networking.nftables.enable = true;
   networking.firewall.enable = true;
 
-  networking.nftables.tables = lib.mkIf (builtins.elem "fireactions" host.roles) {
-    # Routed traffic from the VM bridge (priority before the NixOS firewall).
-    runner-fleet-guard = {
-      family = "inet";
-      content = ''
-        chain forward {
-          type filter hook forward priority filter - 10; policy accept;
-          iifname "${bridge}" ip daddr 169.254.0.0/16 drop
-          iifname "${bridge}" ip6 daddr fd00:ec2::254 drop
-          iifname "${bridge}" oifname "${bridge}" drop
-        }
-      '';
-    };
-    # Frames switched between two ports of the bridge never reach the inet
-    # tables; the bridge family sees them. Every port is a VM, so drop them all.
-    runner-fleet-guard-l2 = {
-      family = "bridge";
-      content = ''
-        chain forward {
-          type filter hook forward priority filter; policy accept;
-          meta ibrname "${bridge}" drop
-        }
-      '';
-    };
-  };
+  networking.nftables.tables = lib.mkIf (builtins.elem "fireactions" host.roles) guard.tables;
 }

@@ -1,0 +1,95 @@
+# The runner-VM guard as data. modules/security.nix deploys these tables
+# (networking.nftables.tables) and test/nftables.test.ts loads the very same
+# text with Debian's nft in a network namespace. Builtins only, so
+# `nix-instantiate --eval` evaluates it without nixpkgs.
+#
+# Runner VMs run untrusted jobs. From the VM bridge they may reach the public
+# internet and nothing else: not the cloud's metadata and platform endpoints,
+# not private networks (Vault, other hosts), not the host itself (sshd,
+# vault-agent, fireactions' API), not each other. Firecracker answers MMDS
+# (169.254.169.254 inside the guest) in the VMM before any packet reaches the
+# tap, so blocking 169.254.0.0/16 here does not cut the runner's own metadata.
+{
+  # Bridge the CNI plugin puts every VM on.
+  bridge,
+}:
+let
+  inherit (builtins) concatStringsSep;
+
+  # Destinations a VM must never be forwarded to.
+  blocked4 = [
+    "0.0.0.0/8" # "this network"
+    "10.0.0.0/8" # private (RFC 1918): VPCs, Vault, other hosts, the VM subnet
+    "100.64.0.0/10" # carrier-grade NAT, also some clouds' metadata (100.100.100.200)
+    "127.0.0.0/8" # loopback
+    "168.63.129.16/32" # Azure WireServer and its host agent endpoints
+    "169.254.0.0/16" # link-local: AWS/Azure/Hetzner/DigitalOcean metadata, AWS DNS and NTP
+    "172.16.0.0/12" # private (RFC 1918)
+    "192.0.0.0/24" # IETF protocol assignments
+    "192.168.0.0/16" # private (RFC 1918)
+    "198.18.0.0/15" # benchmarking, used inside some provider networks
+    "224.0.0.0/3" # multicast and reserved
+  ];
+  blocked6 = [
+    "::1/128" # loopback
+    "fc00::/7" # unique local, holds AWS's IPv6 metadata fd00:ec2::254
+    "fe80::/10" # link-local
+    "ff00::/8" # multicast
+  ];
+
+  set = name: type: elements: ''
+    set ${name} {
+      type ${type}
+      flags interval
+      elements = { ${concatStringsSep ", " elements} }
+    }
+  '';
+in
+{
+  inherit blocked4 blocked6;
+
+  # Same shape as networking.nftables.tables.<name>: { family, content }.
+  tables = {
+    runner-fleet-guard = {
+      family = "inet";
+      content = ''
+        ${set "blocked4" "ipv4_addr" blocked4}
+        ${set "blocked6" "ipv6_addr" blocked6}
+
+        # Routed traffic; runs before the NixOS firewall, and a drop is final.
+        chain forward {
+          type filter hook forward priority filter - 10; policy accept;
+          iifname "${bridge}" oifname "${bridge}" drop
+          # Nothing from outside opens a connection to a VM.
+          oifname "${bridge}" ct state established,related accept
+          oifname "${bridge}" drop
+          iifname "${bridge}" ip daddr @blocked4 drop
+          iifname "${bridge}" ip6 daddr @blocked6 drop
+        }
+
+        # Traffic from the VMs to any address of the host itself. The NixOS
+        # firewall opens sshd to every interface; VMs get nothing but replies.
+        chain input {
+          type filter hook input priority filter - 10; policy accept;
+          iifname "${bridge}" ct state established,related accept
+          iifname "${bridge}" drop
+        }
+      '';
+    };
+
+    # Frames switched between two bridge ports never reach the inet tables;
+    # the bridge family sees them. A fireactions host has one bridge, the VM
+    # bridge, and every port of it is a VM, so nothing is switched at all.
+    # (Frames to the host, ARP for the gateway included, take the bridge's
+    # input hook, not forward.) `meta ibrname` would name the bridge but needs
+    # nft_meta_bridge, which not every kernel has.
+    runner-fleet-guard-l2 = {
+      family = "bridge";
+      content = ''
+        chain forward {
+          type filter hook forward priority filter; policy drop;
+        }
+      '';
+    };
+  };
+}
