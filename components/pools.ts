@@ -23,6 +23,9 @@ export const POOL_DEFAULTS = {
   // The runner image the seeds run (seed 001); override per pool with `image`.
   image: "ghcr.io/thpham/fireactions-images/ubuntu-24.04:latest",
   imagePullPolicy: "IfNotPresent" as const,
+  // GitHub's default runner group. fireactions v0.4.0 sends group_id as is, and an omitted one
+  // as 0, which is no group (see docs/upstream.md).
+  groupId: 1,
   labels: ["self-hosted", "fireactions"],
   kernelArgs: "console=ttyS0 reboot=k panic=1 pci=off",
 };
@@ -64,12 +67,15 @@ export function resolvePool(name: string, input: PoolInput, organization: string
     image: input.image ?? POOL_DEFAULTS.image,
     imagePullPolicy: input.imagePullPolicy ?? POOL_DEFAULTS.imagePullPolicy,
     organization: input.organization ?? organization,
-    ...(input.groupId === undefined ? {} : { groupId: input.groupId }),
+    groupId: input.groupId ?? POOL_DEFAULTS.groupId,
     kernelArgs: input.kernelArgs ?? POOL_DEFAULTS.kernelArgs,
   };
 }
 
-/** One entry of pools.json, keys in a fixed order. */
+/**
+ * One entry of pools.json, keys in a fixed order. No imagePullPolicy: fireactions v0.4.0 never
+ * reads it (it pulls an image only when containerd lacks it), so the host renderer writes that.
+ */
 function poolDocument(pool: PoolModel) {
   return {
     name: pool.name,
@@ -78,10 +84,9 @@ function poolDocument(pool: PoolModel) {
     runner: {
       name: pool.runnerName,
       image: pool.image,
-      imagePullPolicy: pool.imagePullPolicy,
       organization: pool.organization,
       labels: pool.labels,
-      ...(pool.groupId === undefined ? {} : { groupId: pool.groupId }),
+      groupId: pool.groupId ?? POOL_DEFAULTS.groupId,
     },
     firecracker: {
       vcpuCount: pool.vcpus,

@@ -1,7 +1,6 @@
 // Checks for nix/: every file parses, the pure library maps inventories to the
-// expected deploy targets, and the host-side fireactions renderer produces the
-// v0.4 config for each pool size preset. Needs nix-instantiate (Debian
-// nix-bin) and python3; a missing tool fails the suite rather than skipping it.
+// expected deploy targets (the fireactions renderer: test/fireactions.test.ts).
+// Needs nix-instantiate (Debian nix-bin) and python3; a missing tool fails the suite rather than skipping it.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, readFileSync } from "node:fs";
@@ -10,7 +9,6 @@ import { join, resolve } from "node:path";
 
 const root = resolve(__dirname, "..");
 const nixDir = join(root, "nix");
-const renderer = join(nixDir, "pkgs", "render-fireactions-config.py");
 
 let scratch = "";
 
@@ -193,127 +191,6 @@ describe("nix/lib on test/fixtures/inventory.multi.json", () => {
     doc.hosts["az-1"].name = "az-2";
     writeFileSync(bad, JSON.stringify(doc));
     expect(() => evalLib(bad, "inventory.hosts")).toThrow(/hosts\.az-1: name is "az-2"/);
-  });
-});
-
-// ---- host-side renderer ------------------------------------------------------
-
-const presets = {
-  small: { vcpuCount: 1, memSizeMib: 1024, maxRunners: 2, minRunners: 1 },
-  medium: { vcpuCount: 2, memSizeMib: 2048, maxRunners: 5, minRunners: 2 },
-  large: { vcpuCount: 4, memSizeMib: 4096, maxRunners: 10, minRunners: 5 },
-} as const;
-
-const kernelArgs = "console=ttyS0 reboot=k panic=1 pci=off";
-const pem = "-----BEGIN RSA PRIVATE KEY-----\nTESTKEY\n-----END RSA PRIVATE KEY-----\n";
-
-function poolFor(size: keyof typeof presets, extra: Record<string, unknown> = {}) {
-  const p = presets[size];
-  return {
-    name: size,
-    maxRunners: p.maxRunners,
-    minRunners: p.minRunners,
-    runner: {
-      name: "runner",
-      image: "ghcr.io/acme/runner:24.04",
-      imagePullPolicy: "IfNotPresent",
-      organization: "acme",
-      labels: ["self-hosted", "fireactions", size],
-      ...extra,
-    },
-    firecracker: { vcpuCount: p.vcpuCount, memSizeMib: p.memSizeMib, kernelArgs },
-  };
-}
-
-function render(pools: unknown, extraArgs: string[] = []): string {
-  const dir = mkdtempSync(join(scratch, "render-"));
-  writeFileSync(join(dir, "pools.json"), JSON.stringify(pools, null, 2) + "\n");
-  writeFileSync(join(dir, "app-id"), "123456\n");
-  writeFileSync(join(dir, "app-key.pem"), pem);
-  return execFileSync(
-    "python3",
-    [
-      renderer,
-      "--pools", join(dir, "pools.json"),
-      "--app-id-file", join(dir, "app-id"),
-      "--app-key-file", join(dir, "app-key.pem"),
-      "--firecracker", "/fc/bin/firecracker",
-      "--kernel", "/k/vmlinux",
-      "--cni-conf-dir", "/etc/cni/net.d",
-      "--cni-bin-dir", "/cni/bin",
-      "--out", "-",
-      ...extraArgs,
-    ],
-    { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
-  );
-}
-
-function expectedPool(size: keyof typeof presets) {
-  const p = presets[size];
-  return {
-    name: size,
-    max_runners: p.maxRunners,
-    min_runners: p.minRunners,
-    runner: {
-      name: "runner",
-      image: "ghcr.io/acme/runner:24.04",
-      image_pull_policy: "IfNotPresent",
-      organization: "acme",
-      labels: ["self-hosted", "fireactions", size],
-    },
-    firecracker: {
-      binary_path: "/fc/bin/firecracker",
-      kernel_image_path: "/k/vmlinux",
-      kernel_args: kernelArgs,
-      cni_conf_dir: "/etc/cni/net.d",
-      cni_bin_dirs: ["/cni/bin"],
-      machine_config: { vcpu_count: p.vcpuCount, mem_size_mib: p.memSizeMib },
-    },
-  };
-}
-
-describe("render-fireactions-config.py", () => {
-  for (const size of Object.keys(presets) as (keyof typeof presets)[]) {
-    it(`renders the ${size} preset in the fireactions v0.4 format`, () => {
-      const out = render([poolFor(size)]);
-      expect(out.endsWith("\n")).toBe(true);
-      expect(JSON.parse(out)).toEqual({
-        bind_address: "127.0.0.1:8080",
-        log_level: "info",
-        debug: false,
-        metrics: { enabled: true, address: "127.0.0.1:8081" },
-        basic_auth_enabled: false,
-        github: { app_id: 123456, app_private_key: pem },
-        pools: [expectedPool(size)],
-      });
-    });
-  }
-
-  it("sorts pools by name and keeps groupId as group_id", () => {
-    const cfg = JSON.parse(render([poolFor("small"), poolFor("large", { groupId: 7 }), poolFor("medium")]));
-    expect(cfg.pools.map((p: { name: string }) => p.name)).toEqual(["large", "medium", "small"]);
-    expect(cfg.pools[0].runner.group_id).toBe(7);
-    expect(cfg.pools[1].runner).not.toHaveProperty("group_id");
-  });
-
-  it("writes the file atomically with mode 0640", () => {
-    const out = join(scratch, "run", "fireactions", "config.yaml");
-    render([poolFor("small")], ["--out", out]);
-    expect(statSync(out).mode & 0o777).toBe(0o640);
-    expect(JSON.parse(readFileSync(out, "utf8")).pools[0].name).toBe("small");
-  });
-
-  it("rejects bad pools with the key path", () => {
-    const bad = { ...poolFor("medium"), minRunners: 9 };
-    expect(() => render([bad])).toThrow(/\[0\]\.minRunners: exceeds maxRunners/);
-    expect(() => render([poolFor("small"), poolFor("small")])).toThrow(/duplicate pool 'small'/);
-    expect(() => render({})).toThrow(/must be a JSON array/);
-  });
-
-  it("validates only, with --check", () => {
-    const dir = mkdtempSync(join(scratch, "check-"));
-    writeFileSync(join(dir, "pools.json"), "[]\n");
-    execFileSync("python3", [renderer, "--check", "--pools", join(dir, "pools.json")]);
   });
 });
 

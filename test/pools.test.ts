@@ -30,9 +30,9 @@ describe("presets", () => {
       runner: {
         name: "runner",
         image: POOL_DEFAULTS.image,
-        imagePullPolicy: "IfNotPresent",
         organization: ORG,
         labels: ["self-hosted", "fireactions", size],
+        groupId: 1,
       },
       firecracker: { vcpuCount: vcpus, memSizeMib: memoryMib, kernelArgs: "console=ttyS0 reboot=k panic=1 pci=off" },
     });
@@ -60,7 +60,7 @@ describe("resolvePool", () => {
       name: "custom",
       maxRunners: 3,
       minRunners: 0,
-      runner: { name: "worker", image: "registry.example/img:1", imagePullPolicy: "Always", organization: "other-org", labels: ["gpu", "large"], groupId: 7 },
+      runner: { name: "worker", image: "registry.example/img:1", organization: "other-org", labels: ["gpu", "large"], groupId: 7 },
       firecracker: { vcpuCount: 6, memSizeMib: 3000, kernelArgs: "console=ttyS0" },
     });
   });
@@ -105,19 +105,23 @@ describe("renderPoolsJson", () => {
     expect(text).toBe(`${JSON.stringify(JSON.parse(text), null, 2)}\n`);
     const [first] = parsed(pools);
     expect(Object.keys(first)).toEqual(["name", "maxRunners", "minRunners", "runner", "firecracker"]);
-    expect(Object.keys(first.runner)).toEqual(["name", "image", "imagePullPolicy", "organization", "labels"]);
+    expect(Object.keys(first.runner)).toEqual(["name", "image", "organization", "labels", "groupId"]);
     expect(Object.keys(first.firecracker)).toEqual(["vcpuCount", "memSizeMib", "kernelArgs"]);
     // Key order does not depend on how the model object was built.
     const shuffled = Object.fromEntries(Object.entries(pools[0]).reverse()) as unknown as PoolModel;
     expect(renderPoolsJson([shuffled, pools[1], pools[2]])).toBe(text);
   });
 
-  it("writes groupId only when it is set", () => {
+  it("always writes groupId: GitHub's default group 1 unless set (fireactions sends 0 for none)", () => {
     const text = renderPoolsJson([resolvePool("a", { size: "small" }, ORG), resolvePool("b", { size: "small", groupId: 3 }, ORG)]);
     const [a, b] = JSON.parse(text);
-    expect("groupId" in a.runner).toBe(false);
+    expect(a.runner.groupId).toBe(1);
     expect(b.runner.groupId).toBe(3);
-    expect(text.match(/groupId/g)).toHaveLength(1);
+  });
+
+  it("never writes imagePullPolicy: fireactions v0.4.0 does not read it", () => {
+    const text = renderPoolsJson([resolvePool("a", { size: "small", imagePullPolicy: "Always" }, ORG)]);
+    expect(text).not.toMatch(/imagePullPolicy|Always/);
   });
 
   it("renders an empty array for a host without pools", () => {

@@ -12,6 +12,7 @@
 }:
 let
   cfg = config.services.fireactions;
+  supervise = pkgs.callPackage ../pkgs/fireactions-supervise.nix { };
 in
 {
   options.services.fireactions = {
@@ -53,8 +54,10 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    # Firecracker needs /dev/kvm; fireactions pulls runner images through containerd.
-    boot.kernelModules = [ "kvm-intel" "kvm-amd" ];
+    # Firecracker needs /dev/kvm. On x86 KVM comes as the kvm-intel/kvm-amd modules; on
+    # aarch64 it is built into the kernel and those modules do not exist.
+    boot.kernelModules = lib.optionals pkgs.stdenv.hostPlatform.isx86 [ "kvm-intel" "kvm-amd" ];
+    # fireactions pulls runner images through containerd.
     virtualisation.containerd.enable = true;
 
     systemd.services.fireactions = {
@@ -68,7 +71,11 @@ in
       # Keep retrying: on first boot the secrets appear only after vault-agent logs in.
       startLimitIntervalSec = 0;
       serviceConfig = {
-        ExecStart = "${lib.getExe cfg.package} server --config ${cfg.configFile}";
+        # v0.4.0 exits 0 on errors; the wrapper turns an exit nobody asked for into a failure,
+        # so Restart=on-failure fires. KillMode=mixed sends the stop signal to the wrapper,
+        # which passes it on (and then knows the exit was asked for).
+        ExecStart = "${lib.getExe supervise} ${lib.getExe cfg.package} server --config ${cfg.configFile}";
+        KillMode = "mixed";
         RuntimeDirectory = "fireactions";
         RuntimeDirectoryMode = "0750";
         StateDirectory = "fireactions";

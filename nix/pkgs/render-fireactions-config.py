@@ -11,18 +11,40 @@ The output is JSON: every JSON document is valid YAML, and fireactions reads
 YAML. That keeps this script stdlib-only and free of YAML quoting pitfalls.
 
 `--check` only validates pools.json (used before installing a new one).
+
+What fireactions v0.4.0 itself does with this file (server/config.go, server/pool.go):
+- Config.Validate checks only the top level (bind_address, log_level, github, and pools
+  `required,min=1`): the pools slice has no `dive`, so the tags on each pool are never
+  checked. This renderer checks them instead, and refuses what v0.4.0 would refuse or
+  silently mishandle, before the daemon starts.
+- min_runners: the pool only tops itself up to it (Pool.Start), so 0 never starts a runner;
+  its tag says min=1.
+- group_id: sent as RunnerGroupID as is; absent means 0, not GitHub's default group 1.
+- image_pull_policy: never read (scaleUp pulls only when containerd lacks the image). Its tag
+  requires one of always/never/ifnotpresent, so we write the one that describes what happens.
+- CNI: the conf dir /etc/cni/net.d and bin dir /opt/cni/bin are hard-coded in scaleUp, and
+  yaml.v3 drops unknown keys, so the config carries no CNI settings; the NixOS role puts the
+  plugins at /opt/cni/bin.
 """
 
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 
 POOL_KEYS = {"name", "maxRunners", "minRunners", "runner", "firecracker"}
-RUNNER_KEYS = {"name", "image", "imagePullPolicy", "organization", "labels", "groupId"}
+RUNNER_KEYS = {"name", "image", "organization", "labels"}
 FIRECRACKER_KEYS = {"vcpuCount", "memSizeMib", "kernelArgs"}
-PULL_POLICIES = {"Always", "Never", "IfNotPresent"}
+# GitHub's default runner group (fireactions v0.4.0 docs/user-guide/configuration.md).
+DEFAULT_GROUP_ID = 1
+# The only value that describes v0.4.0's behaviour (see the module docstring).
+IMAGE_PULL_POLICY = "ifnotpresent"
+LOG_LEVELS = ("debug", "info", "warn", "error")
+# Pool names become containerd namespaces and directory names; runner-fleet's host/pool name rule.
+POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):([0-9]{1,5})$")
 
 
 class PoolsError(Exception):
@@ -47,6 +69,8 @@ def _non_empty_str(value, where):
 def validate_pools(pools):
     """Raise PoolsError naming the first bad key path; return the pools."""
     _require(isinstance(pools, list), "pools.json", "must be a JSON array")
+    # fireactions v0.4.0 refuses an empty pool list (`pools` is `required,min=1`).
+    _require(len(pools) > 0, "pools.json", "must list at least one pool (fireactions needs one)")
     seen = set()
     for i, pool in enumerate(pools):
         at = f"[{i}]"
@@ -54,20 +78,21 @@ def validate_pools(pools):
         missing = POOL_KEYS - pool.keys()
         _require(not missing, at, f"missing {', '.join(sorted(missing))}")
         _non_empty_str(pool["name"], f"{at}.name")
+        _require(POOL_NAME.match(pool["name"]) is not None, f"{at}.name",
+                 "must be lowercase letters, digits and dashes (1-63 characters)")
         _require(pool["name"] not in seen, f"{at}.name", f"duplicate pool {pool['name']!r}")
         seen.add(pool["name"])
         _positive_int(pool["maxRunners"], f"{at}.maxRunners")
-        _positive_int(pool["minRunners"], f"{at}.minRunners", allow_zero=True)
+        # 0 would never start a runner: v0.4.0 only tops a pool up to its minimum.
+        _positive_int(pool["minRunners"], f"{at}.minRunners")
         _require(pool["minRunners"] <= pool["maxRunners"], f"{at}.minRunners", "exceeds maxRunners")
 
         runner = pool["runner"]
         _require(isinstance(runner, dict), f"{at}.runner", "must be an object")
-        missing = (RUNNER_KEYS - {"groupId"}) - runner.keys()
+        missing = RUNNER_KEYS - runner.keys()
         _require(not missing, f"{at}.runner", f"missing {', '.join(sorted(missing))}")
         for key in ("name", "image", "organization"):
             _non_empty_str(runner[key], f"{at}.runner.{key}")
-        _require(runner["imagePullPolicy"] in PULL_POLICIES, f"{at}.runner.imagePullPolicy",
-                 "must be one of " + ", ".join(sorted(PULL_POLICIES)))
         labels = runner["labels"]
         _require(isinstance(labels, list) and labels and all(isinstance(label, str) and label for label in labels),
                  f"{at}.runner.labels", "must be a non-empty list of strings")
@@ -87,15 +112,15 @@ def validate_pools(pools):
 def render_pool(pool, host):
     runner = pool["runner"]
     fc = pool["firecracker"]
+    # An imagePullPolicy left in an older pools.json is ignored: v0.4.0 never reads it.
     out_runner = {
         "name": runner["name"],
         "image": runner["image"],
-        "image_pull_policy": runner["imagePullPolicy"],
+        "image_pull_policy": IMAGE_PULL_POLICY,
         "organization": runner["organization"],
+        "group_id": runner.get("groupId") or DEFAULT_GROUP_ID,
         "labels": list(runner["labels"]),
     }
-    if runner.get("groupId") is not None:
-        out_runner["group_id"] = runner["groupId"]
     return {
         "name": pool["name"],
         "max_runners": pool["maxRunners"],
@@ -105,8 +130,6 @@ def render_pool(pool, host):
             "binary_path": host["firecracker"],
             "kernel_image_path": host["kernel"],
             "kernel_args": fc["kernelArgs"],
-            "cni_conf_dir": host["cni_conf_dir"],
-            "cni_bin_dirs": list(host["cni_bin_dirs"]),
             "machine_config": {
                 "vcpu_count": fc["vcpuCount"],
                 "mem_size_mib": fc["memSizeMib"],
@@ -130,9 +153,17 @@ def render_config(pools, app_id, app_key, host):
 
 def read_app_id(path):
     text = open(path, encoding="utf-8").read().strip()
-    if not text.isdigit():
-        raise PoolsError(f"{path}: GitHub App id must be a number")
+    # `required` on an int64: fireactions refuses 0 too.
+    if not text.isdigit() or int(text) == 0:
+        raise PoolsError(f"{path}: GitHub App id must be a positive number")
     return int(text)
+
+
+def check_host_port(value, flag):
+    """fireactions validates bind_address and metrics.address as `hostname_port`."""
+    m = HOST_PORT.match(value)
+    if not m or not 1 <= int(m.group(2)) <= 65535:
+        raise PoolsError(f"{flag}: {value!r} is not host:port")
 
 
 def read_app_key(path):
@@ -167,11 +198,9 @@ def main(argv=None):
     p.add_argument("--mode", default="0640", help="octal file mode of --out")
     p.add_argument("--firecracker", default="firecracker")
     p.add_argument("--kernel", default="/var/lib/fireactions/vmlinux")
-    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d")
-    p.add_argument("--cni-bin-dir", action="append", default=[], help="repeatable")
     p.add_argument("--bind-address", default="127.0.0.1:8080")
     p.add_argument("--metrics-address", default="127.0.0.1:8081")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = p.parse_args(argv)
 
     try:
@@ -184,11 +213,11 @@ def main(argv=None):
         validate_pools(pools)
         if args.check:
             return 0
+        check_host_port(args.bind_address, "--bind-address")
+        check_host_port(args.metrics_address, "--metrics-address")
         host = {
             "firecracker": args.firecracker,
             "kernel": args.kernel,
-            "cni_conf_dir": args.cni_conf_dir,
-            "cni_bin_dirs": args.cni_bin_dir or ["/opt/cni/bin"],
             "bind_address": args.bind_address,
             "metrics_address": args.metrics_address,
             "log_level": args.log_level,

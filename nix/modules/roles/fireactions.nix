@@ -10,14 +10,16 @@
 let
   inherit (config.runnerFleet) host;
   renderer = pkgs.callPackage ../../pkgs/render-fireactions-config.nix { };
-  kernel = pkgs.linuxPackages_6_12.kernel;
-  # Firecracker boots an uncompressed kernel: vmlinux on x86_64, Image on aarch64.
-  kernelImage =
-    if pkgs.stdenv.hostPlatform.isx86_64 then
-      "${kernel.dev}/vmlinux"
-    else
-      "${kernel}/${pkgs.stdenv.hostPlatform.linux-kernel.target}";
-  cniBin = [ "${pkgs.cni-plugins}/bin" "${pkgs.tc-redirect-tap}/bin" ];
+  # The guest boots without an initrd: its kernel has virtio and ext4 built in.
+  guestKernel = pkgs.callPackage ../../pkgs/firecracker-guest-kernel.nix { };
+  kernelImage = "${guestKernel}/${guestKernel.imagePath}";
+  tcRedirectTap = pkgs.callPackage ../../pkgs/tc-redirect-tap.nix { };
+  # fireactions v0.4.0 runs CNI from /opt/cni/bin and /etc/cni/net.d, hard-coded
+  # (server/pool.go); the plugins are linked there.
+  cniPlugins = pkgs.symlinkJoin {
+    name = "fireactions-cni-plugins";
+    paths = [ pkgs.cni-plugins tcRedirectTap ];
+  };
   bridge = "fireactions0";
   subnet = "10.200.0.0/24";
 in
@@ -41,7 +43,6 @@ in
     services.fireactions = {
       enable = true;
       path = [ pkgs.firecracker ];
-      environment.CNI_PATH = lib.concatStringsSep ":" cniBin;
       preStart = ''
         ${lib.getExe renderer} \
           --pools /etc/runner-fleet/pools.json \
@@ -49,14 +50,18 @@ in
           --app-key-file /run/secrets/github-app-key.pem \
           --out ${config.services.fireactions.configFile} --mode 0640 \
           --firecracker ${lib.getExe pkgs.firecracker} \
-          --kernel ${kernelImage} \
-          --cni-conf-dir /etc/cni/net.d \
-          ${lib.concatMapStringsSep " " (d: "--cni-bin-dir ${d}") cniBin}
+          --kernel ${kernelImage}
       '';
     };
 
+    systemd.tmpfiles.rules = [
+      "d /opt/cni 0755 root root -"
+      "L+ /opt/cni/bin - - - - ${cniPlugins}/bin"
+    ];
+
     # One CNI network for all microVMs: a NATed bridge; tc-redirect-tap hands
-    # the veth to Firecracker's tap device.
+    # the veth to Firecracker's tap device. fireactions v0.4.0 asks CNI for the
+    # network named "fireactions" in /etc/cni/net.d (server/pool.go).
     environment.etc."cni/net.d/fireactions.conflist".text = builtins.toJSON {
       cniVersion = "1.0.0";
       name = "fireactions";
