@@ -75,6 +75,10 @@ in
             type = "host-local";
             inherit subnet;
             routes = [ { dst = "0.0.0.0/0"; } ];
+            # The host's resolvers reach the guest (at most two) through the ip= boot
+            # argument firecracker-go-sdk builds from the CNI result; fireactions'
+            # own install.sh sets the same.
+            resolvConf = "/etc/resolv.conf";
           };
         }
         { type = "firewall"; }
