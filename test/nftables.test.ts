@@ -169,6 +169,17 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(g.tables["runner-fleet-guard"].content).toMatch(/chain input \{/);
   });
 
+  it("is exactly what nix/modules/security.nix deploys on a fireactions host, and nothing elsewhere", () => {
+    // The module with a stand-in lib.mkIf (the real one is nixpkgs'; this keeps the test free of it).
+    const deployed = (roles: string) => nixEval(`
+      let
+        lib = { mkIf = cond: value: if cond then value else { }; };
+        config.runnerFleet = { host.roles = ${roles}; fireactions.bridge = "${BRIDGE}"; };
+      in (import ${join(root, "nix", "modules", "security.nix")} { inherit config lib; }).networking.nftables.tables`);
+    expect(deployed(`[ "fireactions" ]`)).toEqual(guard().tables);
+    expect(deployed(`[ "cache" ]`)).toEqual({});
+  });
+
   it("is accepted by nft -c as nixpkgs renders it", () => {
     loadRules(renderLikeNixos(guard().tables), true);
   });
