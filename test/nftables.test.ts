@@ -85,7 +85,8 @@ function buildTopology(): void {
   inNs(ns.out, "ip", "link", "set", "eth0", "up");
   inNs(ns.out, "ip", "route", "add", "10.200.0.0/24", "via", HOST_UPLINK);
   for (const a of Object.values(OUT)) inNs(ns.host, "ip", "route", "add", `${a}/32`, "via", "192.0.2.2");
-  inNs(ns.host, "sysctl", "-qw", "net.ipv4.ip_forward=1");
+  // net.* sysctls are per namespace; no procps needed.
+  inNs(ns.host, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward");
 }
 
 const LISTENER = `
