@@ -1,11 +1,12 @@
 # cloud-init writes the contract files (/etc/runner-fleet/*) from user-data and
-# runs runner-fleet-bootstrap. It must not also configure the network: NixOS
-# (networkd/dhcpcd) owns that.
-{ ... }:
+# runs runner-fleet-bootstrap. It does not configure the network (NixOS owns
+# it), except on Azure: azure-common.nix sets network.enable = true because
+# waagent needs cloud-init networking there, so ours is only a default.
+{ lib, ... }:
 {
   services.cloud-init = {
     enable = true;
-    network.enable = false;
+    network.enable = lib.mkDefault false;
     settings = {
       # Keep only what user-data needs; users and SSH keys come from Nix.
       cloud_init_modules = [ "migrator" "seed_random" "bootcmd" "write-files" "growpart" "resizefs" "update_etc_hosts" ];
