@@ -823,3 +823,78 @@ describe("nix/lib names", () => {
     expect(evalLib(inv, `builtins.attrNames (fleet.forSystem "x86_64-linux" inventory).hosts`)).toEqual(["cache-1", "onprem-1"]);
   });
 });
+
+// runner-fleet-bootstrap's script, run for real with bash and jq against a recording stand-in
+// for the `vault` CLI and systemctl (the real agent and Vault run in the e2e).
+describe("runner-fleet-bootstrap, run", () => {
+  const scriptText = () =>
+    evalJson(`
+      let t = import ${modules}; inventory = t.readInventory ${join(nixDir, "inventory.example.json")};
+        r = t.call { file = ${join(nixDir, "modules", "bootstrap.nix")}; inherit inventory; hostName = "aws-metal-1"; };
+      in (builtins.head (builtins.filter (p: p.name == "runner-fleet-bootstrap") r.environment.systemPackages)).text`) as string;
+
+  function setup() {
+    const dir = mkdtempSync(join(scratch, "bootstrap-"));
+    const bin = join(dir, "bin");
+    for (const d of ["bin", "etc/runner-fleet/vault", "state", "ssh"]) mkdirSync(join(dir, d), { recursive: true });
+    writeFileSync(join(dir, "etc/runner-fleet/host.json"), JSON.stringify({ name: "aws-metal-1", vault: { address: "https://vault.test:8200", mount: "ci", authMount: "approle" } }));
+    writeFileSync(join(dir, "etc/runner-fleet/vault/role-id"), "role-1\n");
+    writeFileSync(join(dir, "etc/runner-fleet/vault/wrapped-secret-id"), "wrap-token-1");
+    writeFileSync(join(dir, "ssh/ssh_host_ed25519_key.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKey0 root@host\n");
+    // Stand-in vault CLI: logs argv (and the token it was given) and answers like Vault would.
+    writeFileSync(join(bin, "vault"), `#!/usr/bin/env bash
+echo "argv: $* token=\${VAULT_TOKEN:-} addr=\${VAULT_ADDR:-}" >> "${dir}/vault.log"
+case "$1 $2" in
+  "unwrap -field=secret_id") [ "$VAULT_TOKEN" = wrap-token-1 ] && { [ -e "${dir}/unwrapped" ] && exit 2; touch "${dir}/unwrapped"; echo sid-1; exit 0; }; exit 2 ;;
+  "write -field=token") in=$(jq -c . ); echo "login: $in" >> "${dir}/vault.log"; [ "$in" = '{"role_id":"role-1","secret_id":"sid-1"}' ] && echo tok-1 && exit 0; exit 2 ;;
+  "kv get") [ -s "${dir}/published" ] && cat "${dir}/published" && exit 0; exit 2 ;;
+  "kv put") cat > "${dir}/published"; exit 0 ;;
+  "token revoke") exit 0 ;;
+esac
+exit 3
+`, { mode: 0o755 });
+    writeFileSync(join(bin, "systemctl"), `#!/usr/bin/env bash\necho "$*" >> "${dir}/systemctl.log"\n`, { mode: 0o755 });
+    const script = scriptText()
+      .replaceAll("/etc/runner-fleet", join(dir, "etc/runner-fleet"))
+      .replaceAll("/var/lib/runner-fleet", join(dir, "state"))
+      .replaceAll("/etc/ssh", join(dir, "ssh"));
+    const run = () => spawnSync("bash", ["-euo", "pipefail", "-c", script], { encoding: "utf8", env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+    return { dir, run };
+  }
+
+  it("unwraps once, publishes the host key with its own token, then restarts the agent and the secrets wait", () => {
+    const { dir, run } = setup();
+    const first = run();
+    expect(first.stderr).toBe("");
+    expect(first.status).toBe(0);
+    expect(readFileSync(join(dir, "state/vault/secret-id"), "utf8")).toBe("sid-1");
+    expect(statSync(join(dir, "state/vault/secret-id")).mode & 0o777).toBe(0o600);
+    expect(existsSync(join(dir, "etc/runner-fleet/vault/wrapped-secret-id"))).toBe(false);
+    expect(readFileSync(join(dir, "published"), "utf8")).toBe("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKey0");
+    const log = readFileSync(join(dir, "vault.log"), "utf8");
+    expect(log).toContain("argv: kv put -mount=ci hosts/aws-metal-1/ssh-host-key public_key=- token=tok-1 addr=https://vault.test:8200");
+    expect(log).toContain("argv: token revoke -self token=tok-1");
+    // Neither the secret_id nor the wrapping token is ever an argument.
+    for (const line of log.split("\n").filter((l) => l.startsWith("argv:"))) {
+      expect(line.replace(/ token=.*/, "")).not.toMatch(/sid-1|wrap-token-1/);
+    }
+    expect(readFileSync(join(dir, "systemctl.log"), "utf8")).toBe("restart vault-agent-runner-fleet.service\nrestart runner-fleet-secrets.service\n");
+    expect(readFileSync(join(dir, "state/vault.env"), "utf8")).toBe("VAULT_ADDR=https://vault.test:8200\n");
+
+    // A later boot: no unwrap (the token is spent), no second write of an unchanged key.
+    const second = run();
+    expect(second.status).toBe(0);
+    const again = readFileSync(join(dir, "vault.log"), "utf8").slice(log.length);
+    expect(again).not.toContain("unwrap");
+    expect(again).not.toContain("kv put");
+  });
+
+  it("fails without a stored secret_id or a wrapping token, before touching any service", () => {
+    const { dir, run } = setup();
+    rmSync(join(dir, "etc/runner-fleet/vault/wrapped-secret-id"));
+    const r = run();
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/wrapped-secret-id is missing and no secret_id is stored/);
+    expect(existsSync(join(dir, "systemctl.log"))).toBe(false);
+  });
+});
