@@ -356,6 +356,26 @@ describe("nix/lib on the inventory plan --out writes for prod", () => {
     }
     expect(hive.meta.nodeNixpkgs["aws-metal-arm-1"]).toBe("nixpkgs-aarch64-linux");
   });
+
+  it("wires every prod host through nix/flake.nix (stand-in inputs): modules, per-system checks, vault-agent files", () => {
+    const out = JSON.parse(
+      execFileSync("nix-instantiate", ["--eval", "--strict", "--json", "--expr", `
+        let o = import ${join(root, "test", "support", "flake-standin.nix")} { };
+        in {
+          modules = builtins.mapAttrs (_: c: builtins.length c.modules) o.nixosConfigurations;
+          checks = builtins.mapAttrs (_: c: c.nodes) o.checks;
+          agent = builtins.mapAttrs
+            (_: h: map (t: t.destination) (import ${join(nixDir, "lib", "vault-agent-config.nix")} { roleIdFile = "/r"; secretIdFile = "/s"; inherit (h) secrets; }).template)
+            ((import ${join(nixDir, "lib")}).readInventory "${inventoryFile}").hosts;
+        }`], { env: { ...nixEnv(), RUNNER_FLEET_INVENTORY: inventoryFile }, encoding: "utf8" }),
+    );
+    for (const [name, host] of Object.entries<any>(inventory.hosts)) {
+      expect(out.modules[name], name).toBeGreaterThan(2);
+      expect(out.checks[host.system]).toContain(name);
+      expect(out.agent[name]).toEqual(host.secrets.map((s: any) => s.file));
+    }
+    expect(out.checks["aarch64-linux"]).toEqual(Object.keys(inventory.hosts).filter((h) => inventory.hosts[h].arch === "aarch64"));
+  });
 });
 
 // ---- host-side seed (existing machines) ----------------------------------------
@@ -896,5 +916,30 @@ exit 3
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/wrapped-secret-id is missing and no secret_id is stored/);
     expect(existsSync(join(dir, "systemctl.log"))).toBe(false);
+  });
+});
+
+describe("nix/flake.nix outputs (stand-in inputs, example inventory)", () => {
+  const flake = (expr: string) => evalJson(`let o = import ${join(root, "test", "support", "flake-standin.nix")} { }; in ${expr}`) as any;
+
+  it("checks.<system> hold only that system's nodes, so no check needs another arch's builder (item 22)", () => {
+    expect(flake("o.checks")).toEqual({ "aarch64-linux": { nodes: ["aws-metal-1"] }, "x86_64-linux": { nodes: ["cache-1", "onprem-1"] } });
+  });
+
+  it("builds -qcow2 from nixpkgs' qemu image variant and -raw from raw (item 6)", () => {
+    expect(flake("{ q = o.packages.x86_64-linux.cache-qcow2; r = o.packages.aarch64-linux.fireactions-raw; a = o.packages.x86_64-linux.fireactions-azure; }")).toEqual({
+      q: "image:qemu",
+      r: "image:raw",
+      a: "image:azure",
+    });
+    expect(flake("builtins.attrNames o.packages.aarch64-linux")).not.toContain("fireactions-azure");
+  });
+
+  it("gives the deploy shell and deploy-tools the same tools, colmena and deploy-rs from the flake inputs", () => {
+    const tools = ["deploy-rs", "colmena", "nixos-anywhere", "hcloud", "hcloud-upload-image", "azure-cli", "awscli2", "openssh", "coreutils"];
+    for (const system of ["x86_64-linux", "aarch64-linux"]) {
+      expect(flake(`map (p: p.name) o.devShells.${system}.deploy.packages`)).toEqual(tools);
+      expect(flake(`map (p: p.name) o.packages.${system}.deploy-tools.paths`)).toEqual(tools);
+    }
   });
 });
