@@ -901,12 +901,22 @@ exit 3
     expect(readFileSync(join(dir, "systemctl.log"), "utf8")).toBe("restart vault-agent-runner-fleet.service\nrestart runner-fleet-secrets.service\n");
     expect(readFileSync(join(dir, "state/vault.env"), "utf8")).toBe("VAULT_ADDR=https://vault.test:8200\n");
 
-    // A later boot: no unwrap (the token is spent), no second write of an unchanged key.
+    // A later boot: no unwrap (the token is spent), no second write of an unchanged key, and
+    // no restart of services that already started in order (it would stop running jobs).
     const second = run();
     expect(second.status).toBe(0);
     const again = readFileSync(join(dir, "vault.log"), "utf8").slice(log.length);
     expect(again).not.toContain("unwrap");
     expect(again).not.toContain("kv put");
+    expect(readFileSync(join(dir, "systemctl.log"), "utf8").split("\n")[2]).toBe("start vault-agent-runner-fleet.service runner-fleet-secrets.service");
+
+    // A re-seed that moves the host to another Vault address restarts the agent again.
+    writeFileSync(join(dir, "etc/runner-fleet/host.json"), JSON.stringify({ name: "aws-metal-1", vault: { address: "https://vault2.test:8200", mount: "ci" } }));
+    expect(run().status).toBe(0);
+    expect(readFileSync(join(dir, "systemctl.log"), "utf8").split("\n").slice(3, 5)).toEqual([
+      "restart vault-agent-runner-fleet.service",
+      "restart runner-fleet-secrets.service",
+    ]);
   });
 
   it("fails without a stored secret_id or a wrapping token, before touching any service", () => {

@@ -73,9 +73,17 @@ let
       # The agent logs in with the stored secret_id and renders /run/secrets;
       # runner-fleet-secrets waits for every file and then (re)starts the
       # services that read them (modules/secrets.nix), so a failure here is a
-      # real one, not a race with the agent.
-      systemctl restart vault-agent-runner-fleet.service
-      systemctl restart runner-fleet-secrets.service
+      # real one, not a race with the agent. Restart only when the agent's
+      # inputs changed (first boot, a re-seed): on a plain reboot everything
+      # already started in order, and a restart would stop running jobs.
+      stamp=$(cat ${paths.vaultEnv} ${paths.roleIdFile} ${paths.secretIdFile} | sha256sum | cut -d' ' -f1)
+      if [ "$(cat ${stateDir}/bootstrap.stamp 2>/dev/null || true)" != "$stamp" ]; then
+        systemctl restart vault-agent-runner-fleet.service
+        systemctl restart runner-fleet-secrets.service
+        printf '%s\n' "$stamp" > ${stateDir}/bootstrap.stamp
+      else
+        systemctl start vault-agent-runner-fleet.service runner-fleet-secrets.service
+      fi
     '';
   };
 
