@@ -679,11 +679,22 @@ describe("modules/vault-agent.nix", () => {
     const [settings] = moduleDefs("vault-agent.nix", "onprem-1", ["services", "vault-agent", "instances", "runner-fleet", "settings"]);
     expect(settings.value.template.map((t: any) => t.destination)).toEqual(["/run/secrets/forgejo-runner-token"]);
     expect(settings.value.vault).toEqual({ address: "https://vault.example.com:8200" });
+    // An image must not bake in the address of the inventory it happened to be built with.
+    const [image] = moduleDefs("vault-agent.nix", "cache-x86_64", ["services", "vault-agent", "instances", "runner-fleet", "settings"]);
+    expect(image.value).not.toHaveProperty("vault");
     expect(moduleDefs("vault-agent.nix", "onprem-1", ["systemd", "tmpfiles", "rules"])[0].value).toEqual(["d /run/secrets 0751 root root -"]);
   });
 });
 
 describe("modules/cloud-init.nix", () => {
+  it("runs users-groups, so user-data's deploy user gets the stack's SSH keys", () => {
+    const [mods] = moduleDefs("cloud-init.nix", "cache-1", ["services", "cloud-init", "settings", "cloud_init_modules"]);
+    expect(mods.value).toContain("users-groups");
+    // ...but not cc_ssh, which would replace the host keys the deploy side pins.
+    const [config] = moduleDefs("cloud-init.nix", "cache-1", ["services", "cloud-init", "settings", "cloud_config_modules"]);
+    expect(config.value).toEqual(["runcmd"]);
+  });
+
   it("only defaults cloud-init networking off, so azure-common's plain true wins (item 9)", () => {
     expect(moduleDefs("cloud-init.nix", "cache-1", ["services", "cloud-init", "network", "enable"])).toEqual([{ priority: MK_DEFAULT, value: false }]);
   });

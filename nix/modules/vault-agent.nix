@@ -18,9 +18,10 @@ in
   services.vault-agent.instances.runner-fleet = {
     enable = true;
     settings = import ../lib/vault-agent-config.nix {
-      # Images are built before a Vault is known: then VAULT_ADDR comes from
+      # Images (templates, provider null) are built before a Vault is known,
+      # whatever inventory the flake read: VAULT_ADDR then comes from
       # host.json via bootstrap (vault.env below).
-      address = vault.address or null;
+      address = if host.provider == null then null else vault.address or null;
       roleIdFile = paths.roleIdFile;
       # bootstrap unwraps the single-use wrapping token once and keeps the
       # (multi-use) secret_id here, because the agent logs in again after
