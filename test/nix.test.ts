@@ -794,7 +794,7 @@ describe("modules/secrets.nix: consumers start after the files exist (items 15, 
     const wait = units["runner-fleet-secrets"];
     expect(wait.serviceConfig).toMatchObject({ Type: "oneshot", RemainAfterExit: true });
     expect(wait.after).toEqual(["vault-agent-runner-fleet.service"]);
-    expect(wait.script).toContain("'/run/secrets/github-app-id' '/run/secrets/github-app-key.pem'");
+    expect(wait.script).toContain("for f in /run/secrets/github-app-id /run/secrets/github-app-key.pem; do");
     expect(units.fireactions).toEqual({
       wantedBy: ["runner-fleet-secrets.service"],
       requires: ["runner-fleet-secrets.service"],

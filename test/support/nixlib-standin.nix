@@ -45,7 +45,13 @@ rec {
       builtins.substring (builtins.stringLength p) (builtins.stringLength s - builtins.stringLength p) s
     else
       s;
-  escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+  # As nixpkgs' lib/strings.nix: quote only what needs it.
+  escapeShellArg =
+    s:
+    if builtins.match "[[:alnum:],._+:@%/-]+" s == null then
+      "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'"
+    else
+      s;
   escapeShellArgs = xs: concatStringsSep " " (map escapeShellArg xs);
   getExe = drv: "${drv}/bin/${drv.meta.mainProgram or drv.name or "main"}";
 }
