@@ -10,6 +10,11 @@
     colmena = {
       url = "github:zhaofengli/colmena";
       inputs.nixpkgs.follows = "nixpkgs";
+      # Only colmena's own checks use `stable`; its flake-utils and
+      # flake-compat are the ones deploy-rs already brings. One nixpkgs to fetch.
+      inputs.stable.follows = "nixpkgs";
+      inputs.flake-utils.follows = "deploy-rs/utils";
+      inputs.flake-compat.follows = "deploy-rs/flake-compat";
     };
     disko = {
       url = "github:nix-community/disko";
@@ -62,24 +67,55 @@
       clashes = builtins.attrNames (builtins.intersectAttrs templateConfigurations hostConfigurations);
 
       # Images per system, built from the role templates of that arch:
-      # packages.<system>.<role>-<variant>, e.g. fireactions-amazon.
+      # packages.<system>.<role>-<variant>, e.g. fireactions-amazon. The names
+      # are the contract with components/images/source.ts (NIX_VARIANT); the
+      # values are nixpkgs' image variants (nixos/modules/image/images.nix has
+      # no "qcow2": its qcow2 BIOS image is "qemu"). raw and qemu are the BIOS
+      # variants, which hardware/cloud-vm.nix matches on running hosts.
+      imageVariants = {
+        amazon = "amazon";
+        raw = "raw";
+        qcow2 = "qemu";
+        azure = "azure";
+      };
       imagesFor =
         system:
         let
           arch = lib.removeSuffix "-linux" system;
           # Azure's image module targets x86_64 (Generation 1, BIOS).
           variants = [ "amazon" "qcow2" "raw" ] ++ lib.optional (arch == "x86_64") "azure";
-          roles = [ "fireactions" "forgejo-runner" "cache" ];
+          roles = fleet.templateRoles;
         in
         lib.listToAttrs (
           lib.concatMap (
             role:
             map (variant: {
               name = "${role}-${variant}";
-              value = self.nixosConfigurations."${role}-${arch}".config.system.build.images.${variant};
+              value = self.nixosConfigurations."${role}-${arch}".config.system.build.images.${imageVariants.${variant}};
             }) variants
           ) roles
         );
+
+      # The tools the deploy runs, from this flake's inputs, so their versions
+      # are locked with the hive and the nodes they read: colmena from the same
+      # input as colmenaHive (its schema), deploy-rs from the input whose lib
+      # builds deploy.nodes. `nix develop ./nix#deploy --command pulumi up`.
+      deployToolsFor =
+        system:
+        let
+          pkgs = nixpkgsFor system;
+        in
+        [
+          deploy-rs.packages.${system}.deploy-rs
+          colmena.packages.${system}.colmena
+          pkgs.nixos-anywhere
+          pkgs.hcloud
+          pkgs.hcloud-upload-image
+          pkgs.azure-cli
+          pkgs.awscli2
+          pkgs.openssh
+          pkgs.coreutils
+        ];
     in
     {
       lib = fleet;
@@ -99,6 +135,20 @@
         // {
           fireactions = pkgs.callPackage ./pkgs/fireactions.nix { };
           render-fireactions-config = pkgs.callPackage ./pkgs/render-fireactions-config.nix { };
+          deploy-tools = pkgs.buildEnv {
+            name = "runner-fleet-deploy-tools";
+            paths = deployToolsFor system;
+          };
+        }
+      );
+
+      devShells = lib.genAttrs systems (
+        system:
+        let
+          pkgs = nixpkgsFor system;
+        in
+        {
+          deploy = pkgs.mkShell { packages = deployToolsFor system; };
         }
       );
 
@@ -115,7 +165,14 @@
         }
       );
 
-      # Schema and activation checks for every deploy node (`nix flake check`).
-      checks = lib.genAttrs systems (system: deploy-rs.lib.${system}.deployChecks self.deploy);
+      # Schema and activation checks (`nix flake check`), per system for that
+      # system's nodes only: deploy-activate builds every node's profile, and
+      # checks.x86_64-linux must not need an aarch64 builder.
+      checks = lib.genAttrs systems (
+        system:
+        deploy-rs.lib.${system}.deployChecks {
+          nodes = builtins.intersectAttrs (fleet.forSystem system inventory).hosts self.deploy.nodes;
+        }
+      );
     };
 }

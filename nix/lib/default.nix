@@ -25,6 +25,13 @@ let
   arches = [ "x86_64" "aarch64" ];
   roles = [ "fireactions" "forgejo-runner" "gitea-runner" "cache" ];
 
+  # Shared with components/config.ts, so validation and evaluation agree.
+  reserved = fromJSON (readFile ./reserved-names.json);
+  # colmena's hive evaluator: reservedNames = [ "defaults" "network" "meta" ]
+  # (src/nix/hive/eval.nix).
+  colmenaReserved = reserved.colmena;
+  templateNames = concatMap (role: map (arch: "${role}-${arch}") reserved.arches) reserved.templateRoles;
+
   unique = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
 
   # Fail early, naming the host and the key, instead of deep inside NixOS.
@@ -34,8 +41,10 @@ let
       fail = msg: throw "inventory: hosts.${key}: ${msg}";
       unknownRoles = filter (r: !(elem r roles)) host.roles;
     in
-    if key == "meta" then
-      fail "\"meta\" is reserved by colmena"
+    if elem key colmenaReserved then
+      fail "\"${key}\" is reserved by colmena"
+    else if elem key templateNames then
+      fail "\"${key}\" is the name of an image template"
     else if host.name != key then
       fail "name is \"${host.name}\" but the host is keyed as \"${key}\""
     else if !(elem host.provider providers) then
@@ -50,7 +59,8 @@ let
       host;
 in
 rec {
-  inherit roles arches providers;
+  inherit roles arches providers colmenaReserved templateNames;
+  inherit (reserved) templateRoles;
 
   # Parse and check an inventory document (a path or a JSON string).
   parseInventory =
@@ -75,6 +85,12 @@ rec {
     if fromEnv == "" then fallback else fromEnv;
 
   hostNames = inventory: attrNames inventory.hosts;
+
+  # The inventory restricted to hosts of one system ("x86_64-linux"): deploy-rs'
+  # deployChecks for checks.<system> must not need another arch's builder.
+  forSystem =
+    system: inventory:
+    inventory // { hosts = filterHosts (h: h.system == system) inventory; };
 
   hasRole = role: host: elem role host.roles;
 
@@ -223,8 +239,8 @@ rec {
           name = host.name;
           value = host;
         }
-      ) arches
-    ) [ "fireactions" "forgejo-runner" "cache" ]
+      ) reserved.arches
+    ) reserved.templateRoles
   );
 
   # Quick sanity numbers for tests and `nix eval`.

@@ -12,8 +12,8 @@
   ...
 }:
 let
-  etcDir = "/etc/runner-fleet";
-  stateDir = "/var/lib/runner-fleet";
+  paths = import ../lib/host-paths.nix;
+  inherit (paths) etcDir stateDir;
   fireactions = config.services.fireactions.enable;
   renderer = pkgs.callPackage ../pkgs/render-fireactions-config.nix { };
   seedFiles = pkgs.callPackage ../pkgs/runner-fleet-seed.nix { };
@@ -25,35 +25,65 @@ let
       umask 077
       install -d -m 0700 ${stateDir}/vault
 
-      # vault-agent takes its address from here (host.json is written by cloud-init).
-      addr=$(jq -er '.vault.address' ${etcDir}/host.json)
-      printf 'VAULT_ADDR=%s\n' "$addr" > ${stateDir}/vault.env.tmp
-      mv -f ${stateDir}/vault.env.tmp ${stateDir}/vault.env
+      # vault-agent takes its address from here when the inventory had none
+      # (images); host.json is written by cloud-init or runner-fleet-seed.
+      addr=$(jq -er '.vault.address' ${paths.hostJson})
+      printf 'VAULT_ADDR=%s\n' "$addr" > ${paths.vaultEnv}.tmp
+      mv -f ${paths.vaultEnv}.tmp ${paths.vaultEnv}
+      export VAULT_ADDR="$addr"
 
       # The wrapping token is single use: unwrap once, keep the secret_id.
-      if [ ! -s ${stateDir}/vault/secret-id ]; then
-        wrapped=${etcDir}/vault/wrapped-secret-id
+      if [ ! -s ${paths.secretIdFile} ]; then
+        wrapped=${paths.wrappedSecretIdFile}
         if [ ! -s "$wrapped" ]; then
           echo "runner-fleet-bootstrap: $wrapped is missing and no secret_id is stored" >&2
           exit 1
         fi
         # The token goes in through the environment, never on a command line.
-        if ! secret_id=$(VAULT_ADDR="$addr" VAULT_TOKEN=$(cat "$wrapped") vault unwrap -field=secret_id); then
+        if ! secret_id=$(VAULT_TOKEN=$(cat "$wrapped") vault unwrap -field=secret_id); then
           echo "runner-fleet-bootstrap: unwrapping failed (expired or already used?)" >&2
           exit 1
         fi
-        printf '%s' "$secret_id" > ${stateDir}/vault/secret-id.tmp
-        mv -f ${stateDir}/vault/secret-id.tmp ${stateDir}/vault/secret-id
+        printf '%s' "$secret_id" > ${paths.secretIdFile}.tmp
+        mv -f ${paths.secretIdFile}.tmp ${paths.secretIdFile}
+        unset secret_id
         # Spent; leaving it would only mislead the next reader.
         rm -f "$wrapped"
       fi
 
-      systemctl restart vault-agent-runner-fleet.service
-      ${lib.optionalString fireactions ''
-        # fireactions renders its config on start (ExecStartPre) and retries
-        # until vault-agent has written the GitHub App secrets.
-        systemctl restart fireactions.service
-      ''}
+      # Publish this host's SSH host key to its own Vault path, with a token
+      # only this host can get (its secret_id came wrapped to it alone); the
+      # deploy side reads and pins it (docs/contracts.md). Before the secrets
+      # wait, so a host whose secrets cannot render can still be deployed to.
+      # Credentials go in on stdin as JSON, never on a command line.
+      mount=$(jq -er '.vault.mount' ${paths.hostJson})
+      auth=$(jq -er '.vault.authMount // "approle"' ${paths.hostJson})
+      name=$(jq -er '.name' ${paths.hostJson})
+      token=$(jq -n --rawfile r ${paths.roleIdFile} --rawfile s ${paths.secretIdFile} \
+        '{role_id: ($r | rtrimstr("\n")), secret_id: ($s | rtrimstr("\n"))}' \
+        | vault write -field=token "auth/$auth/login" -)
+      key=$(cut -d' ' -f1,2 ${paths.sshHostKeyPub})
+      published=$(VAULT_TOKEN="$token" vault kv get -mount="$mount" -field=public_key "hosts/$name/ssh-host-key" 2>/dev/null || true)
+      if [ "$published" != "$key" ]; then
+        printf '%s' "$key" | VAULT_TOKEN="$token" vault kv put -mount="$mount" "hosts/$name/ssh-host-key" public_key=- >/dev/null
+      fi
+      VAULT_TOKEN="$token" vault token revoke -self >/dev/null || true
+      unset token
+
+      # The agent logs in with the stored secret_id and renders /run/secrets;
+      # runner-fleet-secrets waits for every file and then (re)starts the
+      # services that read them (modules/secrets.nix), so a failure here is a
+      # real one, not a race with the agent. Restart only when the agent's
+      # inputs changed (first boot, a re-seed): on a plain reboot everything
+      # already started in order, and a restart would stop running jobs.
+      stamp=$(cat ${paths.vaultEnv} ${paths.roleIdFile} ${paths.secretIdFile} | sha256sum | cut -d' ' -f1)
+      if [ "$(cat ${stateDir}/bootstrap.stamp 2>/dev/null || true)" != "$stamp" ]; then
+        systemctl restart vault-agent-runner-fleet.service
+        systemctl restart runner-fleet-secrets.service
+        printf '%s\n' "$stamp" > ${stateDir}/bootstrap.stamp
+      else
+        systemctl start vault-agent-runner-fleet.service runner-fleet-secrets.service
+      fi
     '';
   };
 
@@ -105,9 +135,10 @@ in
   systemd.services.runner-fleet-bootstrap = {
     description = "runner-fleet host bootstrap";
     wantedBy = [ "multi-user.target" ];
-    after = [ "network-online.target" "cloud-final.service" ];
-    wants = [ "network-online.target" ];
-    unitConfig.ConditionPathExists = "${etcDir}/host.json";
+    # sshd-keygen writes the host key bootstrap publishes.
+    after = [ "network-online.target" "cloud-final.service" "sshd-keygen.service" ];
+    wants = [ "network-online.target" "sshd-keygen.service" ];
+    unitConfig.ConditionPathExists = paths.hostJson;
     serviceConfig = {
       Type = "oneshot";
       RemainAfterExit = true;

@@ -21,6 +21,11 @@ let
     "${config.nix.package}/bin/nix-env -p ${systemProfile} --set /nix/store/*"
     "/nix/store/*/bin/switch-to-configuration"
     "/nix/store/*/activate-rs"
+    # deploy-rs confirms a magic-rollback deploy with `sudo -u root rm
+    # /tmp/deploy-rs-canary-<store hash>` (src/deploy.rs confirm_profile,
+    # lib.rs make_lock_path). Exactly that file: 32 characters of a store
+    # hash, no wildcard that could also match a space and more arguments.
+    "/run/current-system/sw/bin/rm /tmp/deploy-rs-canary-${lib.concatStrings (lib.replicate 32 "[0-9a-z]")}"
     "/run/current-system/sw/bin/runner-fleet-apply-pools"
     "/run/current-system/sw/bin/runner-fleet-seed"
   ];
@@ -28,7 +33,10 @@ in
 {
   system.stateVersion = lib.mkDefault "25.11";
 
-  networking.hostName = lib.mkDefault host.name;
+  # Plain priority: amazon-image.nix and azure-common.nix set mkDefault "" (take
+  # the name from the cloud), and two mkDefaults would conflict. Image
+  # templates (provider null) keep the image's own choice.
+  networking.hostName = lib.mkIf (host.provider != null) host.name;
 
   nix.settings = {
     experimental-features = [ "nix-command" "flakes" ];
@@ -49,12 +57,25 @@ in
     settings = {
       PasswordAuthentication = false;
       KbdInteractiveAuthentication = false;
-      PermitRootLogin = "no";
+      # Forced: amazon-image.nix and azure-common.nix set "prohibit-password"
+      # at normal priority. Root never logs in; the deploy user uses sudo.
+      PermitRootLogin = lib.mkForce "no";
     };
   };
 
   # Users come from Nix only: no passwords anywhere, keys from the inventory.
+  # users-groups.nix asserts, with mutableUsers = false, that root or a wheel
+  # user can log in; ours is neither by design (the deploy user has no wheel,
+  # only the sudo rules below). allowNoPasswordLogin turns that check off, and
+  # the assertion below puts back the part that matters: a key to log in with.
   users.mutableUsers = false;
+  users.allowNoPasswordLogin = true;
+  assertions = [
+    {
+      assertion = config.users.users.${deployUser}.openssh.authorizedKeys.keys != [ ];
+      message = "runner-fleet: inventory.sshAuthorizedKeys is empty; nobody could log in to ${host.name} as ${deployUser}";
+    }
+  ];
   users.users.${deployUser} = {
     isNormalUser = true;
     description = "runner-fleet deploy user";

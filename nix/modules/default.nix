@@ -7,6 +7,7 @@
     ./common.nix
     ./cloud-init.nix
     ./vault-agent.nix
+    ./secrets.nix
     ./bootstrap.nix
     ./security.nix
     ./fireactions.nix

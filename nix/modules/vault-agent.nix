@@ -1,6 +1,7 @@
 # vault-agent logs in with the host's AppRole and renders the inventory's
 # `secrets` list into /run/secrets (tmpfs): secrets never enter the Nix store
-# and never travel in user-data.
+# and never travel in user-data. The agent's config is the pure function in
+# lib/vault-agent-config.nix, which the tests and the e2e's `bao agent` run too.
 {
   config,
   lib,
@@ -9,59 +10,42 @@
 let
   inherit (config.runnerFleet) inventory host;
   vault = inventory.vault or { };
-  stateDir = "/var/lib/runner-fleet/vault";
-
-  # KV v2 keeps fields under .Data.data; `index` copes with any field name.
-  value = s: ''{{ with secret "${s.path}" }}{{ index .Data.data "${s.field}" }}{{ end }}'';
-  contents =
-    s:
-    if s.format == "raw" then
-      value s
-    else if lib.hasPrefix "env:" s.format then
-      "${lib.removePrefix "env:" s.format}=${value s}\n"
-    else
-      throw "inventory: hosts.${host.name}.secrets: unknown format \"${s.format}\"";
-
-  template = s: {
-    destination = s.file;
-    contents = contents s;
-    perms = "0400";
-    # Fail the agent rather than render an empty secret.
-    error_on_missing_key = true;
-  };
+  paths = import ../lib/host-paths.nix;
 in
 {
   # pkgs.vault is BSL-licensed (unfree to nixpkgs): the flake allows it by
   # name when it instantiates nixpkgs (nixosSystem and colmena alike).
   services.vault-agent.instances.runner-fleet = {
     enable = true;
-    settings = {
-      # No address here: images are built before a Vault is known, so
-      # VAULT_ADDR comes from host.json via bootstrap (see bootstrap.nix).
-      auto_auth.method = [
-        {
-          type = "approle";
-          mount_path = "auth/${vault.authMount or "approle"}";
-          config = {
-            role_id_file_path = "/etc/runner-fleet/vault/role-id";
-            secret_id_file_path = "${stateDir}/secret-id";
-            # Keep it: the agent re-reads it after every restart.
-            remove_secret_id_file_after_reading = false;
-          };
-        }
-      ];
-      template = map template (host.secrets or [ ]);
+    settings = import ../lib/vault-agent-config.nix {
+      # Images (templates, provider null) are built before a Vault is known,
+      # whatever inventory the flake read: VAULT_ADDR then comes from
+      # host.json via bootstrap (vault.env below).
+      address = if host.provider == null then null else vault.address or null;
+      roleIdFile = paths.roleIdFile;
+      # bootstrap unwraps the single-use wrapping token once and keeps the
+      # (multi-use) secret_id here, because the agent logs in again after
+      # every restart and could not unwrap the same token twice.
+      secretIdFile = paths.secretIdFile;
+      authMount = vault.authMount or "approle";
+      secrets = host.secrets or [ ];
     };
   };
 
+  # /run/secrets is created here, not with RuntimeDirectory: the upstream
+  # module already sets RuntimeDirectory = "vault-agent" on this unit.
+  systemd.tmpfiles.rules = [ "d ${paths.secretsDir} 0751 root root -" ];
+
   systemd.services."vault-agent-runner-fleet" = {
     # Before bootstrap has unwrapped the secret_id there is nothing to log in with.
-    unitConfig.ConditionPathExists = "${stateDir}/secret-id";
+    unitConfig.ConditionPathExists = paths.secretIdFile;
+    # exit_on_retry_failure makes a failed render exit; keep restarting while
+    # Vault is unreachable instead of stopping after upstream's 3 tries a minute.
+    startLimitIntervalSec = lib.mkForce 0;
     serviceConfig = {
-      EnvironmentFile = "/var/lib/runner-fleet/vault.env";
-      RuntimeDirectory = "secrets";
-      RuntimeDirectoryMode = "0751";
-      RuntimeDirectoryPreserve = true;
+      # "-": optional; absent on hosts whose inventory gives the address.
+      EnvironmentFile = "-${paths.vaultEnv}";
+      RestartSec = 10;
     };
   };
 }

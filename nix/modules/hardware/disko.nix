@@ -1,5 +1,6 @@
 # Disk layout for stock installs by nixos-anywhere: GPT with a BIOS boot
-# partition and an ESP, so the same layout boots on BIOS and UEFI clouds.
+# partition and an ESP, so the same layout boots on BIOS and UEFI machines.
+# Existing machines name their disk in the config (installDisk).
 { config, lib, ... }:
 let
   inherit (config.runnerFleet) host;
@@ -7,8 +8,13 @@ in
 {
   disko.devices.disk.main = {
     type = "disk";
-    # Hetzner Cloud exposes the root disk as /dev/sda, DigitalOcean as /dev/vda.
-    device = lib.mkDefault (if host.provider == "digitalocean" then "/dev/vda" else "/dev/sda");
+    # Hetzner Cloud exposes the root disk as /dev/sda, DigitalOcean as /dev/vda;
+    # hardware/default.nix refuses an existing machine without installDisk.
+    device =
+      if host.provider == "existing" then
+        host.installDisk
+      else
+        lib.mkDefault (if host.provider == "digitalocean" then "/dev/vda" else "/dev/sda");
     content = {
       type = "gpt";
       partitions = {

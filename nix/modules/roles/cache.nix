@@ -35,11 +35,9 @@ in
       };
     };
 
-    # Harmonia must not start signing before the key exists.
-    systemd.services.harmonia = {
-      unitConfig.ConditionPathExists = "/run/secrets/cache-signing-key";
-      after = [ "vault-agent-runner-fleet.service" ];
-    };
+    # Harmonia loads the key as a credential at start: it starts after
+    # runner-fleet-secrets has seen the key rendered (modules/secrets.nix),
+    # instead of a condition checked once at boot, before the agent logged in.
 
     services.caddy = {
       enable = true;

@@ -15,10 +15,9 @@ let
   urlOf = kind: inventory.${kind}.url or "https://${kind}.invalid";
   labelsOf = kind: inventory.${kind}.labels or [ "native-nix:host" ];
 
-  mkInstance = kind: package: {
+  mkInstance = kind: {
     enable = true;
     name = "${host.name}-${kind}";
-    inherit package;
     url = urlOf kind;
     # vault-agent renders "TOKEN=..." here; see vault-agent.nix.
     tokenFile = "/run/secrets/${kind}-runner-token";
@@ -40,13 +39,27 @@ let
   enabled = kind: builtins.elem "${kind}-runner" host.roles;
 in
 {
+  # The upstream module has one package for all its instances
+  # (services.gitea-actions-runner.package); instances have none of their own.
+  # So one host runs either Forgejo's runner or Gitea's, not both.
+  # The units start once the token is rendered: modules/secrets.nix.
   config = lib.mkMerge [
+    {
+      assertions = [
+        {
+          assertion = !(enabled "forgejo" && enabled "gitea");
+          message = "runner-fleet: host ${host.name} has both forgejo-runner and gitea-runner; nixpkgs' gitea-actions-runner module runs one package per host";
+        }
+      ];
+    }
     (lib.mkIf (enabled "forgejo") {
-      services.gitea-actions-runner.instances.forgejo = mkInstance "forgejo" pkgs.forgejo-runner;
+      services.gitea-actions-runner.package = pkgs.forgejo-runner;
+      services.gitea-actions-runner.instances.forgejo = mkInstance "forgejo";
       warnings = lib.optional (!(inventory ? forgejo)) "runner-fleet: inventory has no forgejo.url; ${host.name}'s runner cannot register";
     })
     (lib.mkIf (enabled "gitea") {
-      services.gitea-actions-runner.instances.gitea = mkInstance "gitea" pkgs.gitea-actions-runner;
+      services.gitea-actions-runner.package = pkgs.gitea-actions-runner;
+      services.gitea-actions-runner.instances.gitea = mkInstance "gitea";
       warnings = lib.optional (!(inventory ? gitea)) "runner-fleet: inventory has no gitea.url; ${host.name}'s runner cannot register";
     })
   ];

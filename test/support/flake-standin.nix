@@ -1,0 +1,47 @@
+# Evaluates nix/flake.nix's `outputs` with STAND-IN inputs (CI cannot fetch
+# nixpkgs, deploy-rs, colmena or disko): each stand-in records what the flake
+# asked of it, so test/nix.test.ts can check the wiring (which nodes each
+# system's checks see, which image variant each package is, what the deploy
+# shell holds) without building anything.
+{ inventoryFile ? null }:
+let
+  lib = import ./nixlib-standin.nix;
+  pkgs = import ./nixpkgs-standin.nix;
+  flake = import ../../nix/flake.nix;
+  pkgOf = name: pkgs.coreutils // { inherit name; };
+  systems = [ "x86_64-linux" "aarch64-linux" ];
+  perSystem = f: builtins.listToAttrs (map (s: { name = s; value = f s; }) systems);
+
+  nixpkgs = {
+    # `import nixpkgs { system; config; }` reads this file.
+    outPath = ./nixpkgs-entry.nix;
+    lib = lib // {
+      inherit (builtins) listToAttrs concatMap;
+      removeSuffix = suffix: s:
+        let n = builtins.stringLength s - builtins.stringLength suffix; in
+        if n >= 0 && builtins.substring n (builtins.stringLength suffix) s == suffix then builtins.substring 0 n s else s;
+      getName = p: p.pname or p.name;
+      # A NixOS system: remembers its modules; images are named by variant.
+      nixosSystem = args: {
+        modules = args.modules;
+        config.system.build.images = builtins.listToAttrs (map (v: { name = v; value = "image:${v}"; })
+          [ "amazon" "azure" "raw" "raw-efi" "qemu" "qemu-efi" ]);
+      };
+    };
+  };
+  deploy-rs = {
+    lib = perSystem (system: {
+      activate.nixos = cfg: "activate:${system}";
+      deployChecks = deploy: { nodes = builtins.attrNames deploy.nodes; };
+    });
+    packages = perSystem (_: { deploy-rs = pkgOf "deploy-rs"; });
+  };
+  colmena = {
+    lib.makeHive = hive: hive // { __schema = "v0.5"; };
+    packages = perSystem (_: { colmena = pkgOf "colmena"; });
+  };
+  disko.nixosModules.disko = "disko-module";
+  self = outputs;
+  outputs = flake.outputs { inherit self nixpkgs deploy-rs colmena disko; };
+in
+outputs
