@@ -12,7 +12,7 @@
  * `unsafe.githubAppKeyInUserData`, and only on fireactions hosts.
  */
 import { gzipSync } from "node:zlib";
-import { stringify, type Scalar } from "yaml";
+import { stringify, type Scalar, type ScalarTag } from "yaml";
 import type { Cloud, FleetModel, HostModel, Provider } from "./model";
 
 export interface UserDataInput {
@@ -121,11 +121,13 @@ export function escapedYamlString(value: string): string {
  * Strings `yaml` would write raw although PyYAML reads them differently (line separators, C1
  * controls, lone surrogates): taken over by this tag, which writes them escaped.
  */
-const ESCAPED_STRING = {
+const ESCAPED_STRING: ScalarTag = {
   tag: "tag:yaml.org,2002:str",
   default: true,
   identify: (value: unknown) => typeof value === "string" && !PLAIN_TEXT.test(value),
   stringify: (item: Scalar) => escapedYamlString(String(item.value)),
+  // Serialising only; parsing keeps yaml's own string tag.
+  resolve: (text: string) => text,
 };
 
 /** The App key is allowed only under the opt-in, and only where fireactions mints runner configs. */
