@@ -16,7 +16,7 @@ import type { HostConfig, LoadContext, ParsedConfig, Section } from "./config";
 import { normalAddress, normalCidr } from "./config-values";
 import { isLocalFlake } from "./deploy-commands";
 import { resolveImageSource } from "./images/source";
-import { ARCHES, CLOUDS, type Arch, type Cloud, type ImageSourceModel, type PoolModel, type SecretName } from "./model";
+import { ARCHES, CLOUDS, SECRET_NAMES, type Arch, type Cloud, type ImageSourceModel, type PoolModel, type SecretName } from "./model";
 import { resolvePool } from "./pools";
 
 /** What the catalog (or an existing host's config) says about a machine. */
@@ -383,11 +383,15 @@ const imagesConfigured: Rule = {
 const rolesHaveServices: Rule = {
   name: "rolesHaveServices",
   why: "each role talks to a service and needs its credentials before a host starts",
-  needs: ["hosts", "github", "forgejo", "gitea", "vault"],
+  needs: ["hosts", "github", "forgejo", "gitea"],
   check(r) {
     const roles = new Set(Object.values(r.hosts).flatMap((h) => h.roles));
     const { github, forgejo, gitea, vault } = r.sections;
-    const external = new Set(vault?.externalSecrets ?? []);
+    // A vault section that failed elsewhere may still name its external secrets correctly.
+    const rawList = (r.raw.vault as { externalSecrets?: unknown } | undefined)?.externalSecrets ?? [];
+    const listed = vault?.externalSecrets ?? (Array.isArray(rawList) && rawList.every((s) => (SECRET_NAMES as readonly unknown[]).includes(s)) ? rawList as SecretName[] : undefined);
+    if (!listed) return;
+    const external = new Set(listed);
     const needSecret = (secret: SecretName, role: string) => {
       const key = SECRET_KEY_OF[secret];
       if (!external.has(secret) && !r.ctx.secretsSet.has(key)) {

@@ -51,7 +51,7 @@ const urlProblem = (https: "always" | "unless-loopback") => (value: string): str
   try {
     url = new URL(value);
   } catch {
-    return "must be an https URL";
+    return https === "always" ? "must be an https URL" : "must be an http(s) URL";
   }
   if (url.username || url.password) return "must not carry credentials (user:password@): they would be written into every host's host.json";
   if (url.protocol === "https:") return undefined;
@@ -322,6 +322,8 @@ export type Section = keyof FleetConfig;
  * every problem.
  */
 export interface ParsedConfig {
+  /** The config as given (secret and refused keys left out), for rules that read around a failed part. */
+  raw: Record<string, unknown>;
   sections: Partial<FleetConfig>;
   hosts: Record<string, HostConfig>;
   pools: Record<string, PoolConfig>;
@@ -375,7 +377,7 @@ function parseConfig(plain: Record<string, unknown>, problems: string[]): Parsed
   const pools = parseMap("pools", plain.pools, PoolSchema, problems, failed.pools);
   if (!hosts) failed.sections.add("hosts");
   if (!pools) failed.sections.add("pools");
-  return { sections: sections as Partial<FleetConfig>, hosts: hosts ?? {}, pools: pools ?? {}, failed };
+  return { raw: plain, sections: sections as Partial<FleetConfig>, hosts: hosts ?? {}, pools: pools ?? {}, failed };
 }
 
 // ---------------------------------------------------------------------------------------------

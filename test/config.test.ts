@@ -138,7 +138,7 @@ const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: 
   { what: "image key for an unknown cloud", mutate: (c) => { c.images.gcp = {}; }, key: "runner-fleet:images.gcp", says: /unknown key/ },
   { what: "missing vault section", mutate: (c) => { delete c.vault; }, key: "runner-fleet:vault", says: /is required/ },
   { what: "vault over plain http", mutate: (c) => { c.vault.address = "http://vault.example.org:8200"; }, key: "runner-fleet:vault.address", says: /must use https/ },
-  { what: "vault address not a URL", mutate: (c) => { c.vault.address = "vault.example.org"; }, key: "runner-fleet:vault.address", says: /must be an https URL/ },
+  { what: "vault address not a URL", mutate: (c) => { c.vault.address = "vault.example.org"; }, key: "runner-fleet:vault.address", says: /must be an http\(s\) URL/ },
   { what: "vault mount with bad characters", mutate: (c) => { c.vault.mount = "/ci//"; }, key: "runner-fleet:vault.mount", says: /Vault path/ },
   { what: "vault wrap TTL not a duration", mutate: (c) => { c.vault.wrapTtl = "two hours"; }, key: "runner-fleet:vault.wrapTtl", says: /duration/ },
   { what: "unknown external secret", mutate: (c) => { c.vault.externalSecrets = ["githubAppKey"]; }, key: "runner-fleet:vault.externalSecrets[0]", says: /"githubApp"/ },
