@@ -268,6 +268,10 @@ export function shown(value: unknown): string {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
+function asciiLine(line: string): string {
+  return line.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 const EXPECTED: Record<string, string> = {
   object: "an object", int: "an integer", number: "a number", string: "a string", boolean: "true or false",
   array: "a list", record: "a map", map: "a map",
@@ -502,7 +506,8 @@ export function buildFleetModel(raw: Record<string, unknown>, ctx: LoadContext):
   const ownProblem = (line: string) => ![...refused].some((k) => line.startsWith(`${keyPath([k])}:`) || line.startsWith(`${keyPath([k])}.`) || line.startsWith(`${keyPath([k])}[`));
   for (const k of refused) parsed.failed.sections.add(k as Section);
   const derived = runRules(parsed, ctx, PROJECT);
-  const all = [...new Set([...refusals, ...[...problems, ...derived.problems].filter(ownProblem)])];
+  // Printable ASCII only: a value quoted in a message can neither break its line nor hide text.
+  const all = [...new Set([...refusals, ...[...problems, ...derived.problems].filter(ownProblem)].map(asciiLine))];
   if (all.length > 0) throw new ConfigError(all);
   const model = fleetModel(parsed, derived, ctx);
   const sizes = checkUserDataSizes(model);
