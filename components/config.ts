@@ -252,9 +252,15 @@ export interface LoadContext {
 
 /** `runner-fleet:hosts.h1.pools[0]`: the form `pulumi config set --path` takes. */
 export function keyPath(path: ReadonlyArray<PropertyKey>): string {
-  let out = `${PROJECT}:${String(path[0] ?? "")}`;
-  for (const part of path.slice(1)) out += typeof part === "number" ? `[${part}]` : `.${String(part)}`;
-  return out.replace(/:$/, "");
+  if (path.length === 0) return PROJECT;
+  // Keys that are not plain words take --path's bracket form: hosts["x y"], runner-fleet:[""].
+  const plainWord = (part: string) => /^[A-Za-z0-9_-]+$/.test(part);
+  const first = String(path[0]);
+  let out = `${PROJECT}:${plainWord(first) ? first : `[${JSON.stringify(first)}]`}`;
+  for (const part of path.slice(1)) {
+    out += typeof part === "number" ? `[${part}]` : plainWord(String(part)) ? `.${String(part)}` : `[${JSON.stringify(String(part))}]`;
+  }
+  return out;
 }
 
 /** YAML's spellings of the numbers JSON cannot carry (the plan's stack reader passes them as these strings). */
@@ -409,7 +415,7 @@ function forbiddenCharacters(value: unknown, path: PropertyKey[], problems: stri
   } else if (isMap(value)) {
     for (const [k, v] of Object.entries(value)) {
       const found = forbiddenCharacter(k);
-      if (found) problems.push(`${keyPath(path)}: a key contains the character ${found}; keys are printable text`);
+      if (found) problems.push(`${keyPath([...path, k])}: the key contains the character ${found}; keys are printable text`);
       else forbiddenCharacters(v, [...path, k], problems, depth + 1);
     }
   }

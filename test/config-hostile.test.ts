@@ -58,9 +58,9 @@ describe("injection into user-data: control and line-separator characters are re
     }
   }
 
-  it("in a map key as well, reported at its parent without the key", () => {
+  it("in a map key as well, reported at the key, escaped", () => {
     const problems = problemsOf(mutated((c) => { c.pools[`p\u2028q`] = { size: "small" }; }));
-    expectProblem(problems, "pools", /a key contains the character U\+2028/);
+    expectProblem(problems, 'pools["p\\u2028q"]', /the key contains the character U\+2028/);
   });
 
   it("and no message repeats such a character raw", () => {
