@@ -52,8 +52,8 @@ export interface Rule {
   check(r: RuleInput): void;
 }
 
-/** The config keys that hold secrets (kept in step with config.ts SECRET_KEYS). */
-const SECRET_KEY_OF: Record<SecretName, string> = {
+/** The config keys that hold secrets, and what each one unlocks (exported by config.ts too). */
+export const SECRET_KEYS: Record<SecretName, string> = {
   githubApp: "githubAppPrivateKey",
   giteaRunnerToken: "giteaRunnerToken",
   cacheSigningKey: "cacheSigningKey",
@@ -393,7 +393,7 @@ const rolesHaveServices: Rule = {
     if (!listed) return;
     const external = new Set(listed);
     const needSecret = (secret: SecretName, role: string) => {
-      const key = SECRET_KEY_OF[secret];
+      const key = SECRET_KEYS[secret];
       if (!external.has(secret) && !r.ctx.secretsSet.has(key)) {
         r.problem(key, `is required by the ${role} role: pulumi config set --secret ${key} ... (or add ${secret} to vault.externalSecrets if it is already in Vault)`);
       }

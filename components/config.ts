@@ -7,12 +7,12 @@
  */
 import { z } from "zod";
 import { HETZNER_LOCATIONS, lookupInstance } from "./catalog";
-import { type Derived, type HostFacts, runRules } from "./config-rules";
+import { type Derived, type HostFacts, runRules, SECRET_KEYS } from "./config-rules";
 import { checkSshKey, durationSeconds, forbiddenCharacter, MAX_DURATION_SECONDS, normalAddress, normalCidr } from "./config-values";
 import { renderUserData } from "./cloud-init";
 import {
   ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, PROVIDERS, ROLES, SECRET_NAMES,
-  type Cloud, type FleetModel, type HostModel, type SecretName,
+  type Cloud, type FleetModel, type HostModel,
 } from "./model";
 import { renderPoolsJson } from "./pools";
 
@@ -57,7 +57,10 @@ const urlProblem = (https: "always" | "unless-loopback") => (value: string): str
   if (url.protocol === "https:") return undefined;
   const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
   if (url.protocol === "http:" && https === "unless-loopback" && loopback) return undefined;
-  return url.protocol === "http:" ? "must use https: hosts send their secret_id and receive runner credentials over it" : "must be an https URL";
+  if (url.protocol !== "http:") return "must be an https URL";
+  return https === "unless-loopback"
+    ? "must use https: hosts send their secret_id and receive runner credentials over it"
+    : "must use https: runner registration tokens and job logs would cross the network in clear";
 };
 const HttpsUrl = check(z.string(), urlProblem("always"));
 const VaultUrl = check(z.string(), urlProblem("unless-loopback"));
@@ -222,12 +225,7 @@ export const FleetConfigSchema = z.strictObject({
 
 export type FleetConfigInput = z.input<typeof FleetConfigSchema>;
 
-/** The config keys that hold secrets, and what each one unlocks. */
-export const SECRET_KEYS: Record<SecretName, string> = {
-  githubApp: "githubAppPrivateKey",
-  giteaRunnerToken: "giteaRunnerToken",
-  cacheSigningKey: "cacheSigningKey",
-};
+export { SECRET_KEYS };
 
 export interface LoadContext {
   stack: string;

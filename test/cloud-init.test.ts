@@ -243,6 +243,28 @@ describe("user-data content", () => {
     }
   });
 
+  it("stays printable ASCII: non-ASCII strings escaped, non-ASCII files as b64 with the same bytes", () => {
+    const cfg = everythingConfig();
+    cfg.pools.small = { size: "small", labels: ["café", "linux"] };
+    cfg.forgejo = { url: "https://forgejo.example.org/zürich" };
+    cfg.ssh.authorizedKeys = [`${SSH_KEY} ops@café`];
+    const m = modelFrom(cfg);
+    const host = hostOf(m, "aws-metal");
+    const input = inputFor(m, host);
+    const text = renderUserData(input);
+    expect(text).toMatch(/^[\x20-\x7e\n]*$/);
+    const d = readDoc(text);
+    expect(d.users[0].ssh_authorized_keys).toEqual([`${SSH_KEY} ops@café`]);
+    expect(text).toContain(`"${SSH_KEY} ops@caf\\xe9"`);
+    const pools = fileAt(d, PATHS.poolsJson);
+    expect(pools.encoding).toBe("b64");
+    expect(Buffer.from(pools.content, "base64").toString("utf8")).toBe(input.poolsJson);
+    const hostJson = fileAt(d, PATHS.hostJson);
+    expect(hostJson.encoding).toBeUndefined();
+    expect(hostJson.content).toContain("/z\\u00fcrich");
+    expect(JSON.parse(hostJson.content).forgejo.url).toBe("https://forgejo.example.org/zürich");
+  });
+
   it("refuses empty Vault values", () => {
     expect(() => renderUserData(inputFor(model, metal, { roleId: "" }))).toThrow(/host aws-metal: the Vault role_id is empty/);
     expect(() => renderUserData(inputFor(model, metal, { wrappedSecretId: "" }))).toThrow(/host aws-metal: the wrapped Vault secret_id is empty/);
