@@ -215,6 +215,14 @@ describe("values the clouds reject, caught from the catalog", () => {
     ["11 servers in a Hetzner spread group", (c) => { for (let i = 0; i < 11; i++) c.hosts[`hz${i}`] = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["forgejo-runner"], placementGroup: "spread" }; }, "hosts.hz9.placementGroup", /Hetzner allows 10/],
   ];
   for (const [what, mutate, key, says] of cases) it(what, () => expectProblem(problemsOf(mutated(mutate)), key, says));
+  it("the catalog's Spaces map agrees with the DigitalOcean image component's", async () => {
+    const { spacesRegion } = await import("../components/images/digitalocean");
+    const { DIGITALOCEAN_REGIONS, DIGITALOCEAN_SPACES_REGIONS } = await import("../components/catalog");
+    for (const region of DIGITALOCEAN_REGIONS) {
+      if (Object.hasOwn(DIGITALOCEAN_SPACES_REGIONS, region)) expect(spacesRegion(region), region).toBe(DIGITALOCEAN_SPACES_REGIONS[region]);
+      else expect(() => spacesRegion(region)).toThrow();
+    }
+  });
   it("10 in a spread group is fine", () => {
     expect(problemsOf(mutated((c) => { for (let i = 0; i < 10; i++) c.hosts[`hz${i}`] = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["forgejo-runner"], placementGroup: "spread" }; }))).toEqual([]);
   });
