@@ -154,3 +154,67 @@ export const CATALOG: Record<Exclude<Provider, "existing">, Record<string, Insta
 export function lookupInstance(provider: Exclude<Provider, "existing">, type: string): InstanceSpec | undefined {
   return Object.hasOwn(CATALOG[provider], type) ? CATALOG[provider][type] : undefined;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Where hosts can go, and what the clouds accept (each list's source is in docs/upstream.md,
+// section "Config validation").
+
+/** AWS regions: the `Region` enum of @pulumi/aws 7.48.0 (types/enums). */
+export const AWS_REGIONS: readonly string[] = [
+  "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-south-2",
+  "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-6", "ap-southeast-7",
+  "ca-central-1", "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "eu-west-1", "eu-west-2",
+  "eu-west-3", "il-central-1", "me-central-1", "me-south-1", "mx-central-1", "sa-east-1", "us-east-1", "us-east-2", "us-west-1",
+  "us-west-2", "cn-north-1", "cn-northwest-1", "eusc-de-east-1", "us-gov-east-1", "us-gov-west-1", "us-iso-east-1",
+  "us-iso-west-1", "us-isob-east-1", "us-isob-west-1", "eu-isoe-west-1", "us-isof-east-1", "us-isof-south-1",
+];
+
+/**
+ * Azure public-cloud locations (`az account list-locations` names). @pulumi/azure-native has no
+ * location enum and no Azure source was reachable to check this list: add a location here to use it.
+ */
+export const AZURE_LOCATIONS: readonly string[] = [
+  "australiacentral", "australiacentral2", "australiaeast", "australiasoutheast", "austriaeast", "belgiumcentral", "brazilsouth",
+  "brazilsoutheast", "canadacentral", "canadaeast", "centralindia", "centralus", "chilecentral", "eastasia", "eastus", "eastus2",
+  "francecentral", "francesouth", "germanynorth", "germanywestcentral", "indonesiacentral", "israelcentral", "italynorth",
+  "japaneast", "japanwest", "jioindiacentral", "jioindiawest", "koreacentral", "koreasouth", "malaysiawest", "mexicocentral",
+  "newzealandnorth", "northcentralus", "northeurope", "norwayeast", "norwaywest", "polandcentral", "qatarcentral",
+  "southafricanorth", "southafricawest", "southcentralus", "southindia", "southeastasia", "spaincentral", "swedencentral",
+  "swedensouth", "switzerlandnorth", "switzerlandwest", "uaecentral", "uaenorth", "uksouth", "ukwest", "westcentralus",
+  "westeurope", "westindia", "westus", "westus2", "westus3",
+];
+
+/** DigitalOcean droplet regions: the `Region` enum of @pulumi/digitalocean 4.80.1, plus atl1 (opened later). */
+export const DIGITALOCEAN_REGIONS: readonly string[] = [
+  "nyc1", "nyc2", "nyc3", "sgp1", "lon1", "ams2", "ams3", "fra1", "tor1", "sfo1", "sfo2", "sfo3", "blr1", "syd1", "atl1",
+];
+
+/** Droplet region -> the Spaces region nearest it, where nix images are staged (components/images/digitalocean.ts). */
+export const DIGITALOCEAN_SPACES_REGIONS: Readonly<Record<string, string>> = {
+  nyc1: "nyc3", nyc2: "nyc3", nyc3: "nyc3",
+  sfo1: "sfo3", sfo2: "sfo2", sfo3: "sfo3",
+  ams2: "ams3", ams3: "ams3",
+  sgp1: "sgp1", lon1: "lon1", fra1: "fra1", tor1: "tor1", blr1: "blr1", syd1: "syd1", atl1: "atl1",
+};
+
+/** Hetzner Cloud locations. */
+export const HETZNER_LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
+
+/** Servers a Hetzner spread placement group may hold. */
+export const HETZNER_SPREAD_GROUP_MAX = 10;
+
+export interface EbsVolumeRule {
+  sizeGib: [number, number];
+  /** required: io2 must name its iops; none: st1 takes none; a range: accepted values. */
+  iops: "required" | "none" | "optional";
+  iopsRange?: [number, number];
+  /** Accepted throughput in MiB/s; undefined: the type takes none. */
+  throughput?: [number, number];
+}
+
+/** EBS volume types runner-fleet offers, and what EC2 CreateVolume accepts for each. */
+export const EBS_VOLUME_RULES: Readonly<Record<"gp3" | "io2" | "st1", EbsVolumeRule>> = {
+  gp3: { sizeGib: [1, 65536], iops: "optional", iopsRange: [3000, 80000], throughput: [125, 2000] },
+  io2: { sizeGib: [4, 65536], iops: "required", iopsRange: [100, 256000] },
+  st1: { sizeGib: [125, 16384], iops: "none" },
+};

@@ -1,15 +1,18 @@
 /**
  * cloud-init user-data for a host (`#cloud-config`): the facts file, the pools, the Vault
  * AppRole role_id and a wrapped secret_id, the deploy user's SSH keys, and one guarded bootstrap
- * step. Built as a plain object and serialised with `yaml`, never by string templates, so no value
- * can break the document. Pure functions only; fleet.ts feeds it the Vault outputs.
+ * step. Built as a plain object and serialised with `yaml`, never by string templates. The
+ * document is printable ASCII whatever the input: strings outside it are written double-quoted
+ * with escapes, and file contents outside it as base64, so no value can change the document's
+ * structure (PyYAML reads U+0085 and U+2028 as line breaks and refuses C1 characters). Pure
+ * functions only; fleet.ts feeds it the Vault outputs.
  *
  * No long-lived secret goes in here (DESIGN.md rule 4): instance metadata is readable by any
  * process on the host. The one exception is the explicit, warned opt-in
  * `unsafe.githubAppKeyInUserData`, and only on fireactions hosts.
  */
 import { gzipSync } from "node:zlib";
-import { stringify } from "yaml";
+import { stringify, type Scalar, type ScalarTag } from "yaml";
 import type { Cloud, FleetModel, HostModel, Provider } from "./model";
 
 export interface UserDataInput {
@@ -70,7 +73,7 @@ export function fitsUserDataLimit(provider: Provider, userData: string): boolean
 export interface WriteFile {
   path: string;
   content: string;
-  encoding?: "gz+b64";
+  encoding?: "gz+b64" | "b64";
   owner: "root:root";
   permissions: "0600" | "0644";
 }
@@ -89,8 +92,43 @@ export function renderHostJson(host: HostModel, model: FleetModel): string {
     forgejo: model.forgejo ? { url: model.forgejo.url } : null,
     gitea: model.gitea ? { url: model.gitea.url } : null,
   };
-  return `${JSON.stringify(facts, null, 2)}\n`;
+  return `${asciiJson(facts)}\n`;
 }
+
+/** JSON with every character outside printable ASCII escaped: the same value, in bytes YAML cannot misread. */
+export function asciiJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(/[^\x20-\x7e\n]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** Printable ASCII and newlines: what `yaml` may write as it likes (plain, quoted or literal). */
+const PLAIN_TEXT = /^[\x20-\x7e\n]*$/;
+
+/** A YAML double-quoted scalar with every character outside printable ASCII escaped (YAML 1.1 escapes). */
+export function escapedYamlString(value: string): string {
+  let out = '"';
+  for (const ch of value) {
+    const code = ch.codePointAt(0) ?? 0;
+    if (ch === '"' || ch === "\\") out += `\\${ch}`;
+    else if (code >= 0x20 && code <= 0x7e) out += ch;
+    else if (code <= 0xff) out += `\\x${code.toString(16).padStart(2, "0")}`;
+    else if (code <= 0xffff) out += `\\u${code.toString(16).padStart(4, "0")}`;
+    else out += `\\U${code.toString(16).padStart(8, "0")}`;
+  }
+  return `${out}"`;
+}
+
+/**
+ * Strings `yaml` would write raw although PyYAML reads them differently (line separators, C1
+ * controls, lone surrogates): taken over by this tag, which writes them escaped.
+ */
+const ESCAPED_STRING: ScalarTag = {
+  tag: "tag:yaml.org,2002:str",
+  default: true,
+  identify: (value: unknown) => typeof value === "string" && !PLAIN_TEXT.test(value),
+  stringify: (item: Scalar) => escapedYamlString(String(item.value)),
+  // Serialising only; parsing keeps yaml's own string tag.
+  resolve: (text: string) => text,
+};
 
 /** The App key is allowed only under the opt-in, and only where fireactions mints runner configs. */
 function appKeyAllowed(host: HostModel, model: FleetModel): boolean {
@@ -125,6 +163,12 @@ export function gzipBase64(content: string): string {
   return gz.toString("base64");
 }
 
+/** A file whose content is not printable ASCII goes in as base64: its bytes cannot touch the YAML. */
+function plainOrBase64(entry: WriteFile): WriteFile {
+  if (entry.encoding || PLAIN_TEXT.test(entry.content)) return entry;
+  return { path: entry.path, content: Buffer.from(entry.content, "utf8").toString("base64"), encoding: "b64", owner: entry.owner, permissions: entry.permissions };
+}
+
 function compressed(entry: WriteFile): WriteFile {
   return { path: entry.path, content: gzipBase64(entry.content), encoding: "gz+b64", owner: entry.owner, permissions: entry.permissions };
 }
@@ -141,13 +185,13 @@ function serialise(input: UserDataInput, files: WriteFile[]): string {
         ssh_authorized_keys: input.model.ssh.authorizedKeys,
       },
     ],
-    write_files: files,
+    write_files: files.map(plainOrBase64),
     // `if` rather than `&&`: on stock images the line must succeed doing nothing.
     runcmd: [`if [ -x ${BOOTSTRAP} ]; then ${BOOTSTRAP}; fi`],
   };
   // YAML 1.1 because cloud-init reads with PyYAML: strings such as "no" or "0600" get quoted.
   // lineWidth 0: never fold a line; literal blocks keep JSON and PEM contents readable.
-  return `#cloud-config\n${stringify(doc, { version: "1.1", lineWidth: 0, blockQuote: "literal" })}`;
+  return `#cloud-config\n${stringify(doc, { version: "1.1", lineWidth: 0, blockQuote: "literal", customTags: (tags) => [ESCAPED_STRING, ...tags] })}`;
 }
 
 function validate(input: UserDataInput): void {

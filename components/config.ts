@@ -1,18 +1,20 @@
 /**
- * Stack config -> validated fleet model. One zod schema for the whole config, then the checks
- * that span keys (pools that exist, KVM, capacity, images, secrets). Every problem is collected
- * and reported at once as `<key path>: <what is wrong>`; nothing here touches the Pulumi runtime.
+ * Stack config -> validated fleet model. One zod schema per part of the config, then the named
+ * rules that span keys (config-rules.ts: pools that exist, regions, KVM, capacity, images,
+ * secrets). Every problem is collected and reported at once as `runner-fleet:<key path>: <what
+ * is wrong>`, even when other parts fail the schema; no message quotes a secret, and nothing here
+ * touches the Pulumi runtime.
  */
 import { z } from "zod";
-import { lookupInstance } from "./catalog";
-import { checkCapacity } from "./capacity";
+import { HETZNER_LOCATIONS, lookupInstance } from "./catalog";
+import { type Derived, type HostFacts, runRules, SECRET_KEYS } from "./config-rules";
+import { checkSshKey, durationSeconds, forbiddenCharacter, MAX_DURATION_SECONDS, normalAddress, normalCidr } from "./config-values";
 import { renderUserData } from "./cloud-init";
-import { resolveImageSource } from "./images/source";
 import {
   ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, PROVIDERS, ROLES, SECRET_NAMES,
-  type Arch, type Cloud, type FleetModel, type HostModel, type ImageSourceModel, type PoolModel, type SecretName,
+  type Cloud, type FleetModel, type HostModel,
 } from "./model";
-import { renderPoolsJson, resolvePool } from "./pools";
+import { renderPoolsJson } from "./pools";
 
 export const PROJECT = "runner-fleet";
 
@@ -31,48 +33,86 @@ export class ConfigError extends Error {
 const Name = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   error: "must be lowercase letters, digits and dashes (1-63 characters, no leading or trailing dash)",
 });
-const Count = z.number().int().nonnegative();
-const Positive = z.number().int().positive();
-const Cidr = z.union([z.cidrv4(), z.cidrv6()], { error: "must be a CIDR such as 198.51.100.0/24" });
-const Address = z.union([z.ipv4(), z.ipv6(), z.hostname()], { error: "must be an IP address or a hostname" });
-const HttpsUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
-const Duration = z.string().regex(/^\d+[smh]$/, { error: 'must be a duration such as "90s", "30m" or "2h"' });
-const SshKey = z.string().regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/, {
-  error: "must be an OpenSSH public key (ssh-ed25519 AAAA... comment)",
+/** An integer within bounds: every number has an upper bound, so none can overflow or hang a loop. */
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const Count = int(0, 1000);
+const Positive = int(1, 1000);
+/** A problem from a value parser, or nothing. */
+const check = <T extends z.ZodType<string>>(schema: T, problem: (value: string) => string | undefined) =>
+  schema.superRefine((value, ctx) => {
+    const found = problem(value);
+    if (found) ctx.addIssue({ code: "custom", message: found, input: value });
+  });
+const Cidr = check(z.string(), (v) => { const r = normalCidr(v); return "problem" in r ? r.problem : undefined; });
+const Address = check(z.string(), (v) => { const r = normalAddress(v); return "problem" in r ? r.problem : undefined; });
+/** Runner services and Vault: https, no credentials in the URL (they would land in every host.json). */
+const urlProblem = (https: "always" | "unless-loopback") => (value: string): string | undefined => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return https === "always" ? "must be an https URL" : "must be an http(s) URL";
+  }
+  if (url.username || url.password) return "must not carry credentials (user:password@): they would be written into every host's host.json";
+  if (url.protocol === "https:") return undefined;
+  const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+  if (url.protocol === "http:" && https === "unless-loopback" && loopback) return undefined;
+  if (url.protocol !== "http:") return "must be an https URL";
+  return https === "unless-loopback"
+    ? "must use https: hosts send their secret_id and receive runner credentials over it"
+    : "must use https: runner registration tokens and job logs would cross the network in clear";
+};
+const HttpsUrl = check(z.string(), urlProblem("always"));
+const VaultUrl = check(z.string(), urlProblem("unless-loopback"));
+const duration = (minSeconds: number) => check(z.string(), (v) => {
+  const seconds = durationSeconds(v);
+  if (seconds === undefined) return 'must be a duration such as "90s", "30m" or "2h"';
+  if (seconds < minSeconds) return `must be at least ${minSeconds}s`;
+  if (seconds > MAX_DURATION_SECONDS) return `must be at most ${MAX_DURATION_SECONDS / 3600}h`;
+  return undefined;
 });
+const SshKey = check(z.string(), checkSshKey);
+/** A file inside an image's store path: one plain name, never a path that climbs out of it. */
+const PlainFileName = z.string().regex(/^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}$/, {
+  error: "must be a plain file name inside the image's store path (no /, not starting with .)",
+});
+const Label = z.string().min(1, { error: "must not be empty" });
 const uniqueList = <T extends z.ZodType>(item: T) =>
   z.array(item).refine((xs) => new Set(xs).size === xs.length, { error: "lists the same value twice" });
 
 const PoolSchema = z.strictObject({
   size: z.enum(PRESETS).default("medium"),
-  maxRunners: Count.optional(),
+  // The host's pools.json renderer refuses a pool that may run no runner at all.
+  maxRunners: Positive.optional(),
   minRunners: Count.optional(),
-  vcpus: Positive.optional(),
-  memoryMib: z.number().int().min(128).optional(),
-  labels: uniqueList(z.string().min(1)).optional(),
+  /** Firecracker's limit on vCPUs per microVM. */
+  vcpus: int(1, 32).optional(),
+  memoryMib: int(128, 1024 * 1024).optional(),
+  labels: uniqueList(Label).optional(),
   runnerName: z.string().min(1).optional(),
   image: z.string().min(1).optional(),
-  imagePullPolicy: z.enum(["Always", "Never", "IfNotPresent"]).optional(),
+  // fireactions v0.4.0 never reads a pull policy (docs/upstream.md); refuse it rather than pretend.
+  imagePullPolicy: z.unknown().refine((v) => v === undefined, { error: "is not supported: fireactions v0.4.0 pulls the image only when it is missing and reads no pull policy; remove this key" }).optional(),
   organization: z.string().min(1).optional(),
-  groupId: Positive.optional(),
+  groupId: int(1, 2 ** 31 - 1).optional(),
   kernelArgs: z.string().min(1).optional(),
 });
 
 const hostCommon = {
   roles: uniqueList(z.enum(ROLES)).min(1, { error: "must name at least one role" }),
   pools: uniqueList(z.string()).default([]),
-  tags: uniqueList(z.string().regex(/^[A-Za-z0-9_.-]+$/, { error: "tags are letters, digits, _ . -" })).default([]),
+  tags: uniqueList(z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/, { error: "tags are letters, digits, _ . - (at most 63)" })).default([]),
   protect: z.boolean().default(false),
   replaceOnImageChange: z.boolean().default(false),
   boot: z.boolean().default(false),
 };
 
 const DataVolumeSchema = z.strictObject({
-  sizeGib: Positive,
+  sizeGib: int(1, 65536),
   deviceName: z.string().regex(/^\/dev\/(sd[f-p]|xvd[f-p])$/, { error: "must be /dev/sdf ... /dev/sdp" }),
   type: z.enum(["gp3", "io2", "st1"]).default("gp3"),
-  iops: Positive.optional(),
-  throughput: Positive.optional(),
+  iops: int(1, 256000).optional(),
+  throughput: int(1, 2000).optional(),
 });
 
 const AwsHostSchema = z.strictObject({
@@ -81,7 +121,7 @@ const AwsHostSchema = z.strictObject({
   region: z.string().optional(),
   availabilityZone: z.string().optional(),
   subnetId: z.string().optional(),
-  rootVolumeGib: z.number().int().min(20).default(50),
+  rootVolumeGib: int(20, 16384).default(50),
   dataVolumes: z.record(Name, DataVolumeSchema).default({}),
   ...hostCommon,
 });
@@ -89,14 +129,14 @@ const AzureHostSchema = z.strictObject({
   provider: z.literal("azure"),
   size: z.string(),
   location: z.string().optional(),
-  osDiskGib: z.number().int().min(30).default(64),
-  dataDiskGib: Positive.optional(),
+  osDiskGib: int(30, 4095).default(64),
+  dataDiskGib: int(1, 32767).optional(),
   ...hostCommon,
 });
 const HetznerHostSchema = z.strictObject({
   provider: z.literal("hetzner"),
   serverType: z.string(),
-  location: z.enum(["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]),
+  location: z.enum(HETZNER_LOCATIONS),
   image: z.enum(["nix", "stock"]).default("stock"),
   placementGroup: Name.optional(),
   ...hostCommon,
@@ -115,8 +155,8 @@ const ExistingHostSchema = z.strictObject({
   address: Address,
   privateAddress: Address.optional(),
   arch: z.enum(ARCHES),
-  vcpus: Positive,
-  memoryMib: z.number().int().min(512),
+  vcpus: int(1, 4096),
+  memoryMib: int(512, 64 * 1024 * 1024),
   kvm: z.boolean().default(false),
   install: z.boolean().default(false),
   ...hostCommon,
@@ -126,20 +166,21 @@ const HostSchema = z.discriminatedUnion("provider", [
   AwsHostSchema, AzureHostSchema, HetznerHostSchema, DigitalOceanHostSchema, ExistingHostSchema,
 ]);
 
-const ImageSchema = z.strictObject({ path: z.string().min(1), file: z.string().min(1).optional() });
+const ImageSchema = z.strictObject({ path: z.string().min(1), file: PlainFileName.optional() });
 const ArchImages = z.strictObject({ x86_64: ImageSchema.optional(), aarch64: ImageSchema.optional() });
 
 const VaultSchema = z.strictObject({
-  address: HttpsUrl,
+  address: VaultUrl,
   mount: z.string().regex(/^[a-z0-9][a-z0-9_-]*(\/[a-z0-9][a-z0-9_-]*)*$/, { error: "must be a Vault path such as ci or teams/ci" }).default("ci"),
   createMount: z.boolean().default(true),
   authMount: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, { error: "must be a Vault auth path such as approle" }).default("approle"),
   createAuthMount: z.boolean().default(true),
-  wrapTtl: Duration.default("2h"),
+  // 0s would be no wrapping at all: Vault refuses a zero wrap TTL.
+  wrapTtl: duration(1).default("2h"),
   // 0s: the secret_id never expires. It is bound to the host's AppRole and policy (and to its
   // address where known); an expiring one would lock a host out of Vault at its next login.
-  secretIdTtl: Duration.default("0s"),
-  tokenTtl: Duration.default("1h"),
+  secretIdTtl: duration(0).default("0s"),
+  tokenTtl: duration(1).default("1h"),
   externalSecrets: uniqueList(z.enum(SECRET_NAMES)).default([]),
 });
 
@@ -148,11 +189,13 @@ const DeploySchema = z.strictObject({
   flake: z.string().min(1).default("./nix"),
   sshUser: z.string().regex(/^[a-z_][a-z0-9_-]*$/, { error: "must be a Unix user name" }).default("deploy"),
   batchSize: Positive.default(1),
-  confirmTimeout: Positive.default(30),
-  activationTimeout: Positive.default(240),
-  readyTimeoutMinutes: Positive.default(20),
-  installTimeoutMinutes: Positive.default(45),
-  switchTimeoutMinutes: Positive.default(30),
+  // deploy-rs reads both as u16 seconds (src/cli.rs).
+  confirmTimeout: int(1, 65535).default(30),
+  activationTimeout: int(1, 65535).default(240),
+  // A day at most: timeouts become `timeout Nm` and Go durations in the command provider.
+  readyTimeoutMinutes: int(1, 1440).default(20),
+  installTimeoutMinutes: int(1, 1440).default(45),
+  switchTimeoutMinutes: int(1, 1440).default(30),
 });
 
 /** The whole stack config: one key per `runner-fleet:<key>`. Secrets are checked for presence only. */
@@ -164,33 +207,26 @@ export const FleetConfigSchema = z.strictObject({
   }),
   github: z.strictObject({
     organization: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,38}$/, { error: "must be a GitHub organization name" }),
-    appId: z.string().regex(/^\d+$/, { error: 'must be the numeric App id, quoted ("123456")' }).optional(),
+    appId: z.string().regex(/^\d{1,20}$/, { error: 'must be the numeric App id, quoted ("123456")' }).optional(),
     url: HttpsUrl.default("https://github.com"),
   }).optional(),
-  forgejo: z.strictObject({ url: HttpsUrl, labels: uniqueList(z.string()).default(["native-nix:host"]) }).optional(),
-  gitea: z.strictObject({ url: HttpsUrl, labels: uniqueList(z.string()).default(["native-nix:host"]) }).optional(),
+  forgejo: z.strictObject({ url: HttpsUrl, labels: uniqueList(Label).default(["native-nix:host"]) }).optional(),
+  gitea: z.strictObject({ url: HttpsUrl, labels: uniqueList(Label).default(["native-nix:host"]) }).optional(),
   pools: z.record(Name, PoolSchema).default({}),
   hosts: z.record(Name, HostSchema),
   images: z.strictObject(Object.fromEntries(CLOUDS.map((c) => [c, ArchImages.optional()])) as Record<Cloud, z.ZodOptional<typeof ArchImages>>).default({}),
   vault: VaultSchema,
   deploy: DeploySchema.default(DeploySchema.parse({})),
   capacity: z.strictObject({
-    reserveVcpus: Count.default(1),
-    reserveMemoryMib: Count.default(2048),
+    reserveVcpus: int(0, 1024).default(1),
+    reserveMemoryMib: int(0, 1024 * 1024).default(2048),
   }).default({ reserveVcpus: 1, reserveMemoryMib: 2048 }),
   unsafe: z.strictObject({ githubAppKeyInUserData: z.boolean().default(false) }).default({ githubAppKeyInUserData: false }),
 });
 
 export type FleetConfigInput = z.input<typeof FleetConfigSchema>;
-type FleetConfig = z.output<typeof FleetConfigSchema>;
-type HostConfig = FleetConfig["hosts"][string];
 
-/** The config keys that hold secrets, and what each one unlocks. */
-export const SECRET_KEYS: Record<SecretName, string> = {
-  githubApp: "githubAppPrivateKey",
-  giteaRunnerToken: "giteaRunnerToken",
-  cacheSigningKey: "cacheSigningKey",
-};
+export { SECRET_KEYS };
 
 export interface LoadContext {
   stack: string;
@@ -203,23 +239,48 @@ export interface LoadContext {
   baseDir: string;
   /** Images must exist on disk (real runs) or only have a hash in their path (offline plan). */
   requireImageFiles: boolean;
+  /**
+   * Top-level keys (without the prefix) whose value is a Pulumi secret although the key is not
+   * one of SECRET_KEYS: refused by name, and their values never read.
+   */
+  secureKeys?: ReadonlySet<string>;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Error formatting
 
 /** `runner-fleet:hosts.h1.pools[0]`: the form `pulumi config set --path` takes. */
-function keyPath(path: ReadonlyArray<PropertyKey>): string {
-  let out = `${PROJECT}:${String(path[0] ?? "")}`;
-  for (const part of path.slice(1)) out += typeof part === "number" ? `[${part}]` : `.${String(part)}`;
-  return out.replace(/:$/, "");
+export function keyPath(path: ReadonlyArray<PropertyKey>): string {
+  if (path.length === 0) return PROJECT;
+  // Keys that are not plain words take --path's bracket form: hosts["x y"], runner-fleet:[""].
+  const plainWord = (part: string) => /^[A-Za-z0-9_-]+$/.test(part);
+  const first = String(path[0]);
+  let out = `${PROJECT}:${plainWord(first) ? first : `[${JSON.stringify(first)}]`}`;
+  for (const part of path.slice(1)) {
+    out += typeof part === "number" ? `[${part}]` : plainWord(String(part)) ? `.${String(part)}` : `[${JSON.stringify(String(part))}]`;
+  }
+  return out;
 }
 
-/** A short rendering of a bad value for a message. */
-function shown(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+/** YAML's spellings of the numbers JSON cannot carry (the plan's stack reader passes them as these strings). */
+const NON_FINITE = /^[-+]?\.(inf|nan)$/i;
+
+/** A short rendering of a bad value for a message: printable ASCII only, so no value can break a line. */
+export function shown(value: unknown): string {
+  if (typeof value === "number" && !Number.isFinite(value)) return Number.isNaN(value) ? ".nan" : value > 0 ? ".inf" : "-.inf";
+  const json = JSON.stringify(value) ?? String(value);
+  const text = json.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
+
+function asciiLine(line: string): string {
+  return line.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+const EXPECTED: Record<string, string> = {
+  object: "an object", int: "an integer", number: "a number", string: "a string", boolean: "true or false",
+  array: "a list", record: "a map", map: "a map",
+};
 
 function describeIssue(issue: z.core.$ZodIssue): string[] {
   const at = keyPath(issue.path);
@@ -230,58 +291,139 @@ function describeIssue(issue: z.core.$ZodIssue): string[] {
       const accepted = issue.values.map((v) => JSON.stringify(v)).join(", ");
       return [issue.input === undefined ? `${at}: is required (one of ${accepted})` : `${at}: must be one of ${accepted}, got ${shown(issue.input)}`];
     }
-    case "invalid_key":
-      // A map key (host or pool name) that fails its pattern: the nested issue says why.
-      return [`${at}: invalid name: ${issue.issues.map((i) => i.message).join("; ")}`];
     case "invalid_union":
       if ("discriminator" in issue && issue.discriminator) {
-        const at = issue.path.at(-1) === issue.discriminator ? issue.path : [...issue.path, issue.discriminator as string];
-        return [`${keyPath(at)}: must be one of ${PROVIDERS.join(", ")}`];
+        const where = issue.path.at(-1) === issue.discriminator ? issue.path : [...issue.path, issue.discriminator as string];
+        return [`${keyPath(where)}: must be one of ${PROVIDERS.join(", ")}`];
       }
       return [`${at}: ${issue.message}`];
-    case "invalid_type":
+    case "invalid_type": {
       if (issue.input === undefined) return [`${at}: is required`];
-      return [`${at}: must be ${issue.expected === "record" ? "a map" : `a ${issue.expected}`}, got ${shown(issue.input)}`];
+      const numeric = issue.expected === "number" || issue.expected === "int";
+      const input = issue.input as unknown;
+      if (numeric && ((typeof input === "number" && !Number.isFinite(input)) || (typeof input === "string" && NON_FINITE.test(input)))) {
+        return [`${at}: must be a finite number, got ${typeof input === "string" ? input.toLowerCase() : shown(input)}`];
+      }
+      return [`${at}: must be ${EXPECTED[issue.expected] ?? `a ${issue.expected}`}, got ${shown(input)}`];
+    }
     case "too_small":
       if (issue.origin === "number") return [`${at}: must be at least ${issue.minimum}, got ${shown(issue.input)}`];
       return [`${at}: ${issue.message}`];
     case "too_big":
-      return [`${at}: must be at most ${issue.maximum}, got ${shown(issue.input)}`];
+      if (issue.origin === "number") return [`${at}: must be at most ${issue.maximum}, got ${shown(issue.input)}`];
+      return [`${at}: must have at most ${issue.maximum} entries`];
     default:
       return [`${at}: ${issue.message}`];
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cross-field checks
+// Parsing, one part at a time
 
-class Problems {
-  readonly list: string[] = [];
-  add(key: string, message: string) {
-    this.list.push(`${PROJECT}:${key}: ${message}`);
-  }
+export type FleetConfig = z.output<typeof FleetConfigSchema>;
+export type HostConfig = FleetConfig["hosts"][string];
+export type PoolConfig = FleetConfig["pools"][string];
+export type Section = keyof FleetConfig;
+
+/**
+ * The config as far as it parsed: every section and every host and pool that passed the schema,
+ * and the names of those that did not. Cross-field rules run on what parsed, so one run lists
+ * every problem.
+ */
+export interface ParsedConfig {
+  /** The config as given (secret and refused keys left out), for rules that read around a failed part. */
+  raw: Record<string, unknown>;
+  sections: Partial<FleetConfig>;
+  hosts: Record<string, HostConfig>;
+  pools: Record<string, PoolConfig>;
+  failed: { sections: Set<Section>; hosts: Set<string>; pools: Set<string> };
 }
 
-function kvmFor(name: string, host: HostConfig, problems: Problems, warnings: string[]): { arch: Arch; vcpus: number; memoryMib: number; kvm: boolean } | undefined {
-  if (host.provider === "existing") {
-    return { arch: host.arch, vcpus: host.vcpus, memoryMib: host.memoryMib, kvm: host.kvm };
+const SECTION_SCHEMAS = FleetConfigSchema.shape;
+
+function isMap(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Hosts or pools, entry by entry: a bad entry fails alone. */
+function parseMap<T>(key: "hosts" | "pools", raw: unknown, entry: z.ZodType<T>, problems: string[], failed: Set<string>): Record<string, T> | undefined {
+  if (raw === undefined) {
+    if (key === "hosts") problems.push(`${keyPath([key])}: is required`);
+    return key === "hosts" ? undefined : {};
   }
-  const typeKey = { aws: "instanceType", azure: "size", hetzner: "serverType", digitalocean: "size" }[host.provider];
-  const type = host.provider === "aws" ? host.instanceType : host.provider === "hetzner" ? host.serverType : host.size;
-  const spec = lookupInstance(host.provider, type);
-  if (!spec) {
-    problems.add(`hosts.${name}.${typeKey}`, `${JSON.stringify(type)} is not in the ${host.provider} catalog (components/catalog.ts); add its vCPUs, memory and KVM support there`);
+  if (!isMap(raw)) {
+    problems.push(`${keyPath([key])}: must be a map, got ${shown(raw)}`);
     return undefined;
   }
-  let kvm = spec.kvm === "metal" || spec.kvm === "nested";
-  if (host.provider === "digitalocean" && host.allowUndocumentedKvm) {
-    kvm = true;
-    warnings.push(`hosts.${name}: allowUndocumentedKvm is set; DigitalOcean does not document nested virtualization, so fireactions may not start`);
+  const out: Record<string, T> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    const named = Name.safeParse(name);
+    if (!named.success) problems.push(`${keyPath([key, name])}: invalid name: ${named.error.issues.map((i) => i.message).join("; ")}`);
+    const parsed = entry.safeParse(value, { reportInput: true });
+    if (!parsed.success) problems.push(...parsed.error.issues.flatMap((i) => describeIssue({ ...i, path: [key, name, ...i.path] })));
+    if (named.success && parsed.success) Object.defineProperty(out, name, { value: parsed.data, enumerable: true, writable: true, configurable: true });
+    else failed.add(name);
   }
-  return { arch: spec.arch, vcpus: spec.vcpus, memoryMib: spec.memoryMib, kvm };
+  return out;
 }
 
-function hostModel(name: string, host: HostConfig, facts: { arch: Arch; vcpus: number; memoryMib: number; kvm: boolean }, ctx: LoadContext): HostModel {
+function parseConfig(plain: Record<string, unknown>, problems: string[]): ParsedConfig {
+  const failed = { sections: new Set<Section>(), hosts: new Set<string>(), pools: new Set<string>() };
+  const sections: Record<string, unknown> = {};
+  for (const key of Object.keys(plain)) {
+    if (!Object.hasOwn(SECTION_SCHEMAS, key)) problems.push(`${keyPath([key])}: unknown key (check the spelling)`);
+  }
+  for (const [key, schema] of Object.entries(SECTION_SCHEMAS) as Array<[Section, z.ZodType]>) {
+    if (key === "hosts" || key === "pools") continue;
+    const parsed = schema.safeParse(Object.hasOwn(plain, key) ? plain[key] : undefined, { reportInput: true });
+    if (parsed.success) sections[key] = parsed.data;
+    else {
+      failed.sections.add(key);
+      problems.push(...parsed.error.issues.flatMap((i) => describeIssue({ ...i, path: [key, ...i.path] })));
+    }
+  }
+  const hosts = parseMap("hosts", plain.hosts, HostSchema, problems, failed.hosts);
+  const pools = parseMap("pools", plain.pools, PoolSchema, problems, failed.pools);
+  if (!hosts) failed.sections.add("hosts");
+  if (!pools) failed.sections.add("pools");
+  return { raw: plain, sections: sections as Partial<FleetConfig>, hosts: hosts ?? {}, pools: pools ?? {}, failed };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets and characters, before anything reads a value
+
+/** Keys holding a secure value that are not secrets: named, never read. */
+function secureAtPlainKeys(raw: Record<string, unknown>, ctx: LoadContext, problems: string[]): Set<string> {
+  const refused = new Set<string>();
+  for (const key of ctx.secureKeys ?? []) {
+    if (Object.values(SECRET_KEYS).includes(key) || !Object.hasOwn(raw, key)) continue;
+    refused.add(key);
+    problems.push(`${keyPath([key])}: holds a secret (secure) value, but it is not a secret key; its value would reach plain outputs and commands. Set it in plain text (pulumi config set without --secret); secrets belong only in ${Object.values(SECRET_KEYS).join(", ")}`);
+  }
+  return refused;
+}
+
+/** Every string, map key included, walked once: none may carry a control or line-separator character. */
+function forbiddenCharacters(value: unknown, path: PropertyKey[], problems: string[], depth = 0): void {
+  if (depth > 64) return;
+  if (typeof value === "string") {
+    const found = forbiddenCharacter(value);
+    if (found) problems.push(`${keyPath(path)}: contains the character ${found}; config strings are single-line printable text (no control, line-separator or bidirectional-override characters)`);
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => forbiddenCharacters(v, [...path, i], problems, depth + 1));
+  } else if (isMap(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      const found = forbiddenCharacter(k);
+      if (found) problems.push(`${keyPath([...path, k])}: the key contains the character ${found}; keys are printable text`);
+      else forbiddenCharacters(v, [...path, k], problems, depth + 1);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model, once every rule passed
+
+function hostModel(name: string, host: HostConfig, facts: HostFacts, ctx: LoadContext): HostModel {
   const base = {
     name,
     roles: host.roles,
@@ -320,214 +462,62 @@ function hostModel(name: string, host: HostConfig, facts: { arch: Arch; vcpus: n
       };
     case "digitalocean":
       return { ...base, provider: "digitalocean", image: host.image, size: host.size, region: host.region };
-    case "existing":
+    case "existing": {
+      // Addresses in normal form: the inventory and known_hosts see one spelling per machine.
+      const normal = (text: string) => { const r = normalAddress(text); return "normal" in r ? r.normal : text; };
       return {
-        ...base, provider: "existing", image: host.install ? "stock" : "nix", address: host.address,
-        ...(host.privateAddress ? { privateAddress: host.privateAddress } : {}), install: host.install,
+        ...base, provider: "existing", image: host.install ? "stock" : "nix", address: normal(host.address),
+        ...(host.privateAddress ? { privateAddress: normal(host.privateAddress) } : {}), install: host.install,
       };
+    }
   }
 }
 
-/** Clouds whose hosts boot from our uploaded image, and the images they therefore need. */
-function imageNeeds(host: HostModel): Cloud | undefined {
-  if (host.provider === "existing" || host.image !== "nix") return undefined;
-  return host.provider;
-}
-
-function validateFleet(cfg: FleetConfig, ctx: LoadContext, problems: Problems, warnings: string[]): FleetModel {
-  const organization = cfg.github?.organization ?? "";
-  const pools: Record<string, PoolModel> = {};
-  for (const [name, input] of Object.entries(cfg.pools).sort(([a], [b]) => a.localeCompare(b))) {
-    const pool = resolvePool(name, input, organization);
-    if (pool.minRunners > pool.maxRunners) {
-      problems.add(`pools.${name}.minRunners`, `${pool.minRunners} is more than maxRunners (${pool.maxRunners})`);
-    }
-    if (!input.organization && !cfg.github) {
-      problems.add(`pools.${name}.organization`, "is required when runner-fleet:github is not set");
-    }
-    pools[name] = pool;
-  }
-
-  const hosts: HostModel[] = [];
-  const addresses = new Map<string, string>();
-  for (const [name, host] of Object.entries(cfg.hosts).sort(([a], [b]) => a.localeCompare(b))) {
-    const at = `hosts.${name}`;
-    for (const [i, pool] of host.pools.entries()) {
-      if (!pools[pool]) {
-        const known = Object.keys(pools);
-        problems.add(`${at}.pools[${i}]`, `pool ${JSON.stringify(pool)} does not exist (defined pools: ${known.length ? known.join(", ") : "none"})`);
-      }
-    }
-    const fireactions = host.roles.includes("fireactions");
-    if (fireactions && host.pools.length === 0) problems.add(`${at}.pools`, "a fireactions host needs at least one pool");
-    if (!fireactions && host.pools.length > 0) problems.add(`${at}.pools`, "pools run only on hosts with the fireactions role");
-
-    if (host.provider === "existing") {
-      const seen = addresses.get(host.address);
-      if (seen) problems.add(`${at}.address`, `${host.address} is already the address of host ${seen}`);
-      addresses.set(host.address, name);
-    }
-    if (host.provider === "aws" && !host.region && !ctx.awsRegion) problems.add(`${at}.region`, "is required (or set aws:region)");
-    if (host.provider === "azure" && !host.location && !ctx.azureLocation) problems.add(`${at}.location`, "is required (or set azure-native:location)");
-
-    const facts = kvmFor(name, host, problems, warnings);
-    if (!facts) continue;
-    if (fireactions && !facts.kvm) {
-      const why = {
-        aws: "only *.metal types and C8i/M8i/R8i (nested virtualization) expose /dev/kvm",
-        azure: "use a size with nested virtualization (Dsv3, Ddsv4, Ddsv5, Edsv5, Fsv2 ...)",
-        hetzner: "Hetzner Cloud servers have no /dev/kvm; use this host for cache or forgejo-runner",
-        digitalocean: "DigitalOcean does not document nested virtualization; set allowUndocumentedKvm: true to try anyway",
-        existing: "set kvm: true if the machine exposes /dev/kvm",
-      }[host.provider];
-      const typeKey = { aws: "instanceType", azure: "size", hetzner: "serverType", digitalocean: "size", existing: "kvm" }[host.provider];
-      problems.add(`${at}.${typeKey}`, `the fireactions role needs KVM: ${why}`);
-    }
-    const model = hostModel(name, host, facts, ctx);
-    if (model.image === "stock" && model.memoryMib < 2048) {
-      problems.add(`${at}`, `nixos-anywhere needs at least 2048 MiB of memory to install NixOS (this host has ${model.memoryMib})`);
-    }
-    const hostPools = host.pools.filter((p) => pools[p]).map((p) => pools[p]);
-    for (const finding of checkCapacity(model, hostPools, cfg.capacity)) problems.add(`${at}.pools`, finding);
-    hosts.push(model);
-  }
-
-  // Case-insensitive collisions: hostnames and Vault paths would clash.
-  const lower = new Map<string, string>();
-  for (const name of Object.keys(cfg.hosts)) {
-    const other = lower.get(name.toLowerCase());
-    if (other) problems.add(`hosts.${name}`, `duplicates host ${other}`);
-    lower.set(name.toLowerCase(), name);
-  }
-
-  // Images: every image a host boots from must be configured, and match its arch.
-  const images: ImageSourceModel[] = [];
-  const needed = new Map<string, string[]>();
-  for (const host of hosts) {
-    const cloud = imageNeeds(host);
-    if (!cloud) continue;
-    const key = `${cloud}.${host.arch}`;
-    needed.set(key, [...(needed.get(key) ?? []), host.name]);
-  }
-  for (const [key, users] of [...needed].sort(([a], [b]) => a.localeCompare(b))) {
-    const [cloud, arch] = key.split(".") as [Cloud, Arch];
-    const input = cfg.images[cloud]?.[arch];
-    if (!input) {
-      problems.add(`images.${cloud}.${arch}`, `is required: host${users.length > 1 ? "s" : ""} ${users.join(", ")} boot${users.length > 1 ? "" : "s"} from a ${arch} ${cloud} image`);
-      continue;
-    }
-    const resolved = resolveImageSource(cloud, arch, input, { baseDir: ctx.baseDir, requireFiles: ctx.requireImageFiles });
-    if (!resolved.ok) {
-      for (const p of resolved.problems) problems.add(p.key, p.message);
-      continue;
-    }
-    if (resolved.warning) warnings.push(resolved.warning);
-    if (!/-(x86_64|aarch64)-linux/.test(resolved.image.storePath) || resolved.image.storePath.includes(`-${arch}-linux`)) {
-      images.push(resolved.image);
-    } else {
-      problems.add(`images.${cloud}.${arch}.path`, `${resolved.image.storePath} is built for another architecture than ${arch}`);
-    }
-  }
-  for (const cloud of CLOUDS) {
-    for (const arch of ARCHES) {
-      if (cfg.images[cloud]?.[arch] && !needed.has(`${cloud}.${arch}`)) {
-        warnings.push(`images.${cloud}.${arch}: configured but no host boots from it; it is not uploaded`);
-      }
-    }
-  }
-
-  // Role requirements: the service each role talks to, and its credentials.
-  const roles = new Set(hosts.flatMap((h) => h.roles));
-  const external = new Set(cfg.vault.externalSecrets);
-  const needSecret = (secret: SecretName, role: string) => {
-    const key = SECRET_KEYS[secret];
-    if (!external.has(secret) && !ctx.secretsSet.has(key)) {
-      problems.add(key, `is required by the ${role} role: pulumi config set --secret ${key} ... (or add ${secret} to vault.externalSecrets if it is already in Vault)`);
-    }
-  };
-  if (roles.has("fireactions")) {
-    if (!cfg.github) problems.add("github", "is required by the fireactions role (organization, appId)");
-    else if (!cfg.github.appId) problems.add("github.appId", "is required by the fireactions role");
-    needSecret("githubApp", "fireactions");
-  }
-  if (roles.has("forgejo-runner") && !cfg.forgejo) problems.add("forgejo", "is required by the forgejo-runner role (url)");
-  if (roles.has("gitea-runner")) {
-    if (!cfg.gitea) problems.add("gitea", "is required by the gitea-runner role (url)");
-    needSecret("giteaRunnerToken", "gitea-runner");
-  }
-  if (roles.has("cache")) needSecret("cacheSigningKey", "cache");
-
-  if (cfg.unsafe.githubAppKeyInUserData) {
-    warnings.push("unsafe.githubAppKeyInUserData is on: the GitHub App private key is written into user-data, which any process on the host (and, on Hetzner and DigitalOcean, anything that reaches the metadata service) can read");
-  }
-  const vaultUrl = new URL(cfg.vault.address);
-  if (vaultUrl.protocol === "http:" && !["localhost", "127.0.0.1", "[::1]"].includes(vaultUrl.hostname)) {
-    problems.add("vault.address", "must use https: hosts send their secret_id and receive runner credentials over it");
-  }
-  if (cfg.ssh.allowFromAnywhere) {
-    warnings.push("ssh.allowFromAnywhere is on: port 22 is open to 0.0.0.0/0 and ::/0");
-  } else if (cfg.ssh.adminCidrs.length === 0 && hosts.some((h) => h.provider !== "existing")) {
-    problems.add("ssh.adminCidrs", "is required: the CIDRs allowed to reach SSH (or set ssh.allowFromAnywhere: true)");
-  }
-
+function fleetModel(parsed: ParsedConfig, derived: Derived, ctx: LoadContext): FleetModel {
+  const cfg = parsed.sections as FleetConfig;
+  const hosts = Object.keys(parsed.hosts).sort().map((name) => hostModel(name, parsed.hosts[name], derived.facts.get(name) as HostFacts, ctx));
   return {
     stack: ctx.stack,
     ssh: cfg.ssh,
     ...(cfg.github ? { github: cfg.github } : {}),
     ...(cfg.forgejo ? { forgejo: cfg.forgejo } : {}),
     ...(cfg.gitea ? { gitea: cfg.gitea } : {}),
-    pools,
+    pools: derived.pools,
     hosts,
-    images,
+    images: derived.images,
     vault: cfg.vault,
     deploy: cfg.deploy,
     capacity: cfg.capacity,
     unsafe: cfg.unsafe,
-    warnings,
+    warnings: derived.warnings,
   };
 }
 
 /**
  * Validates raw stack config (top-level keys without the `runner-fleet:` prefix) and returns the
- * fleet model, or throws a ConfigError listing every problem.
+ * fleet model, or throws a ConfigError listing every problem. Steps: refuse secure values at
+ * plain keys and bad characters; parse each part on its own; run every named rule (RULES) on
+ * what parsed; build the model; check each host's user-data fits its cloud.
  */
 export function buildFleetModel(raw: Record<string, unknown>, ctx: LoadContext): FleetModel {
+  const refusals: string[] = [];
+  const problems: string[] = [];
+  const refused = secureAtPlainKeys(raw, ctx, refusals);
   // Secret keys are validated by presence (ctx.secretsSet); their values never come here.
-  const plain = Object.fromEntries(Object.entries(raw).filter(([k]) => !Object.values(SECRET_KEYS).includes(k)));
-  const parsed = FleetConfigSchema.safeParse(plain, { reportInput: true });
-  if (!parsed.success) {
-    const schemaProblems = parsed.error.issues.flatMap(describeIssue);
-    throw new ConfigError([...new Set([...schemaProblems, ...crossCheckTheRest(plain, parsed.error.issues, ctx)])]);
-  }
-  const problems = new Problems();
-  const model = validateFleet(parsed.data, ctx, problems, []);
-  if (problems.list.length === 0) checkUserDataSizes(model, problems);
-  if (problems.list.length > 0) throw new ConfigError(problems.list);
+  const plain = Object.fromEntries(Object.entries(raw).filter(([k]) => !Object.values(SECRET_KEYS).includes(k) && !refused.has(k)));
+  forbiddenCharacters(plain, [], problems);
+  const parsed = parseConfig(plain, problems);
+  // A refused key is reported once, by name; nothing downstream may mention what it held.
+  const ownProblem = (line: string) => ![...refused].some((k) => line.startsWith(`${keyPath([k])}:`) || line.startsWith(`${keyPath([k])}.`) || line.startsWith(`${keyPath([k])}[`));
+  for (const k of refused) parsed.failed.sections.add(k as Section);
+  const derived = runRules(parsed, ctx, PROJECT);
+  // Printable ASCII only: a value quoted in a message can neither break its line nor hide text.
+  const all = [...new Set([...refusals, ...[...problems, ...derived.problems].filter(ownProblem)].map(asciiLine))];
+  if (all.length > 0) throw new ConfigError(all);
+  const model = fleetModel(parsed, derived, ctx);
+  const sizes = checkUserDataSizes(model);
+  if (sizes.length > 0) throw new ConfigError(sizes);
   return model;
-}
-
-/**
- * When some hosts or pools fail the schema, the rest can still be cross-checked, so one run
- * lists every problem. Entries with schema problems are left out; a reference to a pool that
- * was left out is not reported again as missing.
- */
-function crossCheckTheRest(plain: Record<string, unknown>, issues: z.core.$ZodIssue[], ctx: LoadContext): string[] {
-  const failed = { hosts: new Set<string>(), pools: new Set<string>() };
-  for (const issue of issues) {
-    const [top, entry] = issue.path;
-    if ((top === "hosts" || top === "pools") && typeof entry === "string") failed[top].add(entry);
-  }
-  const without = (key: "hosts" | "pools") => {
-    const map = plain[key];
-    if (!map || typeof map !== "object" || Array.isArray(map)) return map;
-    return Object.fromEntries(Object.entries(map).filter(([name]) => !failed[key].has(name)));
-  };
-  const rest = FleetConfigSchema.safeParse({ ...plain, hosts: without("hosts"), pools: without("pools") });
-  if (!rest.success) return [];
-  const problems = new Problems();
-  validateFleet(rest.data, ctx, problems, []);
-  const leftOutPool = (line: string) => [...failed.pools].some((pool) => line.includes(`pool ${JSON.stringify(pool)} does not exist`));
-  return problems.list.filter((line) => !leftOutPool(line));
 }
 
 /** Stand-ins as long as the real values: a role_id UUID, a wrapping token, a 2048-bit PEM key. */
@@ -538,7 +528,8 @@ const SIZE_PROBE = { roleId: "r".repeat(36), wrappedSecretId: "w".repeat(95), ap
  * renders with stand-ins of their real length: a too-large pool list fails here, before any
  * resource is created, rather than halfway through an update.
  */
-function checkUserDataSizes(model: FleetModel, problems: Problems) {
+function checkUserDataSizes(model: FleetModel): string[] {
+  const problems: string[] = [];
   for (const host of model.hosts) {
     const withKey = model.unsafe.githubAppKeyInUserData && host.roles.includes("fireactions");
     try {
@@ -551,7 +542,8 @@ function checkUserDataSizes(model: FleetModel, problems: Problems) {
         ...(withKey ? { githubAppPrivateKey: SIZE_PROBE.appKey } : {}),
       });
     } catch (err) {
-      problems.add(`hosts.${host.name}`, (err as Error).message);
+      problems.push(`${keyPath(["hosts", host.name])}: ${(err as Error).message}`);
     }
   }
+  return problems;
 }

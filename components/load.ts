@@ -36,6 +36,24 @@ export function projectConfig(all: Record<string, string>): Record<string, unkno
   return raw;
 }
 
+/**
+ * This project's keys (without the prefix) whose value is a Pulumi secret. The SDK knows them
+ * (PULUMI_CONFIG_SECRET_KEYS, read by its internal isConfigSecret); allConfig() alone hands
+ * secure values over decrypted, as plain strings.
+ */
+export function secureConfigKeys(all: Record<string, string>): Set<string> {
+  const runtime = pulumi.runtime as unknown as { isConfigSecret?: (key: string) => boolean };
+  const isSecret = runtime.isConfigSecret ?? ((key: string) => {
+    try {
+      const keys: unknown = JSON.parse(process.env.PULUMI_CONFIG_SECRET_KEYS ?? "[]");
+      return Array.isArray(keys) && keys.includes(key);
+    } catch {
+      return false;
+    }
+  });
+  return new Set(Object.keys(all).filter((k) => k.startsWith(`${PROJECT}:`) && isSecret(k)).map((k) => k.slice(PROJECT.length + 1)));
+}
+
 export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
   const all = pulumi.runtime.allConfig();
   const raw = projectConfig(all);
@@ -49,6 +67,7 @@ export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
       azureLocation: all["azure-native:location"],
       baseDir: path.resolve(__dirname, ".."),
       requireImageFiles: process.env[OFFLINE_ENV] !== "1" && !pulumi.runtime.isDryRun(),
+      secureKeys: secureConfigKeys(all),
     });
   } catch (err) {
     if (err instanceof ConfigError) {

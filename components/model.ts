@@ -30,9 +30,8 @@ export interface PoolModel {
   labels: string[];
   runnerName: string;
   image: string;
-  imagePullPolicy: "Always" | "Never" | "IfNotPresent";
   organization: string;
-  groupId?: number;
+  groupId: number;
   kernelArgs: string;
 }
 

@@ -22,7 +22,6 @@ export const POOL_DEFAULTS = {
   runnerName: "runner",
   // The runner image the seeds run (seed 001); override per pool with `image`.
   image: "ghcr.io/thpham/fireactions-images/ubuntu-24.04:latest",
-  imagePullPolicy: "IfNotPresent" as const,
   // GitHub's default runner group. fireactions v0.4.0 sends group_id as is, and an omitted one
   // as 0, which is no group (see docs/upstream.md).
   groupId: 1,
@@ -40,7 +39,6 @@ export interface PoolInput {
   labels?: string[];
   runnerName?: string;
   image?: string;
-  imagePullPolicy?: PoolModel["imagePullPolicy"];
   organization?: string;
   groupId?: number;
   kernelArgs?: string;
@@ -65,7 +63,6 @@ export function resolvePool(name: string, input: PoolInput, organization: string
     labels,
     runnerName: input.runnerName ?? POOL_DEFAULTS.runnerName,
     image: input.image ?? POOL_DEFAULTS.image,
-    imagePullPolicy: input.imagePullPolicy ?? POOL_DEFAULTS.imagePullPolicy,
     organization: input.organization ?? organization,
     groupId: input.groupId ?? POOL_DEFAULTS.groupId,
     kernelArgs: input.kernelArgs ?? POOL_DEFAULTS.kernelArgs,

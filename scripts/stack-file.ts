@@ -19,12 +19,17 @@ function isSecure(value: unknown): value is { secure: string } {
   return !!value && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length === 1 && "secure" in value;
 }
 
-/** Replaces secure leaves; reports whether any were found. */
+/**
+ * Replaces secure leaves; reports whether any were found. YAML's .inf and .nan have no JSON
+ * form (JSON.stringify would make them null): they are passed on as their YAML spelling, so
+ * validation can name them.
+ */
 function replaceSecure(key: string, value: unknown, found: { any: boolean }): unknown {
   if (isSecure(value)) {
     found.any = true;
     return securePlaceholder(key);
   }
+  if (typeof value === "number" && !Number.isFinite(value)) return Number.isNaN(value) ? ".nan" : value > 0 ? ".inf" : "-.inf";
   if (Array.isArray(value)) return value.map((v, i) => replaceSecure(`${key}[${i}]`, v, found));
   if (value && typeof value === "object") {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, replaceSecure(`${key}.${k}`, v, found)]));

@@ -29,6 +29,8 @@ const PLAN_TIMEOUT = 180_000;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/** A real RSA public key (its private half was thrown away): validation decodes key blobs. */
+const RSA_BLOB = "AAAAB3NzaC1yc2EAAAADAQABAAABgQDQFI9hlRO+981loOhi45bgwVP0t5Ib0gZNKCdOn8kxcjyYCpUFyFNCyX+7RS7hfOPzIaQTBQS9k6vrCBev5Y0qGSDKQBPkh4l5oyH0QklzjK0NWPjl4rX+dKhhKnTwh6SlKvtaEBt5xcTCHcUzVl57K/K51H7zq1AYD/pfSD2G6G241CYW/PpbAAC2hVzg/eYpo3c4aextrWDF6V2HPha99FQPtUlVkMnHyb5kNCtG+RPnIUiaow0qmm1+MntjVPsPUeb18ZScVfLjXk8l0X91jR7c1uLR7qoVwJpccJBwzfhSP3MbggGqbSiGOiT3FSzh4ujMkg5r6Mrq4Q4Mon3M0zjfC9CsKGMovheiDwsODTfOthRCHq4cfsjGZESnIQEdDwUSVryYhfW+QMY5b9+2wfIxzwaI6K0Ihnx7iOn9RErwNQVCIgCYJ0F1WI8OPuGuhCZ/Lvj2Wo6arWDOnMMK9RA1ca05Ot8yZYK/3uCRAiR/kwCniBqfi2aOf6Qzdpk=";
 const ROLE_ID = "4f1c2a9e-0d3b-4c5e-9a7f-1b2c3d4e5f60";
 const WRAPPED = "hvs.CAESIWrappedTokenForTests0123456789abcdef";
 
@@ -201,7 +203,7 @@ describe("user-data content", () => {
 
   it("adds only the deploy user, with its keys, a locked password and nothing that fights NixOS", () => {
     const cfg = everythingConfig();
-    cfg.ssh.authorizedKeys = [SSH_KEY, "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC0 second@example"];
+    cfg.ssh.authorizedKeys = [SSH_KEY, `ssh-rsa ${RSA_BLOB} second@example`];
     cfg.deploy = { sshUser: "ops" };
     const m = modelFrom(cfg);
     const d = readDoc(renderUserData(inputFor(m, hostOf(m, "aws-metal"))));
@@ -239,6 +241,28 @@ describe("user-data content", () => {
       expect(renderUserData(inputFor(model, host))).toBe(first);
       expect(renderUserData(inputFor(other, hostOf(other, host.name)))).toBe(first);
     }
+  });
+
+  it("stays printable ASCII: non-ASCII strings escaped, non-ASCII files as b64 with the same bytes", () => {
+    const cfg = everythingConfig();
+    cfg.pools.small = { size: "small", labels: ["café", "linux"] };
+    cfg.forgejo = { url: "https://forgejo.example.org/zürich" };
+    cfg.ssh.authorizedKeys = [`${SSH_KEY} ops@café`];
+    const m = modelFrom(cfg);
+    const host = hostOf(m, "aws-metal");
+    const input = inputFor(m, host);
+    const text = renderUserData(input);
+    expect(text).toMatch(/^[\x20-\x7e\n]*$/);
+    const d = readDoc(text);
+    expect(d.users[0].ssh_authorized_keys).toEqual([`${SSH_KEY} ops@café`]);
+    expect(text).toContain(`"${SSH_KEY} ops@caf\\xe9"`);
+    const pools = fileAt(d, PATHS.poolsJson);
+    expect(pools.encoding).toBe("b64");
+    expect(Buffer.from(pools.content, "base64").toString("utf8")).toBe(input.poolsJson);
+    const hostJson = fileAt(d, PATHS.hostJson);
+    expect(hostJson.encoding).toBeUndefined();
+    expect(hostJson.content).toContain("/z\\u00fcrich");
+    expect(JSON.parse(hostJson.content).forgejo.url).toBe("https://forgejo.example.org/zürich");
   });
 
   it("refuses empty Vault values", () => {

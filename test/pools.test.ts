@@ -50,7 +50,6 @@ describe("resolvePool", () => {
       labels: ["gpu"],
       runnerName: "worker",
       image: "registry.example/img:1",
-      imagePullPolicy: "Always",
       organization: "other-org",
       groupId: 7,
       kernelArgs: "console=ttyS0",
@@ -120,8 +119,8 @@ describe("renderPoolsJson", () => {
   });
 
   it("never writes imagePullPolicy: fireactions v0.4.0 does not read it", () => {
-    const text = renderPoolsJson([resolvePool("a", { size: "small", imagePullPolicy: "Always" }, ORG)]);
-    expect(text).not.toMatch(/imagePullPolicy|Always/);
+    const text = renderPoolsJson([resolvePool("a", { size: "small" }, ORG)]);
+    expect(text).not.toMatch(/imagePullPolicy|PullPolicy/i);
   });
 
   it("renders an empty array for a host without pools", () => {

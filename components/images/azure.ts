@@ -113,7 +113,7 @@ export class AzureImage extends pulumi.ComponentResource {
     // Real runs: the disk is created at exactly the file's size, which must be a fixed VHD.
     // Offline plans without the file leave the size to the real run.
     let uploadSizeBytes: number | undefined;
-    if (file) {
+    if (file && fs.existsSync(file)) {
       const problem = checkAzureVhd(file);
       if (problem) throw new Error(`${key}: ${problem}`);
       uploadSizeBytes = fs.statSync(file).size;

@@ -12,7 +12,8 @@ import { buildFleetModel, PROJECT, SECRET_KEYS } from "../../components/config";
 import type { FleetModel } from "../../components/model";
 
 export const ROOT = path.resolve(__dirname, "../..");
-export const SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKeyForRunnerFleetTests000000000000000 test@example";
+/** A well-formed Ed25519 public key (its 32 key bytes are a hash: no private key exists for it). */
+export const SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+KzNVWOGAqW5r1NAY25uvw+QP test@example";
 
 /** A secret value planted in config so tests can prove it never leaks. */
 export const PLANTED_SECRETS = {
