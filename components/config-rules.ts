@@ -116,6 +116,19 @@ const poolsMatchRoles: Rule = {
   },
 };
 
+const oneForgeRunner: Rule = {
+  name: "oneForgeRunner",
+  why: "nixpkgs' gitea-actions-runner module has one module-wide package, so a host runs forgejo-runner or gitea-runner, not both",
+  needs: ["hosts"],
+  check(r) {
+    for (const [name, host] of sorted(r.hosts)) {
+      if (host.roles.includes("forgejo-runner") && host.roles.includes("gitea-runner")) {
+        r.problem(`hosts.${name}.roles`, "forgejo-runner and gitea-runner cannot share a host: NixOS runs both from one services.gitea-actions-runner.package; put them on two hosts");
+      }
+    }
+  },
+};
+
 /** The one list of names nix/ reserves; nix/lib reads the same file. */
 const reservedNames = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "nix", "lib", "reserved-names.json"), "utf8")) as {
   colmena: string[]; templateRoles: string[]; arches: string[];
@@ -481,7 +494,7 @@ const deployFlakeExists: Rule = {
 
 /** Every rule, in the order they run. */
 export const RULES: readonly Rule[] = [
-  poolsResolve, hostPoolsExist, poolsMatchRoles, hostNamesUsable, addressesUnique,
+  poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, hostNamesUsable, addressesUnique,
   regionsKnown, spreadGroupsFit, dataVolumesValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
   imagesConfigured, rolesHaveServices, sshExposure, optInsTakeEffect, deployFlakeExists,

@@ -103,6 +103,7 @@ describe("the fleet model", () => {
  * fresh base config.
  */
 const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: string; says?: RegExp; secrets?: string[] }> = [
+  { what: "forgejo-runner and gitea-runner on one host", mutate: (c) => { c.hosts.metal.roles = ["forgejo-runner", "gitea-runner"]; c.hosts.metal.pools = []; }, key: "runner-fleet:hosts.metal.roles", says: /cannot share a host/ },
   { what: "unknown top-level key", mutate: (c) => { c.hostz = {}; }, key: "runner-fleet:hostz", says: /unknown key/ },
   { what: "typo in a host field", mutate: (c) => { c.hosts.metal.instancetype = "x"; }, key: "runner-fleet:hosts.metal.instancetype", says: /unknown key/ },
   { what: "typo in a pool field", mutate: (c) => { c.pools.small.maxRunner = 3; }, key: "runner-fleet:pools.small.maxRunner", says: /unknown key/ },
