@@ -7,9 +7,10 @@ import { z } from "zod";
 import { lookupInstance } from "./catalog";
 import { checkCapacity } from "./capacity";
 import { renderUserData } from "./cloud-init";
+import { deployModelProblems, normalizeHostKey } from "./deploy-commands";
 import { resolveImageSource } from "./images/source";
 import {
-  ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, PROVIDERS, ROLES, SECRET_NAMES,
+  ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, PROVIDERS, REMOTE_BUILDS, ROLES, SECRET_NAMES,
   type Arch, type Cloud, type FleetModel, type HostModel, type ImageSourceModel, type PoolModel, type SecretName,
 } from "./model";
 import { renderPoolsJson, resolvePool } from "./pools";
@@ -119,6 +120,13 @@ const ExistingHostSchema = z.strictObject({
   memoryMib: z.number().int().min(512),
   kvm: z.boolean().default(false),
   install: z.boolean().default(false),
+  /** The disk disko partitions at install: required with install: true (checked in deployModelProblems). */
+  installDisk: z.string().regex(/^\/dev\/[A-Za-z0-9_.:+@-]+(\/[A-Za-z0-9_.:+@-]+)*$/, { error: "must be a device path such as /dev/sda or /dev/disk/by-id/..." })
+    .refine((d) => !d.split("/").includes(".."), { error: "must not contain .." }).optional(),
+  /** The machine's SSH host public key (cat /etc/ssh/ssh_host_ed25519_key.pub): pinned for every connection. */
+  hostKey: z.string().regex(/^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}( .*)?$/, {
+    error: "must be an SSH host public key line (ssh-ed25519 AAAA...)",
+  }).optional(),
   ...hostCommon,
 });
 
@@ -153,6 +161,7 @@ const DeploySchema = z.strictObject({
   readyTimeoutMinutes: Positive.default(20),
   installTimeoutMinutes: Positive.default(45),
   switchTimeoutMinutes: Positive.default(30),
+  remoteBuild: z.enum(REMOTE_BUILDS).default("auto"),
 });
 
 /** The whole stack config: one key per `runner-fleet:<key>`. Secrets are checked for presence only. */
@@ -324,6 +333,8 @@ function hostModel(name: string, host: HostConfig, facts: { arch: Arch; vcpus: n
       return {
         ...base, provider: "existing", image: host.install ? "stock" : "nix", address: host.address,
         ...(host.privateAddress ? { privateAddress: host.privateAddress } : {}), install: host.install,
+        ...(host.installDisk ? { installDisk: host.installDisk } : {}),
+        ...(host.hostKey ? { hostKey: normalizeHostKey(host.hostKey) } : {}),
       };
   }
 }
@@ -469,6 +480,8 @@ function validateFleet(cfg: FleetConfig, ctx: LoadContext, problems: Problems, w
   } else if (cfg.ssh.adminCidrs.length === 0 && hosts.some((h) => h.provider !== "existing")) {
     problems.add("ssh.adminCidrs", "is required: the CIDRs allowed to reach SSH (or set ssh.allowFromAnywhere: true)");
   }
+
+  deployModelProblems(hosts, cfg.deploy.tool, (key, message) => problems.add(key, message), warnings);
 
   return {
     stack: ctx.stack,

@@ -27,6 +27,9 @@ import {
   deployWaves,
   dialErrorLimitFor,
   hashFlakeSources,
+  HOST_KEY_ENV,
+  hostKeyFromVaultCommand,
+  hostKeyScanCommand,
   installCommand,
   installStdin,
   isLocalFlake,
@@ -40,6 +43,7 @@ import {
 import type { HostOutputs } from "./hosts/types";
 import { buildInventory, renderInventoryJson } from "./inventory";
 import type { FleetModel, HostModel } from "./model";
+import { sshHostKeyApiPath } from "./vault-paths";
 
 /** Bound for the pool push: a render check and a service restart. */
 const POOLS_TIMEOUT_MINUTES = 10;
@@ -95,24 +99,29 @@ export class FleetDeploy extends pulumi.ComponentResource {
           .all([out.publicAddress, out.privateAddress])
           .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
 
+        // The host's SSH host key, pinned by every connection below (issue 14 item 7).
+        const hostKey = this.hostKeyOf(host, out, model);
+        const pinned = { [HOST_KEY_ENV]: hostKey };
+
         // A stock image knows only root (the provider put our key there); ours knows the deploy user.
         const ready = new remote.Command(`${host.name}-ready`, {
-          connection: { host: out.publicAddress, user: stock ? "root" : d.sshUser, dialErrorLimit },
+          connection: { host: out.publicAddress, user: stock ? "root" : d.sshUser, dialErrorLimit, hostKey },
           create: readinessCommand(host.name, d.readyTimeoutMinutes),
           triggers: [out.identity],
+          addPreviousOutputInEnv: false,
         }, {
           parent: this,
           customTimeouts: { create: `${d.readyTimeoutMinutes}m` },
           // Once per machine: a new timeout setting alone must not re-run it (after an install,
           // root may no longer log in). A new machine or address still does.
-          ignoreChanges: ["create", "connection.dialErrorLimit"],
+          ignoreChanges: ["create", "connection.dialErrorLimit", "connection.hostKey"],
         });
 
         let install: local.Command | undefined;
         if (stock) {
           install = new local.Command(`${host.name}-install`, {
             create: out.publicAddress.apply((address) => installCommand({
-              host: host.name, address, flake: d.flake, sshUser: d.sshUser,
+              host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
               installTimeoutMinutes: d.installTimeoutMinutes, readyTimeoutMinutes: d.readyTimeoutMinutes,
               // No cloud-init wrote /etc/runner-fleet on an existing machine: the seed files go instead.
               filesFrom: seedJson ? "stdin" : "machine",
@@ -120,10 +129,12 @@ export class FleetDeploy extends pulumi.ComponentResource {
             stdin: seedJson
               ? pulumi.secret(pulumi.all([seedJson, inventory]).apply(([seed, inv]) => installStdin(seed, inv)))
               : inventory,
+            environment: pinned,
             // A reinstall wipes the disk: only a new machine triggers one.
             triggers: [out.identity],
             // The script copies the wrapped secret_id; keep whatever it prints out of logs and plain state.
             logging: "stderr",
+            addPreviousOutputInEnv: false,
           }, {
             parent: this,
             dependsOn: [ready],
@@ -135,10 +146,13 @@ export class FleetDeploy extends pulumi.ComponentResource {
         const entryHash = inventory.apply(sha256);
         const sw = new local.Command(`${host.name}-switch`, {
           create: out.publicAddress.apply((address) => switchCommand({
-            tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, boot: host.boot,
-            confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout, switchTimeoutMinutes: d.switchTimeoutMinutes,
+            tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
+            boot: host.boot, confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout, switchTimeoutMinutes: d.switchTimeoutMinutes,
           })),
           stdin: inventory,
+          environment: pinned,
+          // The previous deploy log is not needed, and over 128 KiB it would break exec.
+          addPreviousOutputInEnv: false,
           // What makes this host's system: the flake sources and its own inventory entry.
           triggers: [this.flakeHash, entryHash],
         }, {
@@ -150,11 +164,29 @@ export class FleetDeploy extends pulumi.ComponentResource {
         this.switches[host.name] = sw;
         thisWave.push(sw);
 
+        // A stock cloud host was first reached on trust (its key scanned before the install);
+        // once installed it publishes its key to Vault itself, which must be the same key
+        // (--copy-host-keys keeps it). The next wave and the pool push wait for this check.
+        let keyCheck: local.Command | undefined;
+        if (stock && host.provider !== "existing") {
+          keyCheck = new local.Command(`${host.name}-host-key-check`, {
+            create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
+            environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: hostKey },
+            triggers: [out.identity],
+            addPreviousOutputInEnv: false,
+          }, {
+            parent: this,
+            dependsOn: [sw],
+            customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
+          });
+          thisWave.push(keyCheck);
+        }
+
         let seed: remote.Command | undefined;
         if (seedJson) {
           // After the first switch, which installs runner-fleet-seed and the deploy user's sudo right.
           seed = new remote.Command(`${host.name}-seed`, {
-            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit },
+            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit, hostKey },
             create: seedCommand(host.name, SEED_TIMEOUT_MINUTES),
             // A change outside the triggers (a new wrapped token, mostly) runs this no-op, not the
             // seed: the host has unwrapped the old one already. The seed would keep its secret_id
@@ -164,6 +196,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
             // Unsecret: the hash covers the host facts and role_id only (SEED_UNTRIGGERED).
             triggers: [out.identity, pulumi.unsecret(seedJson.apply(seedTriggerHash))],
             logging: "none",
+            // The environment would carry the previous (secret) output into the host's session.
+            addPreviousOutputInEnv: false,
           }, {
             parent: this,
             dependsOn: [sw],
@@ -175,13 +209,14 @@ export class FleetDeploy extends pulumi.ComponentResource {
         if (host.roles.includes("fireactions")) {
           const pools = args.poolsJson[host.name];
           new remote.Command(`${host.name}-pools`, {
-            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit },
+            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit, hostKey },
             create: poolsCommand(host.name, POOLS_TIMEOUT_MINUTES),
             stdin: pools,
             triggers: [sha256(pools)],
+            addPreviousOutputInEnv: false,
           }, {
             parent: this,
-            dependsOn: [sw, ...(seed ? [seed] : [])],
+            dependsOn: [sw, ...(seed ? [seed] : []), ...(keyCheck ? [keyCheck] : [])],
             customTimeouts: { create: `${POOLS_TIMEOUT_MINUTES + 1}m`, update: `${POOLS_TIMEOUT_MINUTES + 1}m` },
           });
         }
@@ -190,6 +225,35 @@ export class FleetDeploy extends pulumi.ComponentResource {
     }
 
     this.registerOutputs({ waves: this.waves, flakeHash: this.flakeHash });
+  }
+
+  /**
+   * Where a host's SSH host key comes from:
+   *  - existing machine with `hostKey` in config: that key;
+   *  - host booted from our image: the key it publishes to Vault with its own AppRole token
+   *    (only the holder of its unwrapped secret_id can write there), awaited by `<host>-host-key`;
+   *  - stock image, or existing machine without `hostKey`: trust on first use, the ed25519 key
+   *    the address offers (`<host>-host-key` scans it), pinned from then on.
+   * Once per machine: a new machine (identity) looks again.
+   */
+  private hostKeyOf(host: HostModel, out: HostOutputs, model: FleetModel): pulumi.Output<string> {
+    const d = model.deploy;
+    if (host.provider === "existing" && host.hostKey) return pulumi.output(host.hostKey);
+    const fromVault = host.image === "nix" && host.provider !== "existing";
+    const lookup = new local.Command(`${host.name}-host-key`, {
+      create: fromVault
+        ? hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes)
+        : out.publicAddress.apply((address) => hostKeyScanCommand(host.name, address, d.readyTimeoutMinutes)),
+      ...(fromVault ? { environment: { RF_VAULT_ADDR: model.vault.address } } : {}),
+      triggers: [out.identity],
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
+      // Once per machine (triggers): a new timeout or address alone does not look again.
+      ignoreChanges: ["create"],
+    });
+    return lookup.stdout.apply((s) => (s ?? "").trim());
   }
 }
 
