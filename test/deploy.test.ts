@@ -38,6 +38,7 @@ const switchArgs = {
   arch: "x86_64", remoteBuild: "auto" as const,
   boot: false, confirmTimeout: 30, activationTimeout: 240, switchTimeoutMinutes: 30,
 };
+type SwitchArgs = Parameters<typeof cmd.switchCommand>[0];
 /** A pinned host key for the fakes (any well-formed line). */
 const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTestsOnlyHostKeyForTestsOnly0";
 
@@ -93,7 +94,7 @@ describe("switch command, executed with a fake deploy", () => {
   const fakeDeploy = 'cp "$RUNNER_FLEET_INVENTORY" "$OUT/seen.json"; cp "$RUNNER_FLEET_INVENTORY" "$OUT/inv-path"; echo "$RUNNER_FLEET_INVENTORY" > "$OUT/inv-path"; printf "%s\\n" "$@" > "$OUT/args"; exit ${FAKE_EXIT:-0}';
   const fakeColmena = 'printf "%s\\n" "$@" > "$OUT/args"; pwd > "$OUT/pwd"; cp "$SSH_CONFIG_FILE" "$OUT/ssh_config"';
   const fakeUname = (m: string) => `[ "$1" = -m ] && echo ${m}`;
-  const run = (args: Partial<typeof switchArgs> & { tool?: "deploy-rs" | "colmena" }, fakes: Record<string, string>, env: Record<string, string> = {}) =>
+  const run = (args: Partial<SwitchArgs>, fakes: Record<string, string>, env: Record<string, string> = {}) =>
     runWithFakes(cmd.switchCommand({ ...switchArgs, ...args }), fakes, '{"version":1}\n', { RF_HOST_KEY: HOST_KEY, ...env });
   const argsOf = (dir: string) => fs.readFileSync(path.join(dir, "args"), "utf8").trimEnd().split("\n");
 
@@ -526,7 +527,7 @@ describe("FleetDeploy under mocks", async () => {
   it("no command gets its previous output in the environment (a deploy log can exceed exec's limit, and outputs may be secret)", () => {
     const commands = resources.filter((r) => r.type.startsWith("command:") && /^(alpha|beta|gamma)-/.test(r.name));
     expect(commands.length).toBe(14);
-    for (const r of commands) expect(reveal(r.inputs).addPreviousOutputInEnv, r.name).toBe(false);
+    for (const r of commands) expect((reveal(r.inputs) as Record<string, unknown>).addPreviousOutputInEnv, r.name).toBe(false);
   });
 
   it("pools: pushed to fireactions hosts over stdin, keyed on the pools.json hash, after the switch", () => {

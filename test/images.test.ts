@@ -153,8 +153,12 @@ describe("resolveImageSource", () => {
     expect(resolve("digitalocean", "x86_64", { path: gz })).toMatchObject({ ok: true, image: { format: "raw", compression: "gzip" } });
     const bz2 = mkImage("iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii", "img", { "nixos.img.bz2": 1 });
     expect(resolve("hetzner", "x86_64", { path: bz2 })).toMatchObject({ ok: true, image: { compression: "bzip2" } });
+    // hcloud-upload-image decompresses bz2, xz and zstd (hcloudimages/client.go assembleCommand).
     const zst = mkImage("jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj", "img", { "nixos.img.zst": 1 });
-    expect(resolve("hetzner", "x86_64", { path: zst }).ok).toBe(false);
+    expect(resolve("hetzner", "x86_64", { path: zst })).toMatchObject({ ok: true, image: { format: "raw", compression: "zstd" } });
+    expect(resolve("digitalocean", "x86_64", { path: zst })).toMatchObject({ ok: false, problems: [{ message: expect.stringMatching(/digitalocean cannot import zstd/) }] });
+    const xz = mkImage("kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "img", { "nixos.qcow2.xz": 1 });
+    expect(resolve("hetzner", "x86_64", { path: xz })).toMatchObject({ ok: true, image: { format: "qcow2", compression: "xz" } });
   });
 
   it("Azure: accepts a fixed VHD of whole MiB plus the footer, rejects misaligned and dynamic ones", () => {
@@ -229,8 +233,10 @@ describe("cloud helpers", () => {
     expect(HETZNER_UPLOAD_SCRIPT).toMatch(/timeout "\$RF_TIMEOUT" hcloud-upload-image upload/);
   });
 
-  it("Hetzner takes bz2 only; DigitalOcean regions map to a Spaces region", () => {
+  it("Hetzner takes bz2, xz and zstd; DigitalOcean regions map to a Spaces region", () => {
     expect(hcloudCompression("bzip2")).toBe("bz2");
+    expect(hcloudCompression("xz")).toBe("xz");
+    expect(hcloudCompression("zstd")).toBe("zstd");
     expect(hcloudCompression(undefined)).toBe("");
     expect(() => hcloudCompression("gzip")).toThrow(/cannot decompress gzip/);
     expect(spacesRegion("nyc1")).toBe("nyc3");

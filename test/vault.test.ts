@@ -324,9 +324,10 @@ describe("FleetVault with secrets kept in Vault and existing mounts (mocks)", ()
 
   it("still grants each host read on its external secrets", () => {
     const policy = (h: string) => [...parsePolicy(one(rs, T.policy, `${h}-policy`).inputs.policy as string).keys()];
-    expect(policy("b-metal")).toEqual(["teams/ci/data/shared/github-app/acme", "teams/ci/metadata/shared/github-app/acme"]);
-    expect(policy("b-cache")).toEqual(["teams/ci/data/hosts/b-cache/cache", "teams/ci/metadata/hosts/b-cache/cache"]);
-    expect(policy("b-gitea")).toEqual(["teams/ci/data/hosts/b-gitea/gitea-runner", "teams/ci/metadata/hosts/b-gitea/gitea-runner"]);
+    const key = (h: string) => `teams/ci/data/hosts/${h}/ssh-host-key`;
+    expect(policy("b-metal")).toEqual(["teams/ci/data/shared/github-app/acme", "teams/ci/metadata/shared/github-app/acme", key("b-metal")]);
+    expect(policy("b-cache")).toEqual(["teams/ci/data/hosts/b-cache/cache", "teams/ci/metadata/hosts/b-cache/cache", key("b-cache")]);
+    expect(policy("b-gitea")).toEqual(["teams/ci/data/hosts/b-gitea/gitea-runner", "teams/ci/metadata/hosts/b-gitea/gitea-runner", key("b-gitea")]);
   });
 
   it("uses the configured auth mount and lifetimes", () => {
