@@ -195,7 +195,7 @@ export function pinnedSshLines(host: string, address: string): string[] {
  * and ssh keeps the first value of an option, so --ssh-option cannot pin a key; nixos-anywhere
  * appends its own openssh to PATH (--suffix), so this wrapper is the ssh it and its nix run.
  */
-function pinnedSshWrapperLines(host: string): string[] {
+export function pinnedSshWrapperLines(host: string): string[] {
   return [
     'real_ssh=$(command -v ssh) ' + orFail(`${host}: no ssh on PATH`),
     'mkdir "$work/bin"',
