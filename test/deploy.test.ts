@@ -350,6 +350,36 @@ describe("content addresses", () => {
     expect(cmd.hashFlakeSources(dir)).not.toBe(h0);
   });
 
+  it("in a git work tree the flake hash is over tracked files only: untracked files and an uncommitted lock change nothing", () => {
+    const repo = fs.mkdtempSync(path.join(os.tmpdir(), "rf-flake-git-"));
+    const git = (...a: string[]) => {
+      const r = spawnSync("git", ["-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.org", ...a], { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(r.stderr);
+    };
+    git("init", "-q");
+    const dir = path.join(repo, "nix");
+    fs.mkdirSync(path.join(dir, "modules"), { recursive: true });
+    fs.writeFileSync(path.join(dir, "flake.nix"), "{ }\n");
+    fs.writeFileSync(path.join(dir, "modules", "a.nix"), "{ }\n");
+    fs.writeFileSync(path.join(repo, "README"), "outside the flake\n");
+    git("add", "-A");
+    git("commit", "-qm", "init");
+    const h0 = cmd.hashFlakeSources(dir);
+    // What a first local `nix eval` or an editor leaves behind is not what the flake sees.
+    fs.writeFileSync(path.join(dir, "flake.lock"), '{"nodes":{}}\n');
+    fs.writeFileSync(path.join(dir, "notes.txt"), "scratch\n");
+    fs.symlinkSync("/nix/store/x-image", path.join(dir, "result"));
+    expect(cmd.hashFlakeSources(dir)).toBe(h0);
+    // A committed (tracked) lock is a source.
+    git("add", "nix/flake.lock");
+    const h1 = cmd.hashFlakeSources(dir);
+    expect(h1).not.toBe(h0);
+    // An edit to a tracked file counts before it is committed (Nix copies the work tree's bytes).
+    fs.writeFileSync(path.join(dir, "modules", "a.nix"), "{ x = 1; }\n");
+    expect(cmd.hashFlakeSources(dir)).not.toBe(h1);
+    expect(cmd.gitTrackedFiles(dir)?.sort()).toEqual(["flake.lock", "flake.nix", "modules/a.nix"]);
+  });
+
   it("a host's inventory is the shared fields plus its own entry only", () => {
     const model = modelFrom(fleetConfig());
     const addrs = { alpha: { public: "203.0.113.1", private: null }, beta: { public: "203.0.113.2", private: null }, gamma: { public: "192.0.2.10", private: null } };
