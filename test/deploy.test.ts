@@ -422,6 +422,55 @@ describe("readiness", () => {
   });
 });
 
+describe("deploy settings in config (checked before any resource)", () => {
+  const existing = (extra: Record<string, any>) => ({ provider: "existing", address: "192.0.2.30", arch: "x86_64", vcpus: 8, memoryMib: 16384, roles: ["forgejo-runner"], ...extra });
+  const problemsOf = (cfg: Record<string, any>): string[] => {
+    try {
+      modelFrom(cfg);
+      return [];
+    } catch (err) {
+      return (err as { problems?: string[] }).problems ?? [String(err)];
+    }
+  };
+  const withHost = (host: Record<string, any>, deploy?: Record<string, any>) => {
+    const cfg = baseConfig();
+    cfg.hosts = { onprem: host };
+    if (deploy) cfg.deploy = deploy;
+    return cfg;
+  };
+
+  it("install: true without installDisk is refused by key path; with it the disk reaches the inventory", () => {
+    expect(problemsOf(withHost(existing({ install: true })))).toEqual([
+      "runner-fleet:hosts.onprem.installDisk: is required with install: true: nixos-anywhere partitions this disk with disko (e.g. /dev/disk/by-id/...), wiping it",
+    ]);
+    expect(problemsOf(withHost(existing({ install: true, installDisk: "/dev/../etc/passwd" })))[0]).toMatch(/^runner-fleet:hosts\.onprem\.installDisk: /);
+    const model = modelFrom(withHost(existing({ install: true, installDisk: "/dev/disk/by-id/nvme-x" })));
+    const inv = buildInventory(model, { onprem: { public: "192.0.2.30", private: null } });
+    expect(inv.hosts.onprem).toMatchObject({ installDisk: "/dev/disk/by-id/nvme-x", remoteBuild: "auto" });
+  });
+
+  it("an existing machine's hostKey is pinned as `type base64`; without one the deploy warns that it trusts first use", () => {
+    const pinned = modelFrom(withHost(existing({ hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedKey0 root@onprem" })));
+    expect(pinned.hosts[0]).toMatchObject({ hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedKey0" });
+    expect(pinned.warnings.join("\n")).not.toMatch(/hostKey/);
+    expect(modelFrom(withHost(existing({}))).warnings).toContain(
+      "hosts.onprem.hostKey: not set; the deploy trusts the key 192.0.2.30 offers on first contact. Set it (cat /etc/ssh/ssh_host_ed25519_key.pub on the machine) to pin it",
+    );
+    expect(problemsOf(withHost(existing({ hostKey: "AAAA not a key" }))))
+      .toEqual(["runner-fleet:hosts.onprem.hostKey: must be an SSH host public key line (ssh-ed25519 AAAA...)"]);
+  });
+
+  it("remoteBuild is auto by default and one of auto/always/never; colmena refuses an IPv6 address", () => {
+    expect(modelFrom(withHost(existing({}))).deploy.remoteBuild).toBe("auto");
+    expect(modelFrom(withHost(existing({}), { remoteBuild: "always" })).deploy.remoteBuild).toBe("always");
+    expect(problemsOf(withHost(existing({}), { remoteBuild: "sometimes" }))[0]).toMatch(/^runner-fleet:deploy\.remoteBuild: /);
+    expect(problemsOf(withHost(existing({ address: "2001:db8::30" }), { tool: "colmena" }))).toEqual([
+      "runner-fleet:hosts.onprem.address: colmena cannot deploy to an IPv6 address (it builds ssh-ng://user@<address> without brackets); use a DNS name or deploy-rs",
+    ]);
+    expect(problemsOf(withHost(existing({ address: "2001:db8::30" }), { tool: "deploy-rs" }))).toEqual([]);
+  });
+});
+
 describe("waves", () => {
   it("chunks hosts in order by batch size", () => {
     expect(cmd.deployWaves(["a", "b", "c"], 1)).toEqual([["a"], ["b"], ["c"]]);
