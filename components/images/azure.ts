@@ -32,6 +32,8 @@ export const AZ_CALL_TIMEOUT = "5m";
  * The upload script. Every value comes from the environment, so nothing variable (and no SAS) is
  * on the command text Pulumi records. The SAS lives in a shell variable only and must be there
  * (an empty one fails); azcopy's logs and job plans go to a temporary directory removed on exit.
+ * The key is `accessSAS` in the aaz-generated command (its serialized name) and `accessSas` in
+ * older az releases; JMESPath is case-sensitive, so the query takes either.
  * On success access is revoked and a failed revoke fails the upload (the disk would stay in
  * ActiveUpload and the image step would fail confusingly); on failure the revoke is best effort.
  * Every az and azcopy call runs under a timeout.
@@ -45,7 +47,7 @@ export const AZURE_UPLOAD_SCRIPT = [
   'cleanup() { if [ "$granted" = yes ]; then revoke 2>/dev/null || echo "warning: az disk revoke-access $RF_DISK failed; revoke it by hand" >&2; fi; rm -rf "$work"; }',
   "trap cleanup EXIT",
   'granted=yes',
-  `sas=$(timeout ${AZ_CALL_TIMEOUT} az disk grant-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" --access-level Write --duration-in-seconds "$RF_TIMEOUT" --query accessSAS --output tsv)`,
+  `sas=$(timeout ${AZ_CALL_TIMEOUT} az disk grant-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" --access-level Write --duration-in-seconds "$RF_TIMEOUT" --query "accessSAS || accessSas" --output tsv)`,
   'case "$sas" in https://*) ;; *) echo "az disk grant-access returned no SAS URL for $RF_DISK" >&2; exit 1;; esac',
   'timeout "$RF_TIMEOUT" azcopy copy "$RF_IMAGE_FILE" "$sas" --blob-type PageBlob --log-level ERROR >/dev/null',
   'sas=',
