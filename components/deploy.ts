@@ -1,11 +1,16 @@
 /**
  * NixOS onto the hosts (DESIGN.md, "readiness -> first install -> switch -> pools"):
  *
+ *   <host>-host-key local: the host's SSH host key, pinned by every step below: published by
+ *                   the host in Vault (our images), or scanned on first contact (stock images,
+ *                   existing machines without `hostKey`; those take it from config)
  *   <host>-ready    remote: wait until the machine has booted (once per machine)
  *   <host>-install  local: nixos-anywhere onto a stock image (once per machine; stock hosts only)
  *   <host>-switch   local: deploy-rs or colmena for this one host, in rolling waves
  *   <host>-seed     remote: existing machines only: the files cloud-init writes elsewhere
  *                   (host facts, pools, role_id, wrapped secret_id), then bootstrap
+ *   <host>-host-key-check  local: a key trusted on first use must be the one the host then
+ *                   publishes in Vault itself
  *   <host>-pools    remote: push pools.json in place (fireactions hosts), on every pool edit
  *
  * SSH credentials: every step authenticates with the deploy machine's ssh-agent. remote.Command
@@ -164,24 +169,6 @@ export class FleetDeploy extends pulumi.ComponentResource {
         this.switches[host.name] = sw;
         thisWave.push(sw);
 
-        // A stock cloud host was first reached on trust (its key scanned before the install);
-        // once installed it publishes its key to Vault itself, which must be the same key
-        // (--copy-host-keys keeps it). The next wave and the pool push wait for this check.
-        let keyCheck: local.Command | undefined;
-        if (stock && host.provider !== "existing") {
-          keyCheck = new local.Command(`${host.name}-host-key-check`, {
-            create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
-            environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: hostKey },
-            triggers: [out.identity],
-            addPreviousOutputInEnv: false,
-          }, {
-            parent: this,
-            dependsOn: [sw],
-            customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
-          });
-          thisWave.push(keyCheck);
-        }
-
         let seed: remote.Command | undefined;
         if (seedJson) {
           // After the first switch, which installs runner-fleet-seed and the deploy user's sudo right.
@@ -204,6 +191,27 @@ export class FleetDeploy extends pulumi.ComponentResource {
             additionalSecretOutputs: ["stdout", "stderr"],
             customTimeouts: { create: `${SEED_TIMEOUT_MINUTES + 1}m`, update: `${SEED_TIMEOUT_MINUTES + 1}m` },
           });
+        }
+
+        // A host first reached on trust (a stock cloud image scanned before its install, an
+        // existing machine without hostKey) publishes its own key to Vault once bootstrapped
+        // (cloud-init on first boot; the seed on existing machines), and that must be the key
+        // every connection so far was pinned to (--copy-host-keys keeps it across an install).
+        // The pool push and the next wave wait for this check.
+        let keyCheck: local.Command | undefined;
+        const trustedOnFirstUse = host.provider === "existing" ? !host.hostKey : stock;
+        if (trustedOnFirstUse) {
+          keyCheck = new local.Command(`${host.name}-host-key-check`, {
+            create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
+            environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: hostKey },
+            triggers: [out.identity],
+            addPreviousOutputInEnv: false,
+          }, {
+            parent: this,
+            dependsOn: [seed ?? sw],
+            customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
+          });
+          thisWave.push(keyCheck);
         }
 
         if (host.roles.includes("fireactions")) {

@@ -540,7 +540,7 @@ describe("FleetDeploy under mocks", async () => {
     expect(names).toEqual([
       "alpha-host-key", "alpha-pools", "alpha-ready", "alpha-switch",
       "beta-host-key", "beta-host-key-check", "beta-install", "beta-ready", "beta-switch",
-      "gamma-host-key", "gamma-pools", "gamma-ready", "gamma-seed", "gamma-switch",
+      "gamma-host-key", "gamma-host-key-check", "gamma-pools", "gamma-ready", "gamma-seed", "gamma-switch",
     ]);
     expect(deploy.waves).toEqual([["alpha"], ["beta"], ["gamma"]]);
   });
@@ -589,6 +589,15 @@ describe("FleetDeploy under mocks", async () => {
     const check = recorded("beta-host-key-check").inputs;
     expect(check.create).toContain('"ci/data/hosts/beta/ssh-host-key"');
     expect(check.environment.RF_EXPECT_KEY).toBe(recorded("beta-ready").inputs.connection.hostKey);
+    // An existing machine trusted on first use is checked likewise, once its seed has bootstrapped it.
+    expect(recorded("gamma-host-key-check").inputs.environment.RF_EXPECT_KEY).toBe(recorded("gamma-ready").inputs.connection.hostKey);
+    expect(resources.some((r) => r.name === "alpha-host-key-check")).toBe(false);
+  });
+
+  it("the first-use check runs after the seed on an existing machine, and the pool push waits for it", async () => {
+    const urns = async (name: string) => Promise.all(((opt(name)?.opts.dependsOn ?? []) as any[]).map((d) => new Promise<string>((r) => d.urn.apply(r))));
+    expect((await urns("gamma-host-key-check")).map((u) => u.split("::").pop())).toEqual(["gamma-seed"]);
+    expect((await urns("gamma-pools")).map((u) => u.split("::").pop())).toContain("gamma-host-key-check");
   });
 
   it("every SSH connection pins the host's key: remote commands' hostKey, local commands' RF_HOST_KEY", () => {
@@ -605,7 +614,7 @@ describe("FleetDeploy under mocks", async () => {
 
   it("no command gets its previous output in the environment (a deploy log can exceed exec's limit, and outputs may be secret)", () => {
     const commands = resources.filter((r) => r.type.startsWith("command:") && /^(alpha|beta|gamma)-/.test(r.name));
-    expect(commands.length).toBe(14);
+    expect(commands.length).toBe(15);
     for (const r of commands) expect((reveal(r.inputs) as Record<string, unknown>).addPreviousOutputInEnv, r.name).toBe(false);
   });
 
@@ -651,7 +660,7 @@ describe("FleetDeploy under mocks", async () => {
 
   it("seed runs after the host's switch, and its pools push after the seed", async () => {
     expect(await urnsOf("gamma-seed")).toEqual(["gamma-switch"]);
-    expect(await urnsOf("gamma-pools")).toEqual(["gamma-seed", "gamma-switch"]);
+    expect(await urnsOf("gamma-pools")).toEqual(["gamma-host-key-check", "gamma-seed", "gamma-switch"]);
     expect(await urnsOf("alpha-pools")).toEqual(["alpha-switch"]);
   });
 
