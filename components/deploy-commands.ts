@@ -54,8 +54,10 @@ function walkFiles(dir: string): string[] {
  * work tree (or git is missing). `--cached` lists the index: what a `git+file:` flake copies.
  */
 export function gitTrackedFiles(dir: string): string[] | undefined {
-  // Paths come relative to `dir` (git's working directory); -z: no quoting of odd names.
-  const r = spawnSync("git", ["-C", dir, "ls-files", "-z", "--cached", "--", "."], { encoding: "buffer" });
+  // Paths come relative to `dir` (git's working directory); -z: no quoting of odd names. The
+  // checkout is the program's own (already trusted): a checkout owned by another user (CI
+  // containers) must not silently fall back to the directory walk and change the hash.
+  const r = spawnSync("git", ["-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C", dir, "ls-files", "-z", "--cached", "--", "."], { encoding: "buffer" });
   if (r.error || r.status !== 0) return undefined;
   return r.stdout.toString("utf8").split("\0").filter(Boolean);
 }
