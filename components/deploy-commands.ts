@@ -226,7 +226,7 @@ function buildOnTargetLines(setting: RemoteBuildSetting, arch: string): string[]
 /**
  * A local command that prints the host's SSH host key once the host has published it to Vault
  * (KV v2 `<mount>/data/hosts/<host>/ssh-host-key`, field `public_key`), polling every 5 s up to
- * `minutes`. Node reads VAULT_TOKEN from the environment (never argv) and the address from
+ * `minutes`. Node reads VAULT_TOKEN from the environment (or ~/.vault-token; never argv) and the address from
  * $RF_VAULT_ADDR; VAULT_NAMESPACE is sent when set and VAULT_CACERT becomes Node's extra CA file.
  * With $RF_EXPECT_KEY set, the published key must be that one (a stock host keeps the key it
  * was installed with: nixos-anywhere --copy-host-keys).
@@ -237,10 +237,13 @@ export function hostKeyFromVaultCommand(host: string, apiPath: string, minutes: 
     "const env = process.env;",
     `const host = ${JSON.stringify(host)}, path = ${JSON.stringify(apiPath)};`,
     "const fail = (m) => { process.stderr.write(`${host}: ${m}\\n`); process.exit(1); };",
-    "if (!env.VAULT_TOKEN) fail('VAULT_TOKEN is not set: the deploy reads the host key from Vault with it');",
+    // As the Vault provider and CLI: VAULT_TOKEN, else the token helper's ~/.vault-token.
+    "let token = env.VAULT_TOKEN;",
+    "if (!token) { try { token = require('fs').readFileSync(require('path').join(require('os').homedir(), '.vault-token'), 'utf8').trim(); } catch {} }",
+    "if (!token) fail('VAULT_TOKEN is not set: the deploy reads the host key from Vault with it');",
     "const url = `${(env.RF_VAULT_ADDR || '').replace(/\\/+$/, '')}/v1/${path}`;",
     `const deadline = Date.now() + ${minutes * 60_000};`,
-    "const headers = { 'X-Vault-Token': env.VAULT_TOKEN, ...(env.VAULT_NAMESPACE ? { 'X-Vault-Namespace': env.VAULT_NAMESPACE } : {}) };",
+    "const headers = { 'X-Vault-Token': token, ...(env.VAULT_NAMESPACE ? { 'X-Vault-Namespace': env.VAULT_NAMESPACE } : {}) };",
     "const keyLine = /^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) ([A-Za-z0-9+/]+={0,3})(\\s.*)?$/;",
     "(async () => {",
     "  let last = 'no answer yet';",
@@ -251,7 +254,7 @@ export function hostKeyFromVaultCommand(host: string, apiPath: string, minutes: 
     "        const m = keyLine.exec(String((await res.json())?.data?.data?.public_key ?? '').trim());",
     "        if (!m) fail(`the key published at ${path} is not an OpenSSH public key line`);",
     "        const key = `${m[1]} ${m[2]}`;",
-    "        if (env.RF_EXPECT_KEY && env.RF_EXPECT_KEY !== key) fail(`the host key published at ${path} (${key}) is not the one the install connected to (${env.RF_EXPECT_KEY}): refusing to deploy`);",
+    "        if (env.RF_EXPECT_KEY && env.RF_EXPECT_KEY !== key) fail(`the host key published at ${path} (${key}) is not the key this deploy pinned at first contact (${env.RF_EXPECT_KEY}): refusing to deploy`);",
     "        process.stdout.write(key);",
     "        return;",
     "      }",

@@ -59,7 +59,8 @@ describe.skipIf(!BAO)("waiting for a host's SSH host key in Vault (real OpenBao)
   /** Runs the deploy's command with the given environment; resolves when it exits. */
   const poll = (env: Record<string, string>, minutes = 1) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const p = spawn("/bin/sh", ["-c", hostKeyFromVaultCommand(host.name, apiPath, minutes)], {
-      env: { PATH: process.env.PATH ?? "", HOME: dir, RF_VAULT_ADDR: addr, ...env },
+      // A home of its own: the dev server leaves its root token in the server's ~/.vault-token.
+      env: { PATH: process.env.PATH ?? "", HOME: fs.mkdtempSync(path.join(os.tmpdir(), "rf-home-")), RF_VAULT_ADDR: addr, ...env },
     });
     let stdout = "";
     let stderr = "";
@@ -109,7 +110,7 @@ describe.skipIf(!BAO)("waiting for a host's SSH host key in Vault (real OpenBao)
   it("refuses a published key other than the one a stock install connected to", async () => {
     const r = await poll({ VAULT_TOKEN: ROOT_TOKEN, RF_EXPECT_KEY: OTHER });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`${host.name}: the host key published at ${apiPath}`);
+    expect(r.stderr).toContain(`${host.name}: the host key published at ${apiPath} (${KEY}) is not the key this deploy pinned at first contact`);
     expect(r.stderr).toContain("refusing to deploy");
   }, 30_000);
 
@@ -117,6 +118,11 @@ describe.skipIf(!BAO)("waiting for a host's SSH host key in Vault (real OpenBao)
     const none = await poll({});
     expect(none.code).toBe(1);
     expect(none.stderr).toContain("VAULT_TOKEN is not set");
+    // The token helper's file stands in for VAULT_TOKEN, as for the Vault CLI and provider.
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), "rf-home-"));
+    fs.writeFileSync(path.join(home, ".vault-token"), `${ROOT_TOKEN}\n`);
+    const helper = await poll({ HOME: home });
+    expect(helper.stdout).toBe(KEY);
     const weak = bao(["token", "create", "-policy=default", "-field=token"]);
     const denied = await poll({ VAULT_TOKEN: weak });
     expect(denied.code).toBe(1);
