@@ -6,6 +6,7 @@
  * paths and the flake directory.
  */
 import * as fs from "node:fs";
+import { isIP } from "node:net";
 import * as path from "node:path";
 import { checkCapacity } from "./capacity";
 import {
@@ -452,6 +453,28 @@ const sshExposure: Rule = {
   },
 };
 
+const existingHostsDeployable: Rule = {
+  name: "existingHostsDeployable",
+  why: "an adopted machine must be installable and reachable by the deploy tool, with its host key pinned where known",
+  needs: ["hosts", "deploy"],
+  check(r) {
+    for (const [name, host] of sorted(r.hosts)) {
+      if (host.provider !== "existing") continue;
+      const at = `hosts.${name}`;
+      if (host.install && !host.installDisk) {
+        r.problem(`${at}.installDisk`, "is required with install: true: nixos-anywhere partitions this disk with disko (e.g. /dev/disk/by-id/...), wiping it");
+      }
+      if (!host.hostKey) {
+        r.out.warnings.push(`${at}.hostKey: not set; the deploy trusts the key ${host.address} offers on first contact. Set it (cat /etc/ssh/ssh_host_ed25519_key.pub on the machine) to pin it`);
+      }
+      // colmena builds ssh-ng://user@<address> without brackets (docs/upstream.md).
+      if (r.sections.deploy?.tool === "colmena" && isIP(host.address) === 6) {
+        r.problem(`${at}.address`, "colmena cannot deploy to an IPv6 address (it builds ssh-ng://user@<address> without brackets); use a DNS name or deploy-rs");
+      }
+    }
+  },
+};
+
 const optInsTakeEffect: Rule = {
   name: "optInsTakeEffect",
   why: "an unsafe or unusual opt-in is announced only where it acts; one that cannot act is said to do nothing",
@@ -497,7 +520,7 @@ export const RULES: readonly Rule[] = [
   poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, hostNamesUsable, addressesUnique,
   regionsKnown, spreadGroupsFit, dataVolumesValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
-  imagesConfigured, rolesHaveServices, sshExposure, optInsTakeEffect, deployFlakeExists,
+  imagesConfigured, rolesHaveServices, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,
 ];
 
 /** Runs every rule whose sections parsed. */

@@ -10,8 +10,9 @@ import { HETZNER_LOCATIONS, lookupInstance } from "./catalog";
 import { type Derived, type HostFacts, runRules, SECRET_KEYS } from "./config-rules";
 import { checkSshKey, durationSeconds, forbiddenCharacter, MAX_DURATION_SECONDS, normalAddress, normalCidr } from "./config-values";
 import { renderUserData } from "./cloud-init";
+import { normalizeHostKey } from "./deploy-commands";
 import {
-  ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, PROVIDERS, ROLES, SECRET_NAMES,
+  ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, PROVIDERS, REMOTE_BUILDS, ROLES, SECRET_NAMES,
   type Cloud, type FleetModel, type HostModel,
 } from "./model";
 import { renderPoolsJson } from "./pools";
@@ -159,6 +160,13 @@ const ExistingHostSchema = z.strictObject({
   memoryMib: int(512, 64 * 1024 * 1024),
   kvm: z.boolean().default(false),
   install: z.boolean().default(false),
+  /** The disk disko partitions at install: required with install: true (rule existingHostsDeployable). */
+  installDisk: z.string().regex(/^\/dev\/[A-Za-z0-9_.:+@-]+(\/[A-Za-z0-9_.:+@-]+)*$/, { error: "must be a device path such as /dev/sda or /dev/disk/by-id/..." })
+    .refine((d) => !d.split("/").includes(".."), { error: "must not contain .." }).optional(),
+  /** The machine's SSH host public key (cat /etc/ssh/ssh_host_ed25519_key.pub): pinned for every connection. */
+  hostKey: check(z.string(), (line) => /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) /.test(line)
+    ? checkSshKey(line)
+    : "must be an SSH host public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa, then the key").optional(),
   ...hostCommon,
 });
 
@@ -196,6 +204,7 @@ const DeploySchema = z.strictObject({
   readyTimeoutMinutes: int(1, 1440).default(20),
   installTimeoutMinutes: int(1, 1440).default(45),
   switchTimeoutMinutes: int(1, 1440).default(30),
+  remoteBuild: z.enum(REMOTE_BUILDS).default("auto"),
 });
 
 /** The whole stack config: one key per `runner-fleet:<key>`. Secrets are checked for presence only. */
@@ -468,6 +477,8 @@ function hostModel(name: string, host: HostConfig, facts: HostFacts, ctx: LoadCo
       return {
         ...base, provider: "existing", image: host.install ? "stock" : "nix", address: normal(host.address),
         ...(host.privateAddress ? { privateAddress: normal(host.privateAddress) } : {}), install: host.install,
+        ...(host.installDisk ? { installDisk: host.installDisk } : {}),
+        ...(host.hostKey ? { hostKey: normalizeHostKey(host.hostKey) } : {}),
       };
     }
   }

@@ -3,6 +3,7 @@
  * addresses that decide when a host is redeployed, and the rolling waves. No Pulumi here, so
  * all of it is tested directly (test/deploy.test.ts).
  */
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -32,24 +33,55 @@ function skipEntry(entry: fs.Dirent): boolean {
   return entry.isSymbolicLink() && /^result(-.*)?$/.test(entry.name);
 }
 
-/**
- * The content address of the flake's sources: every file under `dir` (path and bytes), sorted,
- * without result links. Any edit under nix/ changes it; building an image does not.
- */
-export function hashFlakeSources(dir: string): string {
-  const hash = createHash("sha256");
+/** Every file under `dir` except skipEntry's, relative to `dir`, sorted. */
+function walkFiles(dir: string): string[] {
+  const out: string[] = [];
   const walk = (rel: string) => {
-    const entries = fs.readdirSync(path.join(dir, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const entry of entries) {
+    for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
       if (skipEntry(entry)) continue;
       const relPath = rel ? `${rel}/${entry.name}` : entry.name;
-      const full = path.join(dir, relPath);
       if (entry.isDirectory()) walk(relPath);
-      else if (entry.isSymbolicLink()) hash.update(`link\0${relPath}\0${fs.readlinkSync(full)}\0`);
-      else if (entry.isFile()) hash.update(`file\0${relPath}\0`).update(fs.readFileSync(full)).update("\0");
+      else if (entry.isSymbolicLink() || entry.isFile()) out.push(relPath);
     }
   };
   walk("");
+  return out;
+}
+
+/**
+ * The files git tracks under `dir` (relative to it), or undefined when `dir` is not in a git
+ * work tree (or git is missing). `--cached` lists the index: what a `git+file:` flake copies.
+ */
+export function gitTrackedFiles(dir: string): string[] | undefined {
+  // Paths come relative to `dir` (git's working directory); -z: no quoting of odd names. The
+  // checkout is the program's own (already trusted): a checkout owned by another user (CI
+  // containers) must not silently fall back to the directory walk and change the hash.
+  const r = spawnSync("git", ["-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-C", dir, "ls-files", "-z", "--cached", "--", "."], { encoding: "buffer" });
+  if (r.error || r.status !== 0) return undefined;
+  return r.stdout.toString("utf8").split("\0").filter(Boolean);
+}
+
+/**
+ * The content address of the flake's sources: what the flake sees, path and bytes, sorted.
+ * In a git work tree Nix copies only tracked files (their working-tree bytes), so only those
+ * count: an untracked file, or a flake.lock that a local `nix eval` writes next to an untracked
+ * lock, changes nothing; the committed flake.lock is a source like any other. Outside git, Nix
+ * copies the whole directory, so every file counts except result links.
+ */
+export function hashFlakeSources(dir: string): string {
+  const hash = createHash("sha256");
+  const files = (gitTrackedFiles(dir) ?? walkFiles(dir)).sort();
+  for (const relPath of files) {
+    const full = path.join(dir, relPath);
+    let stat: fs.Stats;
+    try {
+      stat = fs.lstatSync(full);
+    } catch {
+      continue; // tracked but deleted in the work tree: the flake does not see it either
+    }
+    if (stat.isSymbolicLink()) hash.update(`link\0${relPath}\0${fs.readlinkSync(full)}\0`);
+    else if (stat.isFile()) hash.update(`file\0${relPath}\0`).update(fs.readFileSync(full)).update("\0");
+  }
   return hash.digest("hex");
 }
 
@@ -62,34 +94,36 @@ export function isLocalFlake(flake: string): boolean {
 // ---------------------------------------------------------------------------------------------
 // Readiness
 
-/** @pulumi/command's dial backoff: 100 ms, x1.5 per failed dial, capped at 5 s. */
+/** @pulumi/command's dial backoff (pulumi's retry.Until defaults): 100 ms, x1.5 per failed dial, capped at 5 s. */
 const DIAL_FIRST_MS = 100;
 const DIAL_FACTOR = 1.5;
 const DIAL_CAP_MS = 5000;
 
 /**
- * How many failed dials to allow so the backoff alone spans `minutes` (the limit counts
- * errors; there is one wait fewer than errors). Slow dials (each up to perDialTimeout) only
- * reach the resource's custom timeout sooner, which is the real bound.
+ * The dial limit whose backoff alone spans `minutes`. pulumi-command gives up once
+ * `dials > dialErrorLimit` (connection.go reachedDialingErrorLimit), so a limit L allows L+1
+ * failed dials with a wait after each of the first L: the limit is the number of waits. Slow
+ * dials (each up to perDialTimeout) only reach the resource's custom timeout sooner, which is
+ * the real bound.
  */
 export function dialErrorLimitFor(minutes: number): number {
   const target = minutes * 60_000;
   let waited = 0;
   let delay = DIAL_FIRST_MS;
-  let errors = 1;
+  let waits = 0;
   while (waited < target) {
     waited += delay;
     delay = Math.min(delay * DIAL_FACTOR, DIAL_CAP_MS);
-    errors += 1;
+    waits += 1;
   }
-  return errors;
+  return waits;
 }
 
-/** Total backoff before @pulumi/command gives up after `limit` dial errors, in ms. */
+/** Total backoff before @pulumi/command gives up with dial limit `limit` (L+1 dials, L waits), in ms. */
 export function dialBackoffMs(limit: number): number {
   let waited = 0;
   let delay = DIAL_FIRST_MS;
-  for (let i = 1; i < limit; i++) {
+  for (let i = 0; i < limit; i++) {
     waited += delay;
     delay = Math.min(delay * DIAL_FACTOR, DIAL_CAP_MS);
   }
@@ -113,10 +147,150 @@ export function readinessCommand(host: string, minutes: number): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// First install (stock images)
+// Pinned SSH host keys (issue 14 item 7)
 
-/** Fresh hosts have unknown host keys; nixos-anywhere does the same for its own connections. */
-const NEW_HOST_SSH = "-o BatchMode=yes -o ConnectTimeout=15 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null";
+/** The environment variable a local command gets the host's pinned SSH host key in. */
+export const HOST_KEY_ENV = "RF_HOST_KEY";
+
+/** Host key types OpenSSH servers offer (no sk- types: those are user keys). */
+const HOST_KEY_LINE = /^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) ([A-Za-z0-9+/]+={0,3})(\s.*)?$/;
+
+/**
+ * `type base64` of an OpenSSH public key line (comment dropped), or undefined when the line is
+ * not one. pulumi-command's `hostKey` goes through ssh.ParseAuthorizedKey, which takes this form;
+ * known_hosts takes it after the host pattern.
+ */
+export function normalizeHostKey(line: string): string | undefined {
+  const m = HOST_KEY_LINE.exec(line.trim());
+  return m ? `${m[1]} ${m[2]}` : undefined;
+}
+
+/** The address as ssh's HostName takes it: IPv4, IPv6 without brackets, or a DNS name. */
+function checkedAddress(address: string): string {
+  if (!/^[A-Za-z0-9.:-]+$/.test(address)) throw new Error(`${JSON.stringify(address)} is not an IP address or host name`);
+  return address;
+}
+
+/**
+ * Shell lines that pin the host key: check $RF_HOST_KEY, write it to "$work/known_hosts" under
+ * the host's name, and set $ssh_opts for every ssh that follows. The tools connect to the host
+ * NAME (`user@<host>`); `HostName` carries the address, so an IPv6 address never has to fit in
+ * an `ssh://user@host` store URI (deploy-rs and nixos-anywhere build those from the name), and
+ * `HostKeyAlias` makes the name the known_hosts key. Options are single-space separated: deploy-rs
+ * splits --ssh-opts on ' ' and Nix splits NIX_SSHOPTS on whitespace.
+ */
+export function pinnedSshLines(host: string, address: string): string[] {
+  const fail = (what: string) => `{ echo ${shellQuote(what)} >&2; exit 1; }`;
+  return [
+    `case "\${${HOST_KEY_ENV}:-}" in "ssh-ed25519 "*|"ecdsa-sha2-nistp"*|"ssh-rsa "*) ;; *) ${fail(`${host}: no pinned SSH host key`)};; esac`,
+    `case "\${${HOST_KEY_ENV}:-}" in *[!A-Za-z0-9+/=\\ -]*) ${fail(`${host}: the pinned SSH host key is not one OpenSSH key line`)};; esac`,
+    `case "$work" in *[!A-Za-z0-9/._-]*) ${fail("the temporary directory path has characters ssh options cannot carry")};; esac`,
+    `printf '%s %s\\n' ${host} "$${HOST_KEY_ENV}" > "$work/known_hosts"`,
+    `ssh_opts="-o HostName=${checkedAddress(address)} -o HostKeyAlias=${host} -o UserKnownHostsFile=$work/known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o CheckHostIP=no -o BatchMode=yes -o ConnectTimeout=15"`,
+  ];
+}
+
+/**
+ * An `ssh` first on PATH that puts the pinned options before any the caller gives. nixos-anywhere
+ * passes `-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no` ahead of `--ssh-option`s,
+ * and ssh keeps the first value of an option, so --ssh-option cannot pin a key; nixos-anywhere
+ * appends its own openssh to PATH (--suffix), so this wrapper is the ssh it and its nix run.
+ */
+export function pinnedSshWrapperLines(host: string): string[] {
+  return [
+    'real_ssh=$(command -v ssh) ' + orFail(`${host}: no ssh on PATH`),
+    'mkdir "$work/bin"',
+    `printf '#!/bin/sh\\nexec %s %s "$@"\\n' "$real_ssh" "$ssh_opts" > "$work/bin/ssh"`,
+    'chmod 0755 "$work/bin/ssh"',
+  ];
+}
+
+/** deploy.remoteBuild: where each host's system is built. */
+export type RemoteBuildSetting = "auto" | "always" | "never";
+
+/**
+ * Shell lines that set $build_on_target to yes or no at run time: `auto` compares the host's arch
+ * with the deploy machine's (`uname -m`; macOS says arm64), so the command text does not depend
+ * on which machine runs it.
+ */
+function buildOnTargetLines(setting: RemoteBuildSetting, arch: string): string[] {
+  if (setting === "always") return ["build_on_target=yes"];
+  if (setting === "never") return ["build_on_target=no"];
+  return [
+    'here=$(uname -m); [ "$here" = arm64 ] && here=aarch64',
+    `if [ "$here" = ${arch} ]; then build_on_target=no; else build_on_target=yes; fi`,
+  ];
+}
+
+/**
+ * A local command that prints the host's SSH host key once the host has published it to Vault
+ * (KV v2 `<mount>/data/hosts/<host>/ssh-host-key`, field `public_key`), polling every 5 s up to
+ * `minutes`. Node reads VAULT_TOKEN from the environment (or ~/.vault-token; never argv) and the address from
+ * $RF_VAULT_ADDR; VAULT_NAMESPACE is sent when set and VAULT_CACERT becomes Node's extra CA file.
+ * With $RF_EXPECT_KEY set, the published key must be that one (a stock host keeps the key it
+ * was installed with: nixos-anywhere --copy-host-keys).
+ */
+export function hostKeyFromVaultCommand(host: string, apiPath: string, minutes: number): string {
+  if (!/^[A-Za-z0-9_./-]+$/.test(apiPath) || apiPath.includes("..")) throw new Error(`host ${host}: refusing Vault path ${JSON.stringify(apiPath)}`);
+  const script = [
+    "const env = process.env;",
+    `const host = ${JSON.stringify(host)}, path = ${JSON.stringify(apiPath)};`,
+    "const fail = (m) => { process.stderr.write(`${host}: ${m}\\n`); process.exit(1); };",
+    // As the Vault provider and CLI: VAULT_TOKEN, else the token helper's ~/.vault-token.
+    "let token = env.VAULT_TOKEN;",
+    "if (!token) { try { token = require('fs').readFileSync(require('path').join(require('os').homedir(), '.vault-token'), 'utf8').trim(); } catch {} }",
+    "if (!token) fail('VAULT_TOKEN is not set: the deploy reads the host key from Vault with it');",
+    "const url = `${(env.RF_VAULT_ADDR || '').replace(/\\/+$/, '')}/v1/${path}`;",
+    `const deadline = Date.now() + ${minutes * 60_000};`,
+    "const headers = { 'X-Vault-Token': token, ...(env.VAULT_NAMESPACE ? { 'X-Vault-Namespace': env.VAULT_NAMESPACE } : {}) };",
+    "const keyLine = /^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) ([A-Za-z0-9+/]+={0,3})(\\s.*)?$/;",
+    "(async () => {",
+    "  let last = 'no answer yet';",
+    "  for (;;) {",
+    "    try {",
+    "      const res = await fetch(url, { headers, signal: AbortSignal.timeout(15000) });",
+    "      if (res.status === 200) {",
+    "        const m = keyLine.exec(String((await res.json())?.data?.data?.public_key ?? '').trim());",
+    "        if (!m) fail(`the key published at ${path} is not an OpenSSH public key line`);",
+    "        const key = `${m[1]} ${m[2]}`;",
+    "        if (env.RF_EXPECT_KEY && env.RF_EXPECT_KEY !== key) fail(`the host key published at ${path} (${key}) is not the key this deploy pinned at first contact (${env.RF_EXPECT_KEY}): refusing to deploy`);",
+    "        process.stdout.write(key);",
+    "        return;",
+    "      }",
+    "      if (res.status === 403) fail(`Vault refused to read ${path} (403): the deploy token needs read on it`);",
+    "      last = `Vault answered ${res.status}`;",
+    "    } catch (e) { last = String(e?.cause?.code ?? e?.name ?? e); }",
+    `    if (Date.now() > deadline) fail(\`no SSH host key at \${path} after ${minutes} minutes (\${last}); the host publishes it after unwrapping its secret_id: check its bootstrap, and that nobody else used the wrapped token\`);`,
+    "    await new Promise((r) => setTimeout(r, 5000));",
+    "  }",
+    "})();",
+  ].join("\n");
+  return [
+    'if [ -n "${VAULT_CACERT:-}" ]; then export NODE_EXTRA_CA_CERTS="$VAULT_CACERT"; fi',
+    `exec node -e ${shellQuote(script)}`,
+  ].join("\n");
+}
+
+/**
+ * Trust on first use, for hosts nothing vouches for yet (stock images before their install,
+ * existing machines without `hostKey`): the ed25519 key the address offers once SSH answers,
+ * scanned every 5 s up to `minutes`. Every later connection pins it.
+ */
+export function hostKeyScanCommand(host: string, address: string, minutes: number): string {
+  return [
+    "set -eu",
+    `deadline=$(( $(date +%s) + ${minutes * 60} ))`,
+    "while :; do",
+    `  key=$(timeout 30 ssh-keyscan -T 10 -t ed25519 ${checkedAddress(address)} 2>/dev/null | awk '$2 == "ssh-ed25519" { print $2 " " $3; exit }') || key=""`,
+    '  if [ -n "$key" ]; then printf "%s" "$key"; exit 0; fi',
+    `  [ "$(date +%s)" -lt "$deadline" ] ${orFail(`${host}: no SSH host key offered at ${address} within ${minutes} minutes`)}`,
+    "  sleep 5",
+    "done",
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// First install (stock images)
 
 export interface InstallCommandArgs {
   host: string;
@@ -124,6 +298,10 @@ export interface InstallCommandArgs {
   flake: string;
   /** The deploy user, who must answer once the installed system has booted. */
   sshUser: string;
+  /** The host's arch: `remoteBuild: auto` builds locally only on a machine of the same arch. */
+  arch: string;
+  /** deploy.remoteBuild: nixos-anywhere's --build-on. */
+  remoteBuild: RemoteBuildSetting;
   installTimeoutMinutes: number;
   readyTimeoutMinutes: number;
   /**
@@ -134,26 +312,34 @@ export interface InstallCommandArgs {
   filesFrom?: "machine" | "stdin";
 }
 
+/** nixos-anywhere's --build-on for a remoteBuild setting (its own `auto` compares systems too). */
+const BUILD_ON: Record<RemoteBuildSetting, string> = { auto: "auto", always: "remote", never: "local" };
+
 /**
  * nixos-anywhere onto a stock image, run on the deploy machine. The host's inventory.json
- * arrives on stdin (after the seed files, with `filesFrom: "stdin"`). Steps:
- *  1. Never wipe a host twice: one that already runs NixOS (the deploy user can log in and
+ * arrives on stdin (after the seed files, with `filesFrom: "stdin"`), its pinned host key in
+ * $RF_HOST_KEY. Steps:
+ *  1. Pin the host key: every ssh below, and nixos-anywhere's (through an ssh wrapper first on
+ *     PATH), checks it strictly; nothing reaches a host that cannot show it.
+ *  2. Never wipe a host twice: one that already runs NixOS (the deploy user can log in and
  *     /etc/NIXOS exists) is skipped, so a re-run (any input change re-runs a command) never
  *     reinstalls a live host.
- *  2. Gather /etc/runner-fleet (host facts, pools.json, role_id, wrapped secret_id) in a private
+ *  3. Gather /etc/runner-fleet (host facts, pools.json, role_id, wrapped secret_id) in a private
  *     temp dir (mktemp -d: 0700) for `--extra-files`: the reinstall wipes the disk, and the
  *     wrapped secret_id exists nowhere else. Cloud hosts: tar over SSH off the stock image (tar
  *     keeps the 0600 modes). Existing machines: decoded from stdin. The files never pass through
  *     a log. The tree's directories are 0755 like the target's: nixos-anywhere extracts it over
  *     the new root, and tar running as root gives existing directories the archive's modes.
- *  3. nixos-anywhere, under a timeout (its SSH waits have none). `--option pure-eval false` is
+ *  4. nixos-anywhere, under a timeout (its SSH waits have none). `--option pure-eval false` is
  *     nixos-anywhere's spelling of --impure (it forwards --option to every nix command), so the
- *     flake reads $RUNNER_FLEET_INVENTORY. `--copy-host-keys` keeps the host's SSH identity.
- *  4. Wait, bounded, until the deploy user can log in to the installed system.
+ *     flake reads $RUNNER_FLEET_INVENTORY. `--copy-host-keys` keeps the host's SSH identity, so
+ *     the pinned key stays valid. The flake attribute is the bare name: nixos-anywhere quotes it
+ *     itself (nixosConfigurations."<name>").
+ *  5. Wait, bounded, until the deploy user can log in to the installed system.
  */
 export function installCommand(a: InstallCommandArgs): string {
-  const root = `root@${a.address}`;
-  const deployLogin = `${a.sshUser}@${a.address}`;
+  const root = `root@${a.host}`;
+  const deployLogin = `${a.sshUser}@${a.host}`;
   const target = shellQuote(`${a.flake}#${a.host}`);
   const fromStdin = a.filesFrom === "stdin";
   const facts = fromStdin
@@ -164,6 +350,7 @@ export function installCommand(a: InstallCommandArgs): string {
     "umask 077",
     'work=$(mktemp -d)',
     'trap \'rm -rf "$work"\' EXIT',
+    ...pinnedSshLines(a.host, a.address),
     'mkdir -m 0755 "$work/files" "$work/files/etc"',
     ...(fromStdin ? [
       // One file per line, `<mode> <path> <base64>`, up to an empty line; printf is a shell
@@ -179,17 +366,18 @@ export function installCommand(a: InstallCommandArgs): string {
     ] : []),
     'cat > "$work/inventory.json"',
     'export RUNNER_FLEET_INVENTORY="$work/inventory.json"',
-    `if timeout 1m ssh ${NEW_HOST_SSH} ${deployLogin} test -e /etc/NIXOS 2>/dev/null; then echo "${a.host} already runs NixOS: install skipped"; exit 0; fi`,
+    `if timeout 1m ssh $ssh_opts ${deployLogin} test -e /etc/NIXOS 2>/dev/null; then echo "${a.host} already runs NixOS: install skipped"; exit 0; fi`,
     ...(fromStdin ? [] : [
       // Into a file first: a pipe would hide ssh's exit status, and a host without the directory sends nothing.
-      `timeout 5m ssh ${NEW_HOST_SSH} ${root} 'if [ -d /etc/runner-fleet ]; then tar -C /etc -cf - runner-fleet; fi' > "$work/etc.tar" ${orFail(`install of ${a.host}: could not copy /etc/runner-fleet off the stock image`)}`,
+      `timeout 5m ssh $ssh_opts ${root} 'if [ -d /etc/runner-fleet ]; then tar -C /etc -cf - runner-fleet; fi' > "$work/etc.tar" ${orFail(`install of ${a.host}: could not copy /etc/runner-fleet off the stock image`)}`,
       'if [ -s "$work/etc.tar" ]; then tar -C "$work/files/etc" -xpf "$work/etc.tar"; fi',
       'rm -f "$work/etc.tar"',
     ]),
     `test -s "$work/files/etc/runner-fleet/host.json" ${orFail(facts)}`,
-    `timeout ${a.installTimeoutMinutes}m nixos-anywhere --flake ${target} --option pure-eval false --copy-host-keys --extra-files "$work/files" ${root} ${orFail(`install of ${a.host} failed`)}`,
+    ...pinnedSshWrapperLines(a.host),
+    `PATH="$work/bin:$PATH" timeout ${a.installTimeoutMinutes}m nixos-anywhere --flake ${target} --option pure-eval false --build-on ${BUILD_ON[a.remoteBuild]} --copy-host-keys --extra-files "$work/files" ${root} ${orFail(`install of ${a.host} failed`)}`,
     `deadline=$(( $(date +%s) + ${a.readyTimeoutMinutes * 60} ))`,
-    `until timeout 1m ssh ${NEW_HOST_SSH} ${deployLogin} true 2>/dev/null; do [ "$(date +%s)" -lt "$deadline" ] ${orFail(`${a.host} did not come back as NixOS within ${a.readyTimeoutMinutes} minutes of its install`)}; sleep 5; done`,
+    `until timeout 1m ssh $ssh_opts ${deployLogin} true 2>/dev/null; do [ "$(date +%s)" -lt "$deadline" ] ${orFail(`${a.host} did not come back as NixOS within ${a.readyTimeoutMinutes} minutes of its install`)}; sleep 5; done`,
   ].join("\n");
 }
 
@@ -292,6 +480,10 @@ export interface SwitchCommandArgs {
   address: string;
   flake: string;
   sshUser: string;
+  /** The host's arch: `remoteBuild: auto` builds on the target when it differs from the deploy machine's. */
+  arch: string;
+  /** deploy.remoteBuild. */
+  remoteBuild: RemoteBuildSetting;
   /** Activate on next boot instead of now. */
   boot: boolean;
   confirmTimeout: number;
@@ -299,40 +491,71 @@ export interface SwitchCommandArgs {
   switchTimeoutMinutes: number;
 }
 
-/** The deploy tool's own command line (no timeout, no inventory plumbing). */
+/**
+ * The deploy tool's own command line (no timeout, no inventory plumbing). It runs in switchCommand's
+ * shell, which sets $ssh_opts (pinned host key, address) and $build_on_target.
+ */
 export function deployToolCommand(a: SwitchCommandArgs): string {
   if (a.tool === "deploy-rs") {
-    // --hostname overrides every node of an invocation: exactly one node per invocation.
+    // --hostname overrides every node of an invocation: exactly one node per invocation. It is
+    // the host's name; $ssh_opts maps it to the address (HostName) and pins its key, replacing
+    // the node's sshOpts (deploy-rs: a --ssh-opts override replaces them).
     // --boot activates nothing now, so there is no connection to confirm: magic rollback off.
+    // The node name is quoted: deploy-rs parses the fragment as Nix, where 1runner is no identifier.
     return [
       "deploy --skip-checks",
-      `--hostname ${a.address}`,
+      `--hostname ${a.host}`,
       `--ssh-user ${a.sshUser}`,
+      '--ssh-opts "$ssh_opts"',
+      '$remote_build',
       `--magic-rollback ${a.boot ? "false" : "true"}`,
       "--auto-rollback true",
       ...(a.boot ? [] : [`--confirm-timeout ${a.confirmTimeout}`]),
       `--activation-timeout ${a.activationTimeout}`,
       ...(a.boot ? ["--boot"] : []),
-      shellQuote(`${a.flake}#${a.host}`),
+      shellQuote(`${a.flake}#"${a.host}"`),
       "-- --impure",
     ].join(" ");
   }
-  // colmena finds the hive in the flake of its working directory.
-  return `cd ${shellQuote(a.flake)} && colmena apply ${a.boot ? "boot" : "switch"} --on ${a.host} --impure`;
+  // colmena finds the hive in the flake of its working directory; SSH_CONFIG_FILE (colmena adds
+  // `-F` with it) pins the key and maps the target to the address.
+  return `cd ${shellQuote(a.flake)} && colmena apply ${a.boot ? "boot" : "switch"} --on ${a.host} $remote_build --impure`;
+}
+
+/**
+ * ssh_config for colmena: its own `-o StrictHostKeyChecking=accept-new` comes first and wins, but
+ * accept-new refuses a key that differs from a known one, and this file makes the pinned key the
+ * known one. The block matches the host's name and its address (the hive's targetHost).
+ */
+function colmenaSshConfigLines(host: string, address: string): string[] {
+  return [
+    `printf '%s\\n' 'Host ${host} ${checkedAddress(address)}' '  HostName ${address}' '  HostKeyAlias ${host}' "  UserKnownHostsFile $work/known_hosts" '  GlobalKnownHostsFile /dev/null' '  StrictHostKeyChecking yes' '  CheckHostIP no' '  BatchMode yes' '  ConnectTimeout 15' > "$work/ssh_config"`,
+    'export SSH_CONFIG_FILE="$work/ssh_config"',
+  ];
 }
 
 /**
  * The whole switch step: inventory.json from stdin into a private temp file (never on the
- * command line), RUNNER_FLEET_INVENTORY pointing at it, the tool under a timeout, and a
- * failure that names the host.
+ * command line), RUNNER_FLEET_INVENTORY pointing at it, the host key pinned ($RF_HOST_KEY), the
+ * build placed per remoteBuild, the tool under a timeout, and a failure that names the host.
  */
 export function switchCommand(a: SwitchCommandArgs): string {
+  const remoteFlag = a.tool === "deploy-rs"
+    ? ['if [ "$build_on_target" = yes ]; then remote_build=--remote-build; else remote_build=; fi']
+    : ['if [ "$build_on_target" = yes ]; then remote_build=--build-on-target; else remote_build=--no-build-on-target; fi'];
   return [
     "set -eu",
-    'inventory=$(mktemp)',
-    'trap \'rm -f "$inventory"\' EXIT',
-    'cat > "$inventory"',
-    'export RUNNER_FLEET_INVENTORY="$inventory"',
+    "umask 077",
+    'work=$(mktemp -d)',
+    'trap \'rm -rf "$work"\' EXIT',
+    ...pinnedSshLines(a.host, a.address),
+    ...(a.tool === "colmena" ? colmenaSshConfigLines(a.host, a.address) : []),
+    ...buildOnTargetLines(a.remoteBuild, a.arch),
+    ...remoteFlag,
+    // The tool runs in its own sh (so the timeout covers all of it): hand it the options.
+    "export ssh_opts remote_build",
+    'cat > "$work/inventory.json"',
+    'export RUNNER_FLEET_INVENTORY="$work/inventory.json"',
     `( timeout ${a.switchTimeoutMinutes}m sh -c ${shellQuote(deployToolCommand(a))} ) ${orFail(`deploy of ${a.host} failed`)}`,
   ].join("\n");
 }
@@ -344,6 +567,10 @@ export function switchCommand(a: SwitchCommandArgs): string {
 export function poolsCommand(host: string, minutes = 10): string {
   return `timeout ${minutes}m sudo -n /run/current-system/sw/bin/runner-fleet-apply-pools ${orFail(`pool update on ${host} failed`)}`;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Config checks the deploy needs (called from config.ts validateFleet, before any resource)
+
 
 // ---------------------------------------------------------------------------------------------
 // Waves

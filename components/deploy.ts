@@ -1,11 +1,16 @@
 /**
  * NixOS onto the hosts (DESIGN.md, "readiness -> first install -> switch -> pools"):
  *
+ *   <host>-host-key local: the host's SSH host key, pinned by every step below: published by
+ *                   the host in Vault (our images), or scanned on first contact (stock images,
+ *                   existing machines without `hostKey`; those take it from config)
  *   <host>-ready    remote: wait until the machine has booted (once per machine)
  *   <host>-install  local: nixos-anywhere onto a stock image (once per machine; stock hosts only)
  *   <host>-switch   local: deploy-rs or colmena for this one host, in rolling waves
  *   <host>-seed     remote: existing machines only: the files cloud-init writes elsewhere
  *                   (host facts, pools, role_id, wrapped secret_id), then bootstrap
+ *   <host>-host-key-check  local: a key trusted on first use must be the one the host then
+ *                   publishes in Vault itself
  *   <host>-pools    remote: push pools.json in place (fireactions hosts), on every pool edit
  *
  * SSH credentials: every step authenticates with the deploy machine's ssh-agent. remote.Command
@@ -27,6 +32,9 @@ import {
   deployWaves,
   dialErrorLimitFor,
   hashFlakeSources,
+  HOST_KEY_ENV,
+  hostKeyFromVaultCommand,
+  hostKeyScanCommand,
   installCommand,
   installStdin,
   isLocalFlake,
@@ -40,6 +48,7 @@ import {
 import type { HostOutputs } from "./hosts/types";
 import { buildInventory, renderInventoryJson } from "./inventory";
 import type { FleetModel, HostModel } from "./model";
+import { sshHostKeyApiPath } from "./vault-paths";
 
 /** Bound for the pool push: a render check and a service restart. */
 const POOLS_TIMEOUT_MINUTES = 10;
@@ -95,24 +104,29 @@ export class FleetDeploy extends pulumi.ComponentResource {
           .all([out.publicAddress, out.privateAddress])
           .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
 
+        // The host's SSH host key, pinned by every connection below (issue 14 item 7).
+        const hostKey = this.hostKeyOf(host, out, model);
+        const pinned = { [HOST_KEY_ENV]: hostKey };
+
         // A stock image knows only root (the provider put our key there); ours knows the deploy user.
         const ready = new remote.Command(`${host.name}-ready`, {
-          connection: { host: out.publicAddress, user: stock ? "root" : d.sshUser, dialErrorLimit },
+          connection: { host: out.publicAddress, user: stock ? "root" : d.sshUser, dialErrorLimit, hostKey },
           create: readinessCommand(host.name, d.readyTimeoutMinutes),
           triggers: [out.identity],
+          addPreviousOutputInEnv: false,
         }, {
           parent: this,
           customTimeouts: { create: `${d.readyTimeoutMinutes}m` },
           // Once per machine: a new timeout setting alone must not re-run it (after an install,
           // root may no longer log in). A new machine or address still does.
-          ignoreChanges: ["create", "connection.dialErrorLimit"],
+          ignoreChanges: ["create", "connection.dialErrorLimit", "connection.hostKey"],
         });
 
         let install: local.Command | undefined;
         if (stock) {
           install = new local.Command(`${host.name}-install`, {
             create: out.publicAddress.apply((address) => installCommand({
-              host: host.name, address, flake: d.flake, sshUser: d.sshUser,
+              host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
               installTimeoutMinutes: d.installTimeoutMinutes, readyTimeoutMinutes: d.readyTimeoutMinutes,
               // No cloud-init wrote /etc/runner-fleet on an existing machine: the seed files go instead.
               filesFrom: seedJson ? "stdin" : "machine",
@@ -120,10 +134,12 @@ export class FleetDeploy extends pulumi.ComponentResource {
             stdin: seedJson
               ? pulumi.secret(pulumi.all([seedJson, inventory]).apply(([seed, inv]) => installStdin(seed, inv)))
               : inventory,
+            environment: pinned,
             // A reinstall wipes the disk: only a new machine triggers one.
             triggers: [out.identity],
             // The script copies the wrapped secret_id; keep whatever it prints out of logs and plain state.
             logging: "stderr",
+            addPreviousOutputInEnv: false,
           }, {
             parent: this,
             dependsOn: [ready],
@@ -135,10 +151,13 @@ export class FleetDeploy extends pulumi.ComponentResource {
         const entryHash = inventory.apply(sha256);
         const sw = new local.Command(`${host.name}-switch`, {
           create: out.publicAddress.apply((address) => switchCommand({
-            tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, boot: host.boot,
-            confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout, switchTimeoutMinutes: d.switchTimeoutMinutes,
+            tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
+            boot: host.boot, confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout, switchTimeoutMinutes: d.switchTimeoutMinutes,
           })),
           stdin: inventory,
+          environment: pinned,
+          // The previous deploy log is not needed, and over 128 KiB it would break exec.
+          addPreviousOutputInEnv: false,
           // What makes this host's system: the flake sources and its own inventory entry.
           triggers: [this.flakeHash, entryHash],
         }, {
@@ -154,7 +173,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
         if (seedJson) {
           // After the first switch, which installs runner-fleet-seed and the deploy user's sudo right.
           seed = new remote.Command(`${host.name}-seed`, {
-            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit },
+            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit, hostKey },
             create: seedCommand(host.name, SEED_TIMEOUT_MINUTES),
             // A change outside the triggers (a new wrapped token, mostly) runs this no-op, not the
             // seed: the host has unwrapped the old one already. The seed would keep its secret_id
@@ -164,6 +183,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
             // Unsecret: the hash covers the host facts and role_id only (SEED_UNTRIGGERED).
             triggers: [out.identity, pulumi.unsecret(seedJson.apply(seedTriggerHash))],
             logging: "none",
+            // The environment would carry the previous (secret) output into the host's session.
+            addPreviousOutputInEnv: false,
           }, {
             parent: this,
             dependsOn: [sw],
@@ -172,16 +193,38 @@ export class FleetDeploy extends pulumi.ComponentResource {
           });
         }
 
+        // A host first reached on trust (a stock cloud image scanned before its install, an
+        // existing machine without hostKey) publishes its own key to Vault once bootstrapped
+        // (cloud-init on first boot; the seed on existing machines), and that must be the key
+        // every connection so far was pinned to (--copy-host-keys keeps it across an install).
+        // The pool push and the next wave wait for this check.
+        let keyCheck: local.Command | undefined;
+        const trustedOnFirstUse = host.provider === "existing" ? !host.hostKey : stock;
+        if (trustedOnFirstUse) {
+          keyCheck = new local.Command(`${host.name}-host-key-check`, {
+            create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
+            environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: hostKey },
+            triggers: [out.identity],
+            addPreviousOutputInEnv: false,
+          }, {
+            parent: this,
+            dependsOn: [seed ?? sw],
+            customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
+          });
+          thisWave.push(keyCheck);
+        }
+
         if (host.roles.includes("fireactions")) {
           const pools = args.poolsJson[host.name];
           new remote.Command(`${host.name}-pools`, {
-            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit },
+            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit, hostKey },
             create: poolsCommand(host.name, POOLS_TIMEOUT_MINUTES),
             stdin: pools,
             triggers: [sha256(pools)],
+            addPreviousOutputInEnv: false,
           }, {
             parent: this,
-            dependsOn: [sw, ...(seed ? [seed] : [])],
+            dependsOn: [sw, ...(seed ? [seed] : []), ...(keyCheck ? [keyCheck] : [])],
             customTimeouts: { create: `${POOLS_TIMEOUT_MINUTES + 1}m`, update: `${POOLS_TIMEOUT_MINUTES + 1}m` },
           });
         }
@@ -190,6 +233,35 @@ export class FleetDeploy extends pulumi.ComponentResource {
     }
 
     this.registerOutputs({ waves: this.waves, flakeHash: this.flakeHash });
+  }
+
+  /**
+   * Where a host's SSH host key comes from:
+   *  - existing machine with `hostKey` in config: that key;
+   *  - host booted from our image: the key it publishes to Vault with its own AppRole token
+   *    (only the holder of its unwrapped secret_id can write there), awaited by `<host>-host-key`;
+   *  - stock image, or existing machine without `hostKey`: trust on first use, the ed25519 key
+   *    the address offers (`<host>-host-key` scans it), pinned from then on.
+   * Once per machine: a new machine (identity) looks again.
+   */
+  private hostKeyOf(host: HostModel, out: HostOutputs, model: FleetModel): pulumi.Output<string> {
+    const d = model.deploy;
+    if (host.provider === "existing" && host.hostKey) return pulumi.output(host.hostKey);
+    const fromVault = host.image === "nix" && host.provider !== "existing";
+    const lookup = new local.Command(`${host.name}-host-key`, {
+      create: fromVault
+        ? hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes)
+        : out.publicAddress.apply((address) => hostKeyScanCommand(host.name, address, d.readyTimeoutMinutes)),
+      ...(fromVault ? { environment: { RF_VAULT_ADDR: model.vault.address } } : {}),
+      triggers: [out.identity],
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
+      // Once per machine (triggers): a new timeout or address alone does not look again.
+      ignoreChanges: ["create"],
+    });
+    return lookup.stdout.apply((s) => (s ?? "").trim());
   }
 }
 

@@ -2,7 +2,7 @@
  * inventory.json: what `nix/` reads to build deploy-rs nodes and the colmena hive
  * (contract in docs/contracts.md). Pure: the model plus the hosts' addresses.
  */
-import type { FleetModel, HostModel } from "./model";
+import type { FleetModel, HostModel, RemoteBuild } from "./model";
 import { secretFilesFor, type SecretFile } from "./vault-paths";
 
 export interface HostAddresses {
@@ -24,6 +24,15 @@ export interface InventoryHost {
   boot: boolean;
   image: HostModel["image"];
   secrets: SecretFile[];
+  /**
+   * deploy.remoteBuild: `always` builds on the host, `never` on the deploy machine, `auto` on
+   * the host when its system differs from the deploy machine's. nix/lib sets colmena's
+   * `deployment.buildOnTarget` from it (the switch passes colmena --build-on-target or
+   * --no-build-on-target, and deploy-rs --remote-build, itself).
+   */
+  remoteBuild: RemoteBuild;
+  /** Existing machines with install: true: the disk their disko layout partitions. */
+  installDisk?: string;
 }
 
 export interface Inventory {
@@ -62,6 +71,8 @@ export function buildInventory(model: FleetModel, addresses: Record<string, Host
       boot: host.boot,
       image: host.image,
       secrets: secretFilesFor(host, model),
+      remoteBuild: model.deploy.remoteBuild,
+      ...(host.provider === "existing" && host.installDisk ? { installDisk: host.installDisk } : {}),
     };
   }
   return {

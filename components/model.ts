@@ -8,6 +8,8 @@ export const ARCHES = ["x86_64", "aarch64"] as const;
 export const PRESETS = ["small", "medium", "large"] as const;
 export const CLOUDS = ["aws", "azure", "hetzner", "digitalocean"] as const;
 export const DEPLOY_TOOLS = ["deploy-rs", "colmena"] as const;
+/** deploy.remoteBuild: auto builds on the target when its arch differs from the deploy machine's. */
+export const REMOTE_BUILDS = ["auto", "always", "never"] as const;
 /** Secrets that can live only in Vault (`vault.externalSecrets`) instead of stack config. */
 export const SECRET_NAMES = ["githubApp", "giteaRunnerToken", "cacheSigningKey"] as const;
 
@@ -17,6 +19,7 @@ export type Arch = (typeof ARCHES)[number];
 export type Preset = (typeof PRESETS)[number];
 export type Cloud = (typeof CLOUDS)[number];
 export type DeployTool = (typeof DEPLOY_TOOLS)[number];
+export type RemoteBuild = (typeof REMOTE_BUILDS)[number];
 export type SecretName = (typeof SECRET_NAMES)[number];
 
 /** A pool with its preset applied: every field the host's pools.json needs. */
@@ -101,6 +104,10 @@ export interface ExistingHost extends HostBase {
   privateAddress?: string;
   /** Install NixOS with nixos-anywhere (wipes the disk) - only when asked. */
   install: boolean;
+  /** The disk disko partitions at install (required with install: true), e.g. /dev/disk/by-id/... */
+  installDisk?: string;
+  /** The machine's SSH host public key (`type base64`), pinned for every connection; else trusted on first use. */
+  hostKey?: string;
 }
 
 export type HostModel = AwsHost | AzureHost | HetznerHost | DigitalOceanHost | ExistingHost;
@@ -115,7 +122,7 @@ export interface ImageSourceModel {
   /** The image file inside the store path, when it is known (it is not in offline plans). */
   file?: string;
   format: "vhd" | "raw" | "qcow2" | "vhdx" | "vmdk";
-  compression?: "gzip" | "bzip2";
+  compression?: "gzip" | "bzip2" | "xz" | "zstd";
 }
 
 export interface FleetModel {
@@ -149,6 +156,8 @@ export interface FleetModel {
     readyTimeoutMinutes: number;
     installTimeoutMinutes: number;
     switchTimeoutMinutes: number;
+    /** Where systems are built: auto (on the target when its arch differs from the deploy machine's), always, never. */
+    remoteBuild: RemoteBuild;
   };
   capacity: { reserveVcpus: number; reserveMemoryMib: number };
   unsafe: { githubAppKeyInUserData: boolean };

@@ -9,7 +9,14 @@ import type { FleetModel, HostModel, Role } from "./model";
 export const kvPaths = {
   githubApp: (organization: string) => `shared/github-app/${organization}`,
   host: (host: string, role: Exclude<Role, "fireactions">) => `hosts/${host}/${role}`,
+  /** Where a host publishes its own SSH host public key (field `public_key`); the deploy pins it. */
+  sshHostKey: (host: string) => `hosts/${host}/ssh-host-key`,
 };
+
+/** The KV v2 API path (`<mount>/data/...`) of a host's published SSH host key. */
+export function sshHostKeyApiPath(host: string, model: Pick<FleetModel, "vault">): string {
+  return `${model.vault.mount}/data/${kvPaths.sshHostKey(host)}`;
+}
 
 export interface SecretFile {
   /** Where vault-agent writes it on the host. */
@@ -58,15 +65,19 @@ export function hostKvPaths(host: HostModel, model: Pick<FleetModel, "vault" | "
 /**
  * The Vault ACL policy of one host: `read` on exactly the KV paths its files come from, no glob,
  * no `list`, so a host can neither read nor discover another host's secrets. The metadata paths
- * let vault-agent see versions of those same secrets and nothing else.
+ * let vault-agent see versions of those same secrets and nothing else. One path is writable: the
+ * host's own SSH host key (create/update to publish it, read to check it), which the deploy pins.
  */
 export function policyFor(host: HostModel, model: Pick<FleetModel, "vault" | "github" | "stack">): string {
   const { data, metadata } = hostKvPaths(host, model);
   const lines = [`# runner-fleet stack ${model.stack}: what host ${host.name} may read, and nothing else.`];
-  for (const path of [...data, ...metadata]) {
+  const rule = (path: string, capabilities: string[]) => {
     // Paths come from validated names; refuse anything that could widen or break the rule.
     if (!/^[A-Za-z0-9_./-]+$/.test(path) || path.includes("..")) throw new Error(`host ${host.name}: refusing to write policy for path ${JSON.stringify(path)}`);
-    lines.push(`path "${path}" {`, `  capabilities = ["read"]`, `}`);
-  }
+    lines.push(`path "${path}" {`, `  capabilities = [${capabilities.map((c) => `"${c}"`).join(", ")}]`, `}`);
+  };
+  for (const path of [...data, ...metadata]) rule(path, ["read"]);
+  lines.push(`# Its own SSH host key: published by the host, pinned by the deploy.`);
+  rule(sshHostKeyApiPath(host.name, model), ["create", "update", "read"]);
   return `${lines.join("\n")}\n`;
 }

@@ -77,10 +77,17 @@ export const TEMPLATES: Template[] = [
     prefix: "onprem",
     host: (i) => ({
       provider: "existing", address: existingAddress(i), arch: "x86_64", vcpus: 64, memoryMib: 262144, kvm: true,
-      roles: ["fireactions", "forgejo-runner"], pools: ["large"], tags: ["bench", "onprem"],
+      hostKey: benchHostKey(i), roles: ["fireactions", "forgejo-runner"], pools: ["large"], tags: ["bench", "onprem"],
     }),
   },
 ];
+
+/** A well-formed ed25519 host public key per index (pinned, as a real on-prem config would). */
+function benchHostKey(i: number): string {
+  const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+  const key = createHash("sha256").update(`onprem-${i}`).digest();
+  return `ssh-ed25519 ${Buffer.concat([u32(11), Buffer.from("ssh-ed25519"), u32(32), key]).toString("base64")}`;
+}
 
 /** 10.a.b.c, unique per index (existing hosts may not share an address). */
 function existingAddress(i: number): string {

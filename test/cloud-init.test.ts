@@ -111,9 +111,9 @@ function everythingConfig(): Record<string, any> {
     "hz-forgejo": { provider: "hetzner", serverType: "ccx23", location: "nbg1", roles: ["forgejo-runner"] },
     "hz-cache": { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["cache"], image: "nix" },
     "do-fa": { provider: "digitalocean", size: "s-8vcpu-16gb", region: "fra1", roles: ["fireactions"], pools: ["small"], allowUndocumentedKvm: true },
-    "do-gitea": { provider: "digitalocean", size: "s-2vcpu-4gb", region: "fra1", roles: ["gitea-runner", "forgejo-runner"], image: "nix" },
+    "do-gitea": { provider: "digitalocean", size: "s-2vcpu-4gb", region: "fra1", roles: ["gitea-runner"], image: "nix" },
     "onprem": { provider: "existing", address: "192.0.2.20", arch: "x86_64", vcpus: 64, memoryMib: 262144, kvm: true, roles: ["fireactions", "forgejo-runner"], pools: ["large"] },
-    "onprem-new": { provider: "existing", address: "192.0.2.21", arch: "aarch64", vcpus: 8, memoryMib: 16384, install: true, roles: ["cache"] },
+    "onprem-new": { provider: "existing", address: "192.0.2.21", arch: "aarch64", vcpus: 8, memoryMib: 16384, install: true, installDisk: "/dev/sda", roles: ["cache"] },
   };
   return cfg;
 }

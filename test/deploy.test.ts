@@ -35,34 +35,42 @@ const { userDataFiles } = await import("../components/cloud-init");
 
 const switchArgs = {
   tool: "deploy-rs" as const, host: "alpha", address: "203.0.113.7", flake: "./nix", sshUser: "deploy",
+  arch: "x86_64", remoteBuild: "auto" as const,
   boot: false, confirmTimeout: 30, activationTimeout: 240, switchTimeoutMinutes: 30,
 };
+type SwitchArgs = Parameters<typeof cmd.switchCommand>[0];
+/** A pinned host key for the fakes (any well-formed line). */
+const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTestsOnlyHostKeyForTestsOnly0";
 
 describe("switch command lines", () => {
-  it("deploy-rs: one node per invocation, magic rollback with a confirm timeout, --impure for nix", () => {
+  it("deploy-rs: one node per invocation, by name with pinned ssh options, magic rollback with a confirm timeout, --impure", () => {
     expect(cmd.deployToolCommand(switchArgs)).toBe(
-      "deploy --skip-checks --hostname 203.0.113.7 --ssh-user deploy --magic-rollback true --auto-rollback true " +
-        "--confirm-timeout 30 --activation-timeout 240 ./nix#alpha -- --impure",
+      'deploy --skip-checks --hostname alpha --ssh-user deploy --ssh-opts "$ssh_opts" $remote_build --magic-rollback true --auto-rollback true ' +
+        "--confirm-timeout 30 --activation-timeout 240 './nix#\"alpha\"' -- --impure",
     );
   });
 
   it("deploy-rs --boot: magic rollback off (nothing to confirm), no confirm timeout", () => {
     const line = cmd.deployToolCommand({ ...switchArgs, boot: true });
     expect(line).toBe(
-      "deploy --skip-checks --hostname 203.0.113.7 --ssh-user deploy --magic-rollback false --auto-rollback true " +
-        "--activation-timeout 240 --boot ./nix#alpha -- --impure",
+      'deploy --skip-checks --hostname alpha --ssh-user deploy --ssh-opts "$ssh_opts" $remote_build --magic-rollback false --auto-rollback true ' +
+        "--activation-timeout 240 --boot './nix#\"alpha\"' -- --impure",
     );
   });
 
-  it("colmena: switch or boot, this host only, impure, from the flake directory", () => {
-    expect(cmd.deployToolCommand({ ...switchArgs, tool: "colmena" })).toBe("cd ./nix && colmena apply switch --on alpha --impure");
-    expect(cmd.deployToolCommand({ ...switchArgs, tool: "colmena", boot: true })).toBe("cd ./nix && colmena apply boot --on alpha --impure");
+  it("deploy-rs: the node name is a quoted Nix string, so a name starting with a digit parses", () => {
+    expect(cmd.deployToolCommand({ ...switchArgs, host: "1runner" })).toContain(`'./nix#"1runner"'`);
+  });
+
+  it("colmena: switch or boot, this host only, build placement, impure, from the flake directory", () => {
+    expect(cmd.deployToolCommand({ ...switchArgs, tool: "colmena" })).toBe("cd ./nix && colmena apply switch --on alpha $remote_build --impure");
+    expect(cmd.deployToolCommand({ ...switchArgs, tool: "colmena", boot: true })).toBe("cd ./nix && colmena apply boot --on alpha $remote_build --impure");
   });
 
   it("wraps the tool in a timeout and keeps the inventory off the command line", () => {
     const line = cmd.switchCommand(switchArgs);
     expect(line).toContain("timeout 30m sh -c 'deploy --skip-checks");
-    expect(line).toContain('cat > "$inventory"');
+    expect(line).toContain('cat > "$work/inventory.json"');
     expect(line).not.toMatch(/"version"|"hosts"/);
   });
 });
@@ -76,23 +84,73 @@ function runWithFakes(command: string, fakes: Record<string, string>, stdin: str
   }
   const r = spawnSync("/bin/sh", ["-c", command], {
     input: stdin, encoding: "utf8",
-    env: { ...process.env, ...env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}`, OUT: dir },
+    env: { ...process.env, RF_HOST_KEY: HOST_KEY, ...env, PATH: `${path.join(dir, "bin")}:${process.env.PATH}`, OUT: dir },
   });
   return { code: r.status, stderr: r.stderr, stdout: r.stdout, dir };
 }
 
 describe("switch command, executed with a fake deploy", () => {
-  const fakeDeploy = 'cp "$RUNNER_FLEET_INVENTORY" "$OUT/seen.json"; echo "$@" > "$OUT/args"; exit ${FAKE_EXIT:-0}';
+  // One argument per line, so the test sees exactly what deploy-rs would get.
+  const fakeDeploy = 'cp "$RUNNER_FLEET_INVENTORY" "$OUT/seen.json"; cp "$RUNNER_FLEET_INVENTORY" "$OUT/inv-path"; echo "$RUNNER_FLEET_INVENTORY" > "$OUT/inv-path"; printf "%s\\n" "$@" > "$OUT/args"; exit ${FAKE_EXIT:-0}';
+  const fakeColmena = 'printf "%s\\n" "$@" > "$OUT/args"; pwd > "$OUT/pwd"; cp "$SSH_CONFIG_FILE" "$OUT/ssh_config"';
+  const fakeUname = (m: string) => `[ "$1" = -m ] && echo ${m}`;
+  const run = (args: Partial<SwitchArgs>, fakes: Record<string, string>, env: Record<string, string> = {}) =>
+    runWithFakes(cmd.switchCommand({ ...switchArgs, ...args }), fakes, '{"version":1}\n', { RF_HOST_KEY: HOST_KEY, ...env });
+  const argsOf = (dir: string) => fs.readFileSync(path.join(dir, "args"), "utf8").trimEnd().split("\n");
 
   it("hands the tool the inventory from stdin through RUNNER_FLEET_INVENTORY and removes it after", () => {
-    const r = runWithFakes(cmd.switchCommand(switchArgs), { deploy: fakeDeploy }, '{"version":1}\n');
+    const r = run({}, { deploy: fakeDeploy });
+    expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(fs.readFileSync(path.join(r.dir, "seen.json"), "utf8")).toBe('{"version":1}\n');
-    expect(fs.readFileSync(path.join(r.dir, "args"), "utf8")).toContain("--hostname 203.0.113.7");
+    expect(fs.existsSync(fs.readFileSync(path.join(r.dir, "inv-path"), "utf8").trim())).toBe(false);
+  });
+
+  it("deploy-rs gets the host by name, the address and the pinned key in one --ssh-opts, single-spaced", () => {
+    const r = run({ address: "2001:db8::7" }, { deploy: fakeDeploy });
+    const args = argsOf(r.dir);
+    expect(args.slice(0, 3)).toEqual(["--skip-checks", "--hostname", "alpha"]);
+    const opts = args[args.indexOf("--ssh-opts") + 1];
+    // deploy-rs splits on single spaces: an empty word would reach ssh.
+    expect(opts.split(" ").every((w) => w.length > 0)).toBe(true);
+    expect(opts).toContain("-o HostName=2001:db8::7 -o HostKeyAlias=alpha");
+    expect(opts).toContain("-o StrictHostKeyChecking=yes");
+    expect(opts).toMatch(/-o UserKnownHostsFile=\/\S+\/known_hosts/);
+    expect(args).toContain('./nix#"alpha"');
+  });
+
+  it("remoteBuild auto: --remote-build only when the host's arch is not the deploy machine's; always/never force it", () => {
+    const flags = (arch: string, remoteBuild: "auto" | "always" | "never", here: string) =>
+      argsOf(run({ arch, remoteBuild }, { deploy: fakeDeploy, uname: fakeUname(here) }).dir).includes("--remote-build");
+    expect(flags("aarch64", "auto", "x86_64")).toBe(true);
+    expect(flags("x86_64", "auto", "x86_64")).toBe(false);
+    expect(flags("aarch64", "auto", "arm64")).toBe(false);
+    expect(flags("x86_64", "always", "x86_64")).toBe(true);
+    expect(flags("aarch64", "never", "x86_64")).toBe(false);
+  });
+
+  it("colmena: --build-on-target or --no-build-on-target, and an ssh_config pinning the key for name and address", () => {
+    const on = run({ tool: "colmena", arch: "aarch64", flake: "." }, { colmena: fakeColmena, uname: fakeUname("x86_64") });
+    expect(on.stderr).toBe("");
+    expect(argsOf(on.dir)).toEqual(["apply", "switch", "--on", "alpha", "--build-on-target", "--impure"]);
+    const config = fs.readFileSync(path.join(on.dir, "ssh_config"), "utf8");
+    expect(config).toContain("Host alpha 203.0.113.7\n  HostName 203.0.113.7\n  HostKeyAlias alpha\n");
+    expect(config).toContain("StrictHostKeyChecking yes");
+    const off = run({ tool: "colmena", arch: "x86_64", flake: "." }, { colmena: fakeColmena, uname: fakeUname("x86_64") });
+    expect(argsOf(off.dir)).toContain("--no-build-on-target");
+  });
+
+  it("refuses to run without a well-formed pinned host key", () => {
+    for (const key of ["", "ssh-ed25519 AAAA$(touch /tmp/x)", "not-a-key AAAA"]) {
+      const r = run({}, { deploy: fakeDeploy }, { RF_HOST_KEY: key });
+      expect(r.code, key).toBe(1);
+      expect(r.stderr).toMatch(/alpha: (no pinned SSH host key|the pinned SSH host key is not one OpenSSH key line)/);
+      expect(fs.existsSync(path.join(r.dir, "args"))).toBe(false);
+    }
   });
 
   it("a failed deploy exits 1 naming the host", () => {
-    const r = runWithFakes(cmd.switchCommand(switchArgs), { deploy: fakeDeploy }, "{}", { FAKE_EXIT: "101" });
+    const r = run({}, { deploy: fakeDeploy }, { FAKE_EXIT: "101" });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("deploy of alpha failed");
   });
@@ -100,16 +158,21 @@ describe("switch command, executed with a fake deploy", () => {
 
 describe("first install", () => {
   const args = {
-    host: "beta", address: "203.0.113.9", flake: "./nix", sshUser: "deploy",
+    host: "beta", address: "203.0.113.9", flake: "./nix", sshUser: "deploy", arch: "x86_64", remoteBuild: "auto" as const,
     installTimeoutMinutes: 45, readyTimeoutMinutes: 20,
   };
 
-  it("runs nixos-anywhere under a timeout, impure, keeping host keys and the host's files", () => {
+  it("runs nixos-anywhere under a timeout, impure, keeping host keys and the host's files, through the pinning ssh", () => {
     const line = cmd.installCommand(args);
     expect(line).toContain(
-      'timeout 45m nixos-anywhere --flake ./nix#beta --option pure-eval false --copy-host-keys --extra-files "$work/files" root@203.0.113.9',
+      'PATH="$work/bin:$PATH" timeout 45m nixos-anywhere --flake ./nix#beta --option pure-eval false --build-on auto --copy-host-keys --extra-files "$work/files" root@beta',
     );
     expect(line).toContain("install of beta failed");
+    expect(line).not.toContain("StrictHostKeyChecking=no");
+    expect(cmd.installCommand({ ...args, remoteBuild: "always" })).toContain("--build-on remote");
+    expect(cmd.installCommand({ ...args, remoteBuild: "never" })).toContain("--build-on local");
+    // nixos-anywhere quotes the attribute itself: the bare name, even one starting with a digit.
+    expect(cmd.installCommand({ ...args, host: "1runner" })).toContain("--flake ./nix#1runner ");
   });
 
   // Fake ssh: the deploy user answers only once "installed"; root streams a tar of a fixture /etc.
@@ -220,7 +283,7 @@ describe("first install of an existing machine: files from the seed, not the mac
   const model = modelFrom(fleetConfig());
   const seed = seedJsonFor("gamma", model, "[]\n", "hvs.wrapped-test");
   const args = {
-    host: "gamma", address: "192.0.2.10", flake: "./nix", sshUser: "deploy",
+    host: "gamma", address: "192.0.2.10", flake: "./nix", sshUser: "deploy", arch: "x86_64", remoteBuild: "auto" as const,
     installTimeoutMinutes: 45, readyTimeoutMinutes: 20, filesFrom: "stdin" as const,
   };
   // root answers nothing but records that it was asked: only nixos-anywhere (faked) may use it.
@@ -237,7 +300,7 @@ describe("first install of an existing machine: files from the seed, not the mac
   it("the command copies nothing off the machine", () => {
     const line = cmd.installCommand(args);
     expect(line).not.toContain("tar -C /etc");
-    expect(line).toContain('--extra-files "$work/files" root@192.0.2.10');
+    expect(line).toContain('--extra-files "$work/files" root@gamma');
   });
 
   it("hands nixos-anywhere the seed's files (same bytes and modes) and the inventory after them", () => {
@@ -287,6 +350,36 @@ describe("content addresses", () => {
     expect(cmd.hashFlakeSources(dir)).not.toBe(h0);
   });
 
+  it("in a git work tree the flake hash is over tracked files only: untracked files and an uncommitted lock change nothing", () => {
+    const repo = fs.mkdtempSync(path.join(os.tmpdir(), "rf-flake-git-"));
+    const git = (...a: string[]) => {
+      const r = spawnSync("git", ["-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.org", ...a], { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(r.stderr);
+    };
+    git("init", "-q");
+    const dir = path.join(repo, "nix");
+    fs.mkdirSync(path.join(dir, "modules"), { recursive: true });
+    fs.writeFileSync(path.join(dir, "flake.nix"), "{ }\n");
+    fs.writeFileSync(path.join(dir, "modules", "a.nix"), "{ }\n");
+    fs.writeFileSync(path.join(repo, "README"), "outside the flake\n");
+    git("add", "-A");
+    git("commit", "-qm", "init");
+    const h0 = cmd.hashFlakeSources(dir);
+    // What a first local `nix eval` or an editor leaves behind is not what the flake sees.
+    fs.writeFileSync(path.join(dir, "flake.lock"), '{"nodes":{}}\n');
+    fs.writeFileSync(path.join(dir, "notes.txt"), "scratch\n");
+    fs.symlinkSync("/nix/store/x-image", path.join(dir, "result"));
+    expect(cmd.hashFlakeSources(dir)).toBe(h0);
+    // A committed (tracked) lock is a source.
+    git("add", "nix/flake.lock");
+    const h1 = cmd.hashFlakeSources(dir);
+    expect(h1).not.toBe(h0);
+    // An edit to a tracked file counts before it is committed (Nix copies the work tree's bytes).
+    fs.writeFileSync(path.join(dir, "modules", "a.nix"), "{ x = 1; }\n");
+    expect(cmd.hashFlakeSources(dir)).not.toBe(h1);
+    expect(cmd.gitTrackedFiles(dir)?.sort()).toEqual(["flake.lock", "flake.nix", "modules/a.nix"]);
+  });
+
   it("a host's inventory is the shared fields plus its own entry only", () => {
     const model = modelFrom(fleetConfig());
     const addrs = { alpha: { public: "203.0.113.1", private: null }, beta: { public: "203.0.113.2", private: null }, gamma: { public: "192.0.2.10", private: null } };
@@ -303,9 +396,10 @@ describe("content addresses", () => {
 });
 
 describe("readiness", () => {
-  it("the default dial limit gives up after ~7.5 s, as the reference says", () => {
-    expect(cmd.dialBackoffMs(10)).toBeGreaterThan(7000);
-    expect(cmd.dialBackoffMs(10)).toBeLessThan(8000);
+  it("the default dial limit (10) makes 11 dials with 10 waits: ~11.3 s, not the reference's ~7.5 s", () => {
+    // pulumi-command stops once dials > dialErrorLimit (connection.go reachedDialingErrorLimit).
+    expect(cmd.dialBackoffMs(10)).toBeGreaterThan(11_000);
+    expect(cmd.dialBackoffMs(10)).toBeLessThan(11_500);
   });
 
   it("the dial limit spans the ready timeout, and not one error more", () => {
@@ -314,8 +408,9 @@ describe("readiness", () => {
       expect(cmd.dialBackoffMs(limit)).toBeGreaterThanOrEqual(minutes * 60_000);
       expect(cmd.dialBackoffMs(limit - 1)).toBeLessThan(minutes * 60_000);
     }
-    // 10 delays ramp up to the cap (11.3 s), 238 more of 5 s reach 20 min: 248 waits, 249 errors.
-    expect(cmd.dialErrorLimitFor(20)).toBe(249);
+    // 10 delays ramp up to the cap (11.3 s), 238 more of 5 s reach 20 min: 248 waits, which is
+    // limit 248 (249 dials), not 249.
+    expect(cmd.dialErrorLimitFor(20)).toBe(248);
   });
 
   it("waits for cloud-init and systemd under a timeout that names the host", () => {
@@ -324,6 +419,57 @@ describe("readiness", () => {
     expect(line).toContain("cloud-init status --wait");
     expect(line).toContain("systemctl is-system-running --wait");
     expect(line).toContain("beta did not become ready within 20 minutes");
+  });
+});
+
+describe("deploy settings in config (checked before any resource)", () => {
+  const existing = (extra: Record<string, any>) => ({ provider: "existing", address: "192.0.2.30", arch: "x86_64", vcpus: 8, memoryMib: 16384, roles: ["forgejo-runner"], ...extra });
+  const problemsOf = (cfg: Record<string, any>): string[] => {
+    try {
+      modelFrom(cfg);
+      return [];
+    } catch (err) {
+      return (err as { problems?: string[] }).problems ?? [String(err)];
+    }
+  };
+  const withHost = (host: Record<string, any>, deploy?: Record<string, any>) => {
+    const cfg = baseConfig();
+    cfg.hosts = { onprem: host };
+    if (deploy) cfg.deploy = deploy;
+    return cfg;
+  };
+
+  it("install: true without installDisk is refused by key path; with it the disk reaches the inventory", () => {
+    expect(problemsOf(withHost(existing({ install: true })))).toEqual([
+      "runner-fleet:hosts.onprem.installDisk: is required with install: true: nixos-anywhere partitions this disk with disko (e.g. /dev/disk/by-id/...), wiping it",
+    ]);
+    expect(problemsOf(withHost(existing({ install: true, installDisk: "/dev/../etc/passwd" })))[0]).toMatch(/^runner-fleet:hosts\.onprem\.installDisk: /);
+    const model = modelFrom(withHost(existing({ install: true, installDisk: "/dev/disk/by-id/nvme-x" })));
+    const inv = buildInventory(model, { onprem: { public: "192.0.2.30", private: null } });
+    expect(inv.hosts.onprem).toMatchObject({ installDisk: "/dev/disk/by-id/nvme-x", remoteBuild: "auto" });
+  });
+
+  it("an existing machine's hostKey is pinned as `type base64`; without one the deploy warns that it trusts first use", () => {
+    const pinned = modelFrom(withHost(existing({ hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+KzNVWOGAqW5r1NAY25uvw+QP root@onprem" })));
+    expect(pinned.hosts[0]).toMatchObject({ hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+KzNVWOGAqW5r1NAY25uvw+QP" });
+    expect(pinned.warnings.join("\n")).not.toMatch(/hostKey/);
+    expect(modelFrom(withHost(existing({}))).warnings).toContain(
+      "hosts.onprem.hostKey: not set; the deploy trusts the key 192.0.2.30 offers on first contact. Set it (cat /etc/ssh/ssh_host_ed25519_key.pub on the machine) to pin it",
+    );
+    expect(problemsOf(withHost(existing({ hostKey: "AAAA not a key" }))))
+      .toEqual(["runner-fleet:hosts.onprem.hostKey: must be an SSH host public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa, then the key"]);
+    expect(problemsOf(withHost(existing({ hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedKey0" }))))
+      .toEqual(["runner-fleet:hosts.onprem.hostKey: the key blob is not base64"]);
+  });
+
+  it("remoteBuild is auto by default and one of auto/always/never; colmena refuses an IPv6 address", () => {
+    expect(modelFrom(withHost(existing({}))).deploy.remoteBuild).toBe("auto");
+    expect(modelFrom(withHost(existing({}), { remoteBuild: "always" })).deploy.remoteBuild).toBe("always");
+    expect(problemsOf(withHost(existing({}), { remoteBuild: "sometimes" }))[0]).toMatch(/^runner-fleet:deploy\.remoteBuild: /);
+    expect(problemsOf(withHost(existing({ address: "2001:db8::30" }), { tool: "colmena" }))).toEqual([
+      "runner-fleet:hosts.onprem.address: colmena cannot deploy to an IPv6 address (it builds ssh-ng://user@<address> without brackets); use a DNS name or deploy-rs",
+    ]);
+    expect(problemsOf(withHost(existing({ address: "2001:db8::30" }), { tool: "deploy-rs" }))).toEqual([]);
   });
 });
 
@@ -394,9 +540,9 @@ describe("FleetDeploy under mocks", async () => {
   it("creates ready/install/switch/pools per host as the host needs", () => {
     const names = captured.filter((c) => c.type.startsWith("command:")).map((c) => c.name).sort();
     expect(names).toEqual([
-      "alpha-pools", "alpha-ready", "alpha-switch",
-      "beta-install", "beta-ready", "beta-switch",
-      "gamma-pools", "gamma-ready", "gamma-seed", "gamma-switch",
+      "alpha-host-key", "alpha-pools", "alpha-ready", "alpha-switch",
+      "beta-host-key", "beta-host-key-check", "beta-install", "beta-ready", "beta-switch",
+      "gamma-host-key", "gamma-host-key-check", "gamma-pools", "gamma-ready", "gamma-seed", "gamma-switch",
     ]);
     expect(deploy.waves).toEqual([["alpha"], ["beta"], ["gamma"]]);
   });
@@ -428,8 +574,50 @@ describe("FleetDeploy under mocks", async () => {
     expect(alpha.triggers[1]).toBe(cmd.sha256(alpha.stdin));
     expect(Object.keys(JSON.parse(alpha.stdin).hosts)).toEqual(["alpha"]);
     expect(alpha.create).not.toContain("--boot");
-    expect(gamma.create).toContain("--boot ./nix#gamma");
+    expect(gamma.create).toContain(`--boot '\\''./nix#"gamma"'\\''`);
     expect(gamma.create).toContain("--magic-rollback false");
+  });
+
+  it("host keys: from Vault for an image host, scanned once for a stock host and an existing machine without hostKey", () => {
+    const alpha = recorded("alpha-host-key").inputs;
+    expect(alpha.create).toContain("exec node -e");
+    expect(alpha.create).toContain('"ci/data/hosts/alpha/ssh-host-key"');
+    expect(alpha.create).not.toMatch(/VAULT_TOKEN=|X-Vault-Token: /);
+    expect(alpha.environment).toEqual({ RF_VAULT_ADDR: "https://vault.example.org:8200" });
+    expect(alpha.triggers).toEqual(["id-alpha"]);
+    expect(recorded("beta-host-key").inputs.create).toContain("ssh-keyscan -T 10 -t ed25519 203.0.113.11");
+    expect(recorded("gamma-host-key").inputs.create).toContain("ssh-keyscan -T 10 -t ed25519 192.0.2.10");
+    // After its install the stock host's own published key must be the one it was installed with.
+    const check = recorded("beta-host-key-check").inputs;
+    expect(check.create).toContain('"ci/data/hosts/beta/ssh-host-key"');
+    expect(check.environment.RF_EXPECT_KEY).toBe(recorded("beta-ready").inputs.connection.hostKey);
+    // An existing machine trusted on first use is checked likewise, once its seed has bootstrapped it.
+    expect(recorded("gamma-host-key-check").inputs.environment.RF_EXPECT_KEY).toBe(recorded("gamma-ready").inputs.connection.hostKey);
+    expect(resources.some((r) => r.name === "alpha-host-key-check")).toBe(false);
+  });
+
+  it("the first-use check runs after the seed on an existing machine, and the pool push waits for it", async () => {
+    const urns = async (name: string) => Promise.all(((opt(name)?.opts.dependsOn ?? []) as any[]).map((d) => new Promise<string>((r) => d.urn.apply(r))));
+    expect((await urns("gamma-host-key-check")).map((u) => u.split("::").pop())).toEqual(["gamma-seed"]);
+    expect((await urns("gamma-pools")).map((u) => u.split("::").pop())).toContain("gamma-host-key-check");
+  });
+
+  it("every SSH connection pins the host's key: remote commands' hostKey, local commands' RF_HOST_KEY", () => {
+    for (const host of ["alpha", "beta", "gamma"]) {
+      const key = recorded(`${host}-ready`).inputs.connection.hostKey;
+      expect(key, host).toMatch(/\S/);
+      expect(recorded(`${host}-switch`).inputs.environment, host).toEqual({ RF_HOST_KEY: key });
+    }
+    expect(recorded("beta-install").inputs.environment).toEqual({ RF_HOST_KEY: recorded("beta-ready").inputs.connection.hostKey });
+    for (const name of ["alpha-pools", "gamma-pools", "gamma-seed"]) {
+      expect(recorded(name).inputs.connection.hostKey, name).toBe(recorded(`${name.split("-")[0]}-ready`).inputs.connection.hostKey);
+    }
+  });
+
+  it("no command gets its previous output in the environment (a deploy log can exceed exec's limit, and outputs may be secret)", () => {
+    const commands = resources.filter((r) => r.type.startsWith("command:") && /^(alpha|beta|gamma)-/.test(r.name));
+    expect(commands.length).toBe(15);
+    for (const r of commands) expect((reveal(r.inputs) as Record<string, unknown>).addPreviousOutputInEnv, r.name).toBe(false);
   });
 
   it("pools: pushed to fireactions hosts over stdin, keyed on the pools.json hash, after the switch", () => {
@@ -474,7 +662,7 @@ describe("FleetDeploy under mocks", async () => {
 
   it("seed runs after the host's switch, and its pools push after the seed", async () => {
     expect(await urnsOf("gamma-seed")).toEqual(["gamma-switch"]);
-    expect(await urnsOf("gamma-pools")).toEqual(["gamma-seed", "gamma-switch"]);
+    expect(await urnsOf("gamma-pools")).toEqual(["gamma-host-key-check", "gamma-seed", "gamma-switch"]);
     expect(await urnsOf("alpha-pools")).toEqual(["alpha-switch"]);
   });
 
@@ -488,7 +676,7 @@ describe("FleetDeploy under mocks", async () => {
 describe("existing machine with install: true, under mocks", async () => {
   const cfg = baseConfig();
   cfg.hosts = {
-    delta: { provider: "existing", address: "192.0.2.20", arch: "x86_64", vcpus: 8, memoryMib: 16384, roles: ["forgejo-runner"], install: true },
+    delta: { provider: "existing", address: "192.0.2.20", arch: "x86_64", vcpus: 8, memoryMib: 16384, roles: ["forgejo-runner"], install: true, installDisk: "/dev/disk/by-id/nvme-test" },
   };
   const { model } = await deployFor(cfg, "deploy-delta");
 
@@ -547,7 +735,7 @@ describe("wave ordering", async () => {
     expect(await deps("b1", 1)).toEqual({
       "b1alpha-switch": ["b1alpha-ready"],
       "b1beta-switch": ["b1alpha-switch", "b1beta-install", "b1beta-ready"],
-      "b1gamma-switch": ["b1beta-switch", "b1gamma-ready"],
+      "b1gamma-switch": ["b1beta-host-key-check", "b1beta-switch", "b1gamma-ready"],
     });
   });
 
@@ -555,7 +743,7 @@ describe("wave ordering", async () => {
     expect(await deps("b2", 2)).toEqual({
       "b2alpha-switch": ["b2alpha-ready"],
       "b2beta-switch": ["b2beta-install", "b2beta-ready"],
-      "b2gamma-switch": ["b2alpha-switch", "b2beta-switch", "b2gamma-ready"],
+      "b2gamma-switch": ["b2alpha-switch", "b2beta-host-key-check", "b2beta-switch", "b2gamma-ready"],
     });
   });
 

@@ -12,7 +12,7 @@ const { FleetImages, imagePlacements } = await import("../components/images");
 const source = await import("../components/images/source");
 const { vmimportTrustPolicy, vmimportPolicy } = await import("../components/images/aws");
 const { AZURE_UPLOAD_SCRIPT } = await import("../components/images/azure");
-const { HETZNER_UPLOAD_SCRIPT, hcloudCompression } = await import("../components/images/hetzner");
+const { HETZNER_DELETE_SCRIPT, HETZNER_UPLOAD_SCRIPT, hcloudCompression } = await import("../components/images/hetzner");
 const { PRESIGN_SCRIPT, spacesRegion } = await import("../components/images/digitalocean");
 type FleetModel = import("../components/model").FleetModel;
 
@@ -153,8 +153,12 @@ describe("resolveImageSource", () => {
     expect(resolve("digitalocean", "x86_64", { path: gz })).toMatchObject({ ok: true, image: { format: "raw", compression: "gzip" } });
     const bz2 = mkImage("iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii", "img", { "nixos.img.bz2": 1 });
     expect(resolve("hetzner", "x86_64", { path: bz2 })).toMatchObject({ ok: true, image: { compression: "bzip2" } });
+    // hcloud-upload-image decompresses bz2, xz and zstd (hcloudimages/client.go assembleCommand).
     const zst = mkImage("jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj", "img", { "nixos.img.zst": 1 });
-    expect(resolve("hetzner", "x86_64", { path: zst }).ok).toBe(false);
+    expect(resolve("hetzner", "x86_64", { path: zst })).toMatchObject({ ok: true, image: { format: "raw", compression: "zstd" } });
+    expect(resolve("digitalocean", "x86_64", { path: zst })).toMatchObject({ ok: false, problems: [{ message: expect.stringMatching(/digitalocean cannot import zstd/) }] });
+    const xz = mkImage("kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "img", { "nixos.qcow2.xz": 1 });
+    expect(resolve("hetzner", "x86_64", { path: xz })).toMatchObject({ ok: true, image: { format: "qcow2", compression: "xz" } });
   });
 
   it("Azure: accepts a fixed VHD of whole MiB plus the footer, rejects misaligned and dynamic ones", () => {
@@ -229,8 +233,10 @@ describe("cloud helpers", () => {
     expect(HETZNER_UPLOAD_SCRIPT).toMatch(/timeout "\$RF_TIMEOUT" hcloud-upload-image upload/);
   });
 
-  it("Hetzner takes bz2 only; DigitalOcean regions map to a Spaces region", () => {
+  it("Hetzner takes bz2, xz and zstd; DigitalOcean regions map to a Spaces region", () => {
     expect(hcloudCompression("bzip2")).toBe("bz2");
+    expect(hcloudCompression("xz")).toBe("xz");
+    expect(hcloudCompression("zstd")).toBe("zstd");
     expect(hcloudCompression(undefined)).toBe("");
     expect(() => hcloudCompression("gzip")).toThrow(/cannot decompress gzip/);
     expect(spacesRegion("nyc1")).toBe("nyc3");
@@ -299,7 +305,7 @@ describe("FleetImages under mocks", () => {
     const disk = one(rs, "azure-native:compute:Disk", az).inputs;
     expect(disk).toMatchObject({ creationData: { createOption: "Upload" }, osType: "Linux", hyperVGeneration: "V1", resourceGroupName: "runner-fleet-test-images-westeurope" });
     const upload = one(rs, "command:local:Command", az).inputs;
-    expect(upload).toMatchObject({ create: AZURE_UPLOAD_SCRIPT, logging: "none", environment: { RF_DISK: `rf-x86_64-${H.azure}-upload`, RF_RESOURCE_GROUP: "runner-fleet-test-images-westeurope" } });
+    expect(upload).toMatchObject({ create: AZURE_UPLOAD_SCRIPT, logging: "none", addPreviousOutputInEnv: false, environment: { RF_DISK: `rf-x86_64-${H.azure}-upload`, RF_RESOURCE_GROUP: "runner-fleet-test-images-westeurope" } });
     expect(one(rs, "azure-native:compute:Image", az).inputs).toMatchObject({
       hyperVGeneration: "V1",
       storageProfile: { osDisk: { osType: "Linux", osState: "Generalized", managedDisk: { id: `${az}-id` } } },
@@ -307,7 +313,8 @@ describe("FleetImages under mocks", () => {
 
     // Hetzner: one project-wide snapshot made by hcloud-upload-image; the stock host needs none.
     const hz = one(rs, "command:local:Command", `hetzner-x86_64-${H.hetzner}`).inputs;
-    expect(hz).toMatchObject({ create: HETZNER_UPLOAD_SCRIPT, environment: { RF_ARCH: "x86", RF_SELECTOR: `runner-fleet-stack=test,runner-fleet-arch=x86_64,runner-fleet-hash=${H.hetzner}` } });
+    // The only command that keeps its previous output in the environment: its delete reads the snapshot id there.
+    expect(hz).toMatchObject({ create: HETZNER_UPLOAD_SCRIPT, delete: HETZNER_DELETE_SCRIPT, addPreviousOutputInEnv: true, environment: { RF_ARCH: "x86", RF_SELECTOR: `runner-fleet-stack=test,runner-fleet-arch=x86_64,runner-fleet-hash=${H.hetzner}` } });
     expect(JSON.stringify(hz)).not.toMatch(/HCLOUD_TOKEN=/);
     expect(rs.filter((r) => r.name.includes("aarch64") && r.name.startsWith("hetzner"))).toEqual([]);
 
@@ -315,7 +322,7 @@ describe("FleetImages under mocks", () => {
     const dn = `digitalocean-x86_64-${H.digitalocean}-fra1`;
     expect(one(rs, "digitalocean:index/spacesBucket:SpacesBucket", "do-images-fra1").inputs).toMatchObject({ region: "fra1", acl: "private" });
     expect(one(rs, "digitalocean:index/spacesBucketObject:SpacesBucketObject", dn).inputs).toMatchObject({ acl: "private", region: "fra1", key: `runner-fleet/x86_64-${H.digitalocean}.raw` });
-    expect(one(rs, "command:local:Command", dn).inputs).toMatchObject({ create: PRESIGN_SCRIPT, logging: "none" });
+    expect(one(rs, "command:local:Command", dn).inputs).toMatchObject({ create: PRESIGN_SCRIPT, logging: "none", addPreviousOutputInEnv: false });
     const custom = one(rs, "digitalocean:index/customImage:CustomImage", dn).inputs;
     expect(custom).toMatchObject({ regions: ["fra1"], distribution: "Unknown", description: expect.stringContaining(H.digitalocean) });
     expect(JSON.stringify(custom.url)).toContain("4dabf18193072939515e22adb298388d"); // a secret

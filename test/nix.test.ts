@@ -185,6 +185,17 @@ describe("nix/lib on test/fixtures/inventory.multi.json", () => {
     expect(hive["do-1"].deployment.tags).toEqual(["cache", "digitalocean", "eu", "gitea-runner"]);
   });
 
+  it("builds on the target for colmena only when deploy.remoteBuild is always", () => {
+    const doc = JSON.parse(readFileSync(inv, "utf8"));
+    doc.hosts["az-1"].remoteBuild = "always";
+    doc.hosts["do-1"].remoteBuild = "auto";
+    const file = join(scratch, "remote-build.json");
+    writeFileSync(file, JSON.stringify(doc));
+    const hive = evalLib(file, `fleet.colmenaNodes { inherit inventory; mkNode = _: { }; }`);
+    expect(hive["az-1"].deployment.buildOnTarget).toBe(true);
+    expect(hive["do-1"].deployment.buildOnTarget).toBe(false);
+  });
+
   it("rejects a host keyed under another name", () => {
     const bad = join(scratch, "bad.json");
     const doc = JSON.parse(readFileSync(inv, "utf8"));

@@ -9,7 +9,7 @@ import { registrationsSettled } from "./support/mocks";
 import { baseConfig, mockConfig, modelFrom, PLANTED_SECRETS, planJson, runPlan, writeStackFile } from "./support/fixtures";
 import { ConfigError } from "../components/config";
 import type { FleetModel, HostModel } from "../components/model";
-import { hostKvPaths, policyFor, secretFilesFor } from "../components/vault-paths";
+import { hostKvPaths, policyFor, secretFilesFor, sshHostKeyApiPath } from "../components/vault-paths";
 
 const { resources } = installMocks({ stack: "test", ...mockConfig(baseConfig()) });
 const { FleetVault, boundCidrs, durationSeconds, policyName } = await import("../components/vault");
@@ -96,10 +96,21 @@ describe("policyFor", () => {
   it("grants read on exactly the data and metadata paths of the host's own files", () => {
     for (const host of model.hosts) {
       const rules = parsePolicy(policyFor(host, model));
+      rules.delete(`ci/data/hosts/${host.name}/ssh-host-key`);
       const expected = new Set(secretFilesFor(host, model).flatMap((f) => [f.path, f.path.replace("ci/data/", "ci/metadata/")]));
       expect(new Set(rules.keys()), host.name).toEqual(expected);
       for (const caps of rules.values()) expect(caps).toBe('["read"]');
     }
+  });
+
+  it("lets the host write its own SSH host key (create/update/read), nobody else's, and nothing else", () => {
+    for (const host of model.hosts) {
+      const rules = parsePolicy(policyFor(host, model));
+      expect(rules.get(`ci/data/hosts/${host.name}/ssh-host-key`), host.name).toBe('["create", "update", "read"]');
+      const writable = [...rules].filter(([, caps]) => caps !== '["read"]').map(([p]) => p);
+      expect(writable, host.name).toEqual([`ci/data/hosts/${host.name}/ssh-host-key`]);
+    }
+    expect(sshHostKeyApiPath("h1", { vault: { ...model.vault, mount: "teams/ci" } })).toBe("teams/ci/data/hosts/h1/ssh-host-key");
   });
 
   it("never names another host's path, a glob or list", () => {
@@ -313,9 +324,10 @@ describe("FleetVault with secrets kept in Vault and existing mounts (mocks)", ()
 
   it("still grants each host read on its external secrets", () => {
     const policy = (h: string) => [...parsePolicy(one(rs, T.policy, `${h}-policy`).inputs.policy as string).keys()];
-    expect(policy("b-metal")).toEqual(["teams/ci/data/shared/github-app/acme", "teams/ci/metadata/shared/github-app/acme"]);
-    expect(policy("b-cache")).toEqual(["teams/ci/data/hosts/b-cache/cache", "teams/ci/metadata/hosts/b-cache/cache"]);
-    expect(policy("b-gitea")).toEqual(["teams/ci/data/hosts/b-gitea/gitea-runner", "teams/ci/metadata/hosts/b-gitea/gitea-runner"]);
+    const key = (h: string) => `teams/ci/data/hosts/${h}/ssh-host-key`;
+    expect(policy("b-metal")).toEqual(["teams/ci/data/shared/github-app/acme", "teams/ci/metadata/shared/github-app/acme", key("b-metal")]);
+    expect(policy("b-cache")).toEqual(["teams/ci/data/hosts/b-cache/cache", "teams/ci/metadata/hosts/b-cache/cache", key("b-cache")]);
+    expect(policy("b-gitea")).toEqual(["teams/ci/data/hosts/b-gitea/gitea-runner", "teams/ci/metadata/hosts/b-gitea/gitea-runner", key("b-gitea")]);
   });
 
   it("uses the configured auth mount and lifetimes", () => {

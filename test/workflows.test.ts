@@ -10,6 +10,11 @@ import { parse } from "yaml";
 import { ROOT } from "./support/fixtures";
 
 const DIR = path.join(ROOT, ".github", "workflows");
+/**
+ * The Pulumi CLI the workflows install: the version the real-engine tests build
+ * (engine/go/pulumi/go.mod, github.com/pulumi/pulumi/pkg/v3).
+ */
+const PULUMI_VERSION = "3.248.0";
 
 interface Step {
   name?: string;
@@ -105,6 +110,28 @@ describe("workflow files", () => {
     }
   });
 
+  it("pins the Pulumi CLI of every pulumi/actions step to one version, the one the tests run the engine with", () => {
+    const versions = Object.values(workflows).flatMap((wf) => pulumiSteps(wf).map(({ step }) => String(step.with?.["pulumi-version"])));
+    expect(versions.length).toBeGreaterThan(0);
+    expect(new Set(versions)).toEqual(new Set([PULUMI_VERSION]));
+    // Once the engine build is in the tree, the workflows follow its version.
+    const goMod = path.join(ROOT, "engine", "go", "pulumi", "go.mod");
+    if (fs.existsSync(goMod)) {
+      const m = /github\.com\/pulumi\/pulumi\/pkg\/v3 v(\d+\.\d+\.\d+)/.exec(fs.readFileSync(goMod, "utf8"));
+      expect(m?.[1], "engine/go/pulumi/go.mod's pulumi/pkg version").toBe(PULUMI_VERSION);
+    }
+  });
+
+  it("gives every job that runs the program the Spaces keys (DigitalOcean buckets and the image presign)", () => {
+    for (const [file, wf] of Object.entries(workflows)) {
+      for (const [name, job] of Object.entries(wf.jobs)) {
+        const runsProgram = job.steps.some((s) => s.uses?.startsWith("pulumi/actions@") || /pulumi (up|preview)/.test(s.run ?? ""));
+        if (!runsProgram) continue;
+        for (const key of ["SPACES_ACCESS_KEY_ID", "SPACES_SECRET_ACCESS_KEY"]) expect(job.env?.[key], `${file} ${name} ${key}`).toMatch(FROM_SECRET);
+      }
+    }
+  });
+
   it("uses OIDC for AWS and Azure, not stored cloud keys", () => {
     for (const [file, wf] of Object.entries(workflows)) {
       const keys = allSettings(wf).map(([, k]) => k);
@@ -175,12 +202,17 @@ describe("deploy.yml", () => {
     expect(wf.on.push.tags).toBeUndefined();
   });
 
-  it("has exactly one pulumi step: up of prod, in a job on main behind the production environment", () => {
-    const steps = pulumiSteps(wf);
-    expect(steps).toHaveLength(1);
-    const [{ job, step }] = steps;
-    expect(step.with?.command).toBe("up");
-    expect(step.with?.["stack-name"]).toBe("prod");
+  it("has exactly one pulumi up: of prod, run inside the flake's deploy shell, in a job on main behind the production environment", () => {
+    const ups = Object.entries(wf.jobs).flatMap(([job, j]) => j.steps.filter((s) => /\bpulumi up\b/.test(s.run ?? "") || s.with?.command === "up").map((step) => ({ job, step })));
+    expect(ups).toHaveLength(1);
+    const [{ job, step }] = ups;
+    // The deploy tools come from the flake (nix/flake.nix devShells.<system>.deploy).
+    expect(step.run).toMatch(/^nix develop \.\/nix#deploy --command pulumi up --stack prod --yes\b/);
+    // The pulumi/actions step in that job only installs the pinned CLI.
+    const install = pulumiSteps(wf).filter((p) => p.job === job);
+    expect(install).toHaveLength(1);
+    expect(install[0].step.with?.command).toBeUndefined();
+    expect(wf.jobs[job].steps.indexOf(install[0].step)).toBeLessThan(wf.jobs[job].steps.indexOf(step));
     const j = wf.jobs[job];
     expect(typeof j.environment === "string" ? j.environment : j.environment?.name).toBe("production");
     expect(j.if).toMatch(/github\.ref\s*==\s*'refs\/heads\/main'/);
@@ -196,6 +228,7 @@ describe("deploy.yml", () => {
   it("keeps workflow-wide permissions read-only; OIDC only where up runs", () => {
     expect(wf.permissions).toEqual({ contents: "read" });
     const [{ job }] = pulumiSteps(wf);
+    expect(wf.jobs[job].steps.some((s) => /pulumi up/.test(s.run ?? ""))).toBe(true);
     expect(wf.jobs[job].permissions?.["id-token"]).toBe("write");
     for (const [name, j] of Object.entries(wf.jobs)) if (name !== job) expect(j.permissions?.["id-token"], name).toBeUndefined();
   });

@@ -25,19 +25,34 @@ export function hyperVGeneration(arch: Arch): "V1" | "V2" {
   return arch === "aarch64" ? "V2" : "V1";
 }
 
+/** Bound for one `az` call (grant-access, revoke-access): az has no timeout of its own. */
+export const AZ_CALL_TIMEOUT = "5m";
+
 /**
  * The upload script. Every value comes from the environment, so nothing variable (and no SAS) is
- * on the command text Pulumi records. The SAS lives in a shell variable only; azcopy's logs and
- * job plans go to a temporary directory removed on exit, and access is revoked on any exit.
+ * on the command text Pulumi records. The SAS lives in a shell variable only and must be there
+ * (an empty one fails); azcopy's logs and job plans go to a temporary directory removed on exit.
+ * The key is `accessSAS` in the aaz-generated command (its serialized name) and `accessSas` in
+ * older az releases; JMESPath is case-sensitive, so the query takes either.
+ * On success access is revoked and a failed revoke fails the upload (the disk would stay in
+ * ActiveUpload and the image step would fail confusingly); on failure the revoke is best effort.
+ * Every az and azcopy call runs under a timeout.
  */
 export const AZURE_UPLOAD_SCRIPT = [
   "set -eu",
   'work=$(mktemp -d)',
   'export AZCOPY_LOG_LOCATION="$work" AZCOPY_JOB_PLAN_LOCATION="$work"',
-  'cleanup() { az disk revoke-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" >/dev/null 2>&1 || true; rm -rf "$work"; }',
+  `revoke() { timeout ${AZ_CALL_TIMEOUT} az disk revoke-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" >/dev/null; }`,
+  'granted=no',
+  'cleanup() { if [ "$granted" = yes ]; then revoke 2>/dev/null || echo "warning: az disk revoke-access $RF_DISK failed; revoke it by hand" >&2; fi; rm -rf "$work"; }',
   "trap cleanup EXIT",
-  'sas=$(az disk grant-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" --access-level Write --duration-in-seconds "$RF_TIMEOUT" --query accessSAS --output tsv)',
+  'granted=yes',
+  `sas=$(timeout ${AZ_CALL_TIMEOUT} az disk grant-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" --access-level Write --duration-in-seconds "$RF_TIMEOUT" --query "accessSAS || accessSas" --output tsv)`,
+  'case "$sas" in https://*) ;; *) echo "az disk grant-access returned no SAS URL for $RF_DISK" >&2; exit 1;; esac',
   'timeout "$RF_TIMEOUT" azcopy copy "$RF_IMAGE_FILE" "$sas" --blob-type PageBlob --log-level ERROR >/dev/null',
+  'sas=',
+  'granted=no',
+  'revoke || { echo "az disk revoke-access $RF_DISK failed after the upload: the disk stays in ActiveUpload" >&2; exit 1; }',
   'echo "uploaded $RF_IMAGE_FILE to disk $RF_DISK"',
 ].join("\n");
 
@@ -146,6 +161,7 @@ export class AzureImage extends pulumi.ComponentResource {
         // Output of az/azcopy could carry the SAS: keep it out of Pulumi's logs.
         logging: "none",
         triggers: [image.hash],
+        addPreviousOutputInEnv: false,
       }, {
         parent: this,
         dependsOn: [disk],

@@ -44,14 +44,34 @@ export function checkDigitalOceanImage(image: Pick<ImageSourceModel, "format" | 
 }
 
 /**
+ * What the presign must not inherit from the deploy machine: botocore's environment provider
+ * takes AWS_SESSION_TOKEN or AWS_SECURITY_TOKEN along with the key pair (an OIDC session sets
+ * them), and would sign the Spaces URL with it; AWS_CREDENTIAL_EXPIRATION would make the keys
+ * "refreshable"; a profile or config file could bring other settings. The Spaces keys are the
+ * only credentials, and no AWS config file is read.
+ */
+export const PRESIGN_UNSET_ENV = [
+  "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CREDENTIAL_EXPIRATION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+  "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_SESSION_NAME", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+  "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+] as const;
+
+/**
  * Presigns a GET for the object with the AWS CLI against the Spaces endpoint. The Spaces keys
  * come from the environment the provider uses too (SPACES_ACCESS_KEY_ID / SPACES_SECRET_ACCESS_KEY),
- * by name only: no key is on the command text.
+ * by name only: no key is on the command text. The CLI runs under `env -u` for every variable
+ * of PRESIGN_UNSET_ENV, with /dev/null as its config and credentials files, and a timeout.
  */
 export const PRESIGN_SCRIPT = [
   "set -eu",
-  'AWS_ACCESS_KEY_ID="$SPACES_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$SPACES_SECRET_ACCESS_KEY" \\',
-  '  aws s3 presign "s3://$RF_BUCKET/$RF_KEY" --endpoint-url "https://$RF_REGION.digitaloceanspaces.com" --region "$RF_REGION" --expires-in "$RF_EXPIRES"',
+  'if [ -z "${SPACES_ACCESS_KEY_ID:-}" ] || [ -z "${SPACES_SECRET_ACCESS_KEY:-}" ]; then echo "SPACES_ACCESS_KEY_ID and SPACES_SECRET_ACCESS_KEY must be set to presign the image URL" >&2; exit 1; fi',
+  `url=$(env ${PRESIGN_UNSET_ENV.map((v) => `-u ${v}`).join(" ")} \\`,
+  '  AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_ACCESS_KEY_ID="$SPACES_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$SPACES_SECRET_ACCESS_KEY" \\',
+  '  timeout 2m aws s3 presign "s3://$RF_BUCKET/$RF_KEY" --endpoint-url "https://$RF_REGION.digitaloceanspaces.com" --region "$RF_REGION" --expires-in "$RF_EXPIRES")',
+  'case "$url" in "https://$RF_REGION.digitaloceanspaces.com/"*) ;; *) echo "aws s3 presign printed no Spaces URL" >&2; exit 1;; esac',
+  'case "$url" in *X-Amz-Security-Token*) echo "the presigned URL carries a session token; refusing to hand it to DigitalOcean" >&2; exit 1;; esac',
+  'printf "%s" "$url"',
 ].join("\n");
 
 // ---------------------------------------------------------------------------------------------
@@ -125,6 +145,7 @@ export class DigitalOceanImage extends pulumi.ComponentResource {
         environment: { RF_BUCKET: bucket.id, RF_KEY: object.key, RF_REGION: spaces, RF_EXPIRES: String(PRESIGN_SECONDS) },
         logging: "none",
         triggers: [image.hash],
+        addPreviousOutputInEnv: false,
       }, { parent: this, additionalSecretOutputs: ["stdout"], customTimeouts: { create: "5m" } });
       urls.set(spaces, pulumi.secret(presign.stdout.apply((s) => (s ?? "").trim())));
     }

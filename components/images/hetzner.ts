@@ -23,11 +23,17 @@ export function hcloudArch(arch: Arch): "x86" | "arm" {
   return arch === "aarch64" ? "arm" : "x86";
 }
 
-export function hcloudCompression(compression: ImageSourceModel["compression"]): "bz2" | "" {
+/** hcloud-upload-image's --compression values (cmd/write-to-disk.go: bz2, xz, zstd). */
+export function hcloudCompression(compression: ImageSourceModel["compression"]): "bz2" | "xz" | "zstd" | "" {
   if (!compression) return "";
   if (compression === "bzip2") return "bz2";
-  throw new Error(`hcloud-upload-image cannot decompress ${compression} (use an uncompressed or .bz2 image)`);
+  if (compression === "xz" || compression === "zstd") return compression;
+  throw new Error(`hcloud-upload-image cannot decompress ${compression} (use an uncompressed, .bz2, .xz or .zst image)`);
 }
+
+/** Bound for one hcloud API call (image list, image delete) and for the cleanup of a failed upload. */
+export const HCLOUD_CALL_TIMEOUT = "2m";
+export const HCLOUD_CLEANUP_TIMEOUT = "10m";
 
 /** The labels the snapshot carries: how the program finds it again (and only its own stack's). */
 export function snapshotSelector(stack: string, image: Pick<ImageSourceModel, "arch" | "hash">): string {
@@ -37,15 +43,25 @@ export function snapshotSelector(stack: string, image: Pick<ImageSourceModel, "a
 /**
  * Upload unless a snapshot with our labels exists (a run interrupted after the upload must not
  * upload twice), then print the snapshot id on stdout. Every value comes from the environment.
+ * Every hcloud call has its own timeout (Pulumi's customTimeouts stop only /bin/sh). A failed
+ * upload (killed by its timeout, which skips hcloud-upload-image's own deferred cleanup: it does
+ * not catch signals) is followed by `hcloud-upload-image cleanup`, which deletes every temporary
+ * server and key it labelled; FleetImages runs Hetzner uploads one at a time for that reason.
  */
 export const HETZNER_UPLOAD_SCRIPT = [
   "set -eu",
-  'find_snapshot() { hcloud image list --type snapshot --selector "$RF_SELECTOR" --output noheader --output columns=id | head -n 1; }',
+  `find_snapshot() { timeout ${HCLOUD_CALL_TIMEOUT} hcloud image list --type snapshot --selector "$RF_SELECTOR" --output noheader --output columns=id | head -n 1; }`,
   "id=$(find_snapshot)",
   'if [ -z "$id" ]; then',
+  '  status=0',
   '  timeout "$RF_TIMEOUT" hcloud-upload-image upload --image-path "$RF_IMAGE_FILE" --architecture "$RF_ARCH" \\',
   '    ${RF_COMPRESSION:+--compression "$RF_COMPRESSION"} ${RF_FORMAT:+--format "$RF_FORMAT"} \\',
-  '    --description "$RF_DESCRIPTION" --labels "$RF_SELECTOR" >&2',
+  '    --description "$RF_DESCRIPTION" --labels "$RF_SELECTOR" >&2 || status=$?',
+  '  if [ "$status" -ne 0 ]; then',
+  `    timeout ${HCLOUD_CLEANUP_TIMEOUT} hcloud-upload-image cleanup >&2 || echo "hcloud-upload-image cleanup failed: delete servers labelled apricote.de/created-by=hcloud-upload-image by hand" >&2`,
+  '    echo "upload of $RF_IMAGE_FILE failed (exit $status)" >&2',
+  '    exit 1',
+  "  fi",
   "  id=$(find_snapshot)",
   "fi",
   'if [ -z "$id" ]; then echo "no snapshot labelled $RF_SELECTOR after the upload" >&2; exit 1; fi',
@@ -53,7 +69,7 @@ export const HETZNER_UPLOAD_SCRIPT = [
 ].join("\n");
 
 /** Deleting the resource deletes the snapshot it made (its id is the previous stdout). */
-export const HETZNER_DELETE_SCRIPT = 'set -eu\nif [ -n "${PULUMI_COMMAND_STDOUT:-}" ]; then hcloud image delete "$PULUMI_COMMAND_STDOUT"; fi';
+export const HETZNER_DELETE_SCRIPT = `set -eu\nif [ -n "\${PULUMI_COMMAND_STDOUT:-}" ]; then timeout ${HCLOUD_CALL_TIMEOUT} hcloud image delete "$PULUMI_COMMAND_STDOUT"; fi`;
 
 // ---------------------------------------------------------------------------------------------
 // Resource wiring
@@ -63,11 +79,18 @@ export interface HetznerImageArgs {
   image: ImageSourceModel;
   /** Stack name: a snapshot label, so stacks sharing a project never share (or delete) snapshots. */
   stack: string;
+  /**
+   * Uploads this one must wait for: `hcloud-upload-image cleanup` after a failed upload deletes
+   * every temporary server of the tool, so two uploads never run at once.
+   */
+  after?: pulumi.Resource[];
 }
 
 export class HetznerImage extends pulumi.ComponentResource {
   /** The snapshot id servers boot from. */
   readonly imageId: pulumi.Output<string>;
+  /** The upload command (the next Hetzner upload waits for it). */
+  readonly upload: command.local.Command;
 
   constructor(name: string, args: HetznerImageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:images:HetznerImage", name, {}, opts);
@@ -98,12 +121,16 @@ export class HetznerImage extends pulumi.ComponentResource {
         RF_TIMEOUT: String(HETZNER_UPLOAD_TIMEOUT_SECONDS),
       },
       triggers: [image.hash],
+      // Left on: the delete needs the snapshot id, which is the previous stdout (a short id).
+      addPreviousOutputInEnv: true,
     }, {
       parent: this,
+      dependsOn: args.after ?? [],
       // The labels are shared by old and new copies of the same hash: delete the old one first.
       deleteBeforeReplace: true,
       customTimeouts: { create: `${HETZNER_UPLOAD_TIMEOUT_SECONDS / 60 + 5}m`, update: `${HETZNER_UPLOAD_TIMEOUT_SECONDS / 60 + 5}m` },
     });
+    this.upload = upload;
     this.imageId = upload.stdout.apply((s) => (s ?? "").trim());
     this.registerOutputs({ imageId: this.imageId });
   }

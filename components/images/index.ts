@@ -99,8 +99,11 @@ export class FleetImages extends pulumi.ComponentResource {
       }
     }
 
+    // One at a time: a failed upload's cleanup removes every temporary server hcloud-upload-image made.
+    let previousUpload: pulumi.Resource[] = [];
     for (const image of of("hetzner")) {
-      const uploaded = new HetznerImage(imageResourceName(image), { image, stack: model.stack }, child);
+      const uploaded = new HetznerImage(imageResourceName(image), { image, stack: model.stack, after: previousUpload }, child);
+      previousUpload = [uploaded.upload];
       this.ids.set(`hetzner.${image.arch}`, { image, byRegion: { "": uploaded.imageId } });
     }
 

@@ -20,13 +20,13 @@ export const CLOUD_FORMATS: Record<Cloud, ImageSourceModel["format"][]> = {
 
 /**
  * Compressions each cloud's import takes: AWS import-snapshot and Azure disks read the bytes as
- * they are; hcloud-upload-image decompresses bz2 (and xz, which nixpkgs does not produce here);
- * DigitalOcean decompresses gzip and bzip2 itself.
+ * they are; hcloud-upload-image decompresses bz2, xz and zstd on its temporary server
+ * (hcloudimages/client.go assembleCommand); DigitalOcean decompresses gzip and bzip2 itself.
  */
 export const CLOUD_COMPRESSIONS: Record<Cloud, NonNullable<ImageSourceModel["compression"]>[]> = {
   aws: [],
   azure: [],
-  hetzner: ["bzip2"],
+  hetzner: ["bzip2", "xz", "zstd"],
   digitalocean: ["gzip", "bzip2"],
 };
 
@@ -65,7 +65,10 @@ const EXTENSIONS: Array<[RegExp, ImageSourceModel["format"], ImageSourceModel["c
   [/\.(raw|img)$/, "raw"],
   [/\.(raw|img)\.gz$/, "raw", "gzip"],
   [/\.(raw|img)\.bz2$/, "raw", "bzip2"],
-  [/\.(raw|img)\.zst$/, "raw", undefined],
+  [/\.qcow2\.xz$/, "qcow2", "xz"],
+  [/\.(raw|img)\.xz$/, "raw", "xz"],
+  [/\.qcow2\.zst$/, "qcow2", "zstd"],
+  [/\.(raw|img)\.zst$/, "raw", "zstd"],
 ];
 
 /** The hash of a store path (`storeDir` is /nix/store except in tests with a fake store). */
@@ -79,8 +82,6 @@ export function storeHash(storePath: string, storeDir = NIX_STORE): string | und
 export function formatOf(file: string): { format: ImageSourceModel["format"]; compression?: ImageSourceModel["compression"] } | undefined {
   for (const [pattern, format, compression] of EXTENSIONS) {
     if (pattern.test(file)) {
-      // zstd is not accepted anywhere we upload to; report it as unknown.
-      if (/\.zst$/.test(file)) return undefined;
       return compression ? { format, compression } : { format };
     }
   }
@@ -225,7 +226,7 @@ export function imageFilePath(image: ImageSourceModel): string | undefined {
   return image.file ? path.join(image.storePath, image.file) : undefined;
 }
 
-const COMPRESSION_SUFFIX = { gzip: ".gz", bzip2: ".bz2" } as const;
+const COMPRESSION_SUFFIX = { gzip: ".gz", bzip2: ".bz2", xz: ".xz", zstd: ".zst" } as const;
 
 /**
  * The object key an image is stored under in a bucket: deterministic from arch, hash and format,

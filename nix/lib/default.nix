@@ -174,7 +174,11 @@ rec {
     targetPort = host.sshPort;
     # Not root: the deploy user reaches root through its limited sudo rules.
     targetUser = host.sshUser;
-    buildOnTarget = false;
+    # deploy.remoteBuild (inventory): our deploy passes --build-on-target or
+    # --no-build-on-target itself, deciding `auto` from the deploy machine's
+    # arch at run time. A hand-run colmena has no such machine to compare with
+    # in pure evaluation, so `auto` builds where colmena runs.
+    buildOnTarget = (host.remoteBuild or "auto") == "always";
     tags = hostTags host;
   };
 
