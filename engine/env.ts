@@ -67,12 +67,18 @@ export function engineEnv(opts: EngineEnvOptions = {}): NodeJS.ProcessEnv {
   };
 }
 
-/** Makes every plugin of the engine's cache visible in another PULUMI_HOME (symlinks). */
+/**
+ * Makes every plugin of the engine's cache visible in another PULUMI_HOME. The plugin
+ * directories are real (the CLI lists only directories, not links to them); their binaries are
+ * links to the engine's.
+ */
 function linkPlugins(from: string, to: string): void {
   if (path.resolve(from) === path.resolve(to) || !fs.existsSync(from)) return;
-  fs.mkdirSync(to, { recursive: true });
-  for (const entry of fs.readdirSync(from)) {
-    const target = path.join(to, entry);
-    if (!fs.existsSync(target)) fs.symlinkSync(path.join(from, entry), target);
+  for (const plugin of fs.readdirSync(from)) {
+    fs.mkdirSync(path.join(to, plugin), { recursive: true });
+    for (const file of fs.readdirSync(path.join(from, plugin))) {
+      const target = path.join(to, plugin, file);
+      if (!fs.existsSync(target)) fs.symlinkSync(fs.realpathSync(path.join(from, plugin, file)), target);
+    }
   }
 }
