@@ -125,6 +125,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
 	opts := info.GetOptions().AsMap()
+	// Upstream splits nodeargs with shell quoting (shlex); whitespace is enough for ours.
 	args := strings.Fields(stringOpt(opts, "nodeargs"))
 	args = append(args, runPath)
 	flag := func(k, v string) {

@@ -19,7 +19,9 @@
 //
 // The provider authenticates with its `token` input or VAULT_TOKEN and, unless skipChildToken,
 // first creates a child token of 1200s like upstream's default max_lease_ttl_seconds.
-// Not implemented: refresh (Read returns the recorded state), import, every other resource.
+// Deviation: a changed Mount or AuthBackend path replaces the resource here; upstream remounts it
+// in place (path is not ForceNew there). Not implemented: refresh (Read returns the recorded
+// state), import, every other resource.
 package main
 
 import (
