@@ -40,27 +40,33 @@ describe.skipIf(missing.length > 0)("committed stack files under the real CLI", 
     env = engineEnv({ backendDir: path.join(dir, ".state"), pulumiHome: path.join(dir, ".pulumi-home"), base });
   });
 
-  it("stack init and stack select take Pulumi.dev.yaml as committed", () => {
-    const committed = fs.readFileSync(path.join(ROOT, "Pulumi.dev.yaml"), "utf8");
-    const init = pulumi(["stack", "init", "dev"]);
-    expect(init.code, init.out).toBe(0);
-    const select = pulumi(["stack", "select", "dev"]);
-    expect(select.code, select.out).toBe(0);
-    // The CLI only adds its passphrase salt; every committed line is kept.
-    const after = fs.readFileSync(path.join(dir, "Pulumi.dev.yaml"), "utf8");
-    expect(after).toMatch(/^encryptionsalt: /m);
-    expect(after.replace(/^encryptionsalt: .*\n/m, "")).toBe(committed);
-  });
+  const secretsOf = { dev: { githubAppPrivateKey: "fireactions", cacheSigningKey: "cache" },
+    prod: { githubAppPrivateKey: "fireactions", giteaRunnerToken: "gitea-runner", cacheSigningKey: "cache" } };
+  for (const [stack, secrets] of Object.entries(secretsOf)) {
+    it(`stack init and stack select take Pulumi.${stack}.yaml as committed`, () => {
+      const committed = fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8");
+      const init = pulumi(["stack", "init", stack]);
+      expect(init.code, init.out).toBe(0);
+      const select = pulumi(["stack", "select", stack]);
+      expect(select.code, select.out).toBe(0);
+      // The CLI only adds its passphrase salt; every committed line is kept.
+      const after = fs.readFileSync(path.join(dir, `Pulumi.${stack}.yaml`), "utf8");
+      expect(after).toMatch(/^encryptionsalt: /m);
+      expect(after.replace(/^encryptionsalt: .*\n/m, "")).toBe(committed);
+    });
 
-  it("preview stops on each unset secret with the command that sets it, before any resource", () => {
-    const r = pulumi(["preview", "--stack", "dev"]);
-    expect(r.code).not.toBe(0);
-    expect(r.out).toContain("runner-fleet:githubAppPrivateKey: not set; the fireactions role needs it: run pulumi config set --secret runner-fleet:githubAppPrivateKey");
-    expect(r.out).toContain("runner-fleet:cacheSigningKey: not set; the cache role needs it: run pulumi config set --secret runner-fleet:cacheSigningKey");
-    expect(r.out).not.toMatch(/decrypt|ciphertext|^\s+at /im);
-    // Nothing but the stack itself: the program stopped before its first resource.
-    expect(r.out).not.toContain("runner-fleet:index:Fleet");
-  }, 240_000);
+    it(`preview --stack ${stack} stops on each unset secret with the command that sets it, before any resource`, () => {
+      const r = pulumi(["preview", "--stack", stack]);
+      expect(r.code).not.toBe(0);
+      for (const [key, role] of Object.entries(secrets)) {
+        expect(r.out).toContain(`runner-fleet:${key}: not set; the ${role} role needs it: run pulumi config set --secret runner-fleet:${key}`);
+      }
+      expect(r.out).toContain(`invalid stack config (${Object.keys(secrets).length} problems)`);
+      expect(r.out).not.toMatch(/decrypt|ciphertext|^\s+at /im);
+      // Nothing but the stack itself: the program stopped before its first resource.
+      expect(r.out).not.toContain("runner-fleet:index:Fleet");
+    }, 240_000);
+  }
 
   it("with the secrets set, preview gets past config and stops only on the missing cloud plugins", () => {
     const pem = "-----BEGIN RSA PRIVATE KEY-----\nCANARY-dev-app-key\n-----END RSA PRIVATE KEY-----\n";
