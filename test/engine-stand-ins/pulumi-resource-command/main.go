@@ -11,6 +11,8 @@
 //     (`provider:"replaceOnChanges"` on Triggers only);
 //   - Create runs `create`; Update runs `update`, or `create` when there is no `update`; Delete
 //     runs `delete`; nothing runs in a preview (local/commandController.go);
+//   - in a preview, stdout/stderr are unknown on create, and on update when any input changed or is
+//     unknown (pulumi-go-provider infer/resource.go markComputed);
 //   - commands run under `/bin/sh -c` (or interpreter) in dir (default: the provider's cwd, which
 //     is the program directory), with the previous stdout/stderr in PULUMI_COMMAND_STDOUT/STDERR
 //     unless addPreviousOutputInEnv is false; stdout and stderr lose one trailing newline; a
@@ -129,7 +131,10 @@ func (p *provider) Update(ctx context.Context, req plugin.UpdateRequest) (plugin
 	state := req.NewInputs.Copy()
 	state["stdout"], state["stderr"] = req.OldOutputs["stdout"], req.OldOutputs["stderr"]
 	if req.Preview {
-		if serve.AnyUnknown(req.NewInputs) {
+		// As infer's markComputed: an output is unknown in a preview when an input it depends on
+		// (all of them) is unknown or changed.
+		changed := serve.Diff(req.OldInputs, req.NewInputs, inputKeys, nil).Changes == plugin.DiffSome
+		if changed || serve.AnyUnknown(req.NewInputs) {
 			state["stdout"] = resource.MakeComputed(resource.NewStringProperty(""))
 			state["stderr"] = resource.MakeComputed(resource.NewStringProperty(""))
 		}
