@@ -68,13 +68,23 @@ describe.skipIf(missing.length > 0)("command and vault plugins against OpenBao",
     return { status: res.status, json: (await res.text().then((t) => (t ? JSON.parse(t) : {}))) as any };
   };
 
-  beforeAll(async () => {
-    const port = await freePort();
-    address = `http://127.0.0.1:${port}`;
+  /** A fresh in-memory dev server on the same port: a restart loses everything. */
+  const startBao = async (port: number) => {
     bao = spawn(path.join(engineBinDir(), "bao"), ["server", "-dev", "-dev-root-token-id=root", `-dev-listen-address=127.0.0.1:${port}`], { stdio: "ignore" });
     for (let i = 0; i < 100 && (await fetch(`${address}/v1/sys/health`).then((r) => r.ok, () => false)) === false; i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
+  };
+  const stopBao = () => new Promise<void>((resolve) => {
+    bao.once("exit", () => resolve());
+    bao.kill();
+  });
+  let port: number;
+
+  beforeAll(async () => {
+    port = await freePort();
+    address = `http://127.0.0.1:${port}`;
+    await startBao(port);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-providers-"));
     fs.writeFileSync(path.join(dir, "Pulumi.yaml"), "name: providers\nruntime:\n  name: nodejs\n  options:\n    typescript: false\n");
     fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ name: "providers", main: "index.js" }));
@@ -134,6 +144,23 @@ describe.skipIf(missing.length > 0)("command and vault plugins against OpenBao",
     expect((await api("GET", "sys/policies/acl/ci-host-a")).json.data.policy).toContain('"list"');
     expect((await api("GET", "ci/data/hosts/host-a/forgejo-runner")).json.data.data.token).toBe(before);
   }, 180_000);
+
+  it("with OpenBao down the error names it; after a restart that lost everything, up --refresh converges", async () => {
+    const token = (await api("GET", "ci/data/hosts/host-a/forgejo-runner")).json.data.data.token;
+    await stopBao();
+    const down = pulumi("up", "--refresh", "--yes");
+    expect(down.code).not.toBe(0);
+    expect(down.out).toContain(`${address}/v1/`);
+    expect(down.out).toMatch(/connection refused/);
+    await startBao(port);
+    expect((await api("GET", "sys/policies/acl/ci-host-a")).status).toBe(404);
+    const up = pulumi("up", "--refresh", "--yes");
+    expect(up.code, up.out).toBe(0);
+    expect((await api("GET", "sys/policies/acl/ci-host-a")).status).toBe(200);
+    // The generated secret lives in state, so the recreated document holds the same value.
+    expect((await api("GET", "ci/data/hosts/host-a/forgejo-runner")).json.data.data.token).toBe(token);
+    expect(pulumi("preview", "--refresh", "--expect-no-changes").code).toBe(0);
+  }, 300_000);
 
   it("destroy leaves OpenBao with none of it", async () => {
     const r = pulumi("destroy", "--yes");

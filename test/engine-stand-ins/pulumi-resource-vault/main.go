@@ -20,14 +20,15 @@
 // The provider authenticates with its `token` input or VAULT_TOKEN and, unless skipChildToken,
 // first creates a child token of 1200s like upstream's default max_lease_ttl_seconds.
 // Deviation: a changed Mount or AuthBackend path replaces the resource here; upstream remounts it
-// in place (path is not ForceNew there). Not implemented: refresh (Read returns the recorded
-// state), import, every other resource.
+// in place (path is not ForceNew there). Refresh (Read) notices an object that is gone, not drift
+// in its fields. Not implemented: import, every other resource.
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -286,8 +287,53 @@ func (p *provider) Create(_ context.Context, req plugin.CreateRequest) (plugin.C
 	return plugin.CreateResponse{ID: id, Properties: markSecret(out, k.secret)}, nil
 }
 
+// Read (refresh) checks only that the object still exists, as upstream's Read functions do before
+// anything else; one that is gone leaves state (empty ID), so the next up creates it again.
+// Field drift is not read back.
 func (p *provider) Read(_ context.Context, req plugin.ReadRequest) (plugin.ReadResponse, error) {
+	c, err := p.api()
+	if err != nil {
+		return plugin.ReadResponse{}, err
+	}
+	exists, err := existsFor(c, req.Type, req.ID, req.State)
+	if err != nil {
+		return plugin.ReadResponse{}, err
+	}
+	if !exists {
+		return plugin.ReadResponse{}, nil
+	}
 	return plugin.ReadResponse{ReadResult: plugin.ReadResult{ID: req.ID, Inputs: req.Inputs, Outputs: req.State}}, nil
+}
+
+func existsFor(c *client, t tokens.Type, id resource.ID, state resource.PropertyMap) (bool, error) {
+	get := func(method, path string, body any) (bool, error) {
+		_, err := c.call(method, path, body, "")
+		if isStatus(err, http.StatusNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	switch t {
+	case "vault:index/mount:Mount", "vault:index/authBackend:AuthBackend":
+		list := "sys/mounts"
+		if t == "vault:index/authBackend:AuthBackend" {
+			list = "sys/auth"
+		}
+		acc, err := c.accessor(list, string(id))
+		return acc != "", err
+	case "vault:index/policy:Policy":
+		return get("GET", "sys/policies/acl/"+string(id), nil)
+	case "vault:appRole/authBackendRole:AuthBackendRole":
+		return get("GET", string(id), nil)
+	case "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId":
+		if ok, err := get("GET", rolePath(state), nil); !ok || err != nil {
+			return ok, err // upstream: a role deleted out of band takes its secret_ids along
+		}
+		return get("POST", rolePath(state)+"/secret-id-accessor/lookup", map[string]any{"secret_id_accessor": str(state, "accessor")})
+	case "vault:kv/secretV2:SecretV2":
+		return get("GET", kvPath(state, "data"), nil)
+	}
+	return true, nil
 }
 
 func (p *provider) Update(_ context.Context, req plugin.UpdateRequest) (plugin.UpdateResponse, error) {
@@ -443,9 +489,21 @@ func (c *client) call(method, path string, body any, wrapTTL string) (map[string
 		_ = json.Unmarshal(raw, &out)
 	}
 	if resp.StatusCode >= 400 {
-		return nil, fmt.Errorf("vault: %s %s: code %d, errors: %v", method, url, resp.StatusCode, out["errors"])
+		return nil, &apiError{status: resp.StatusCode, msg: fmt.Sprintf("vault: %s %s: code %d, errors: %v", method, url, resp.StatusCode, out["errors"])}
 	}
 	return out, nil
+}
+
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func isStatus(err error, status int) bool {
+	var e *apiError
+	return errors.As(err, &e) && e.status == status
 }
 
 // accessor reads the accessor of mount path from a listing of sys/mounts or sys/auth.
