@@ -38,5 +38,10 @@ const run = (args) => execFileSync(prefix[0] ?? args[0], [...prefix.slice(1), ..
   stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
 });
 process.stderr.write(`installing ${missing.join(", ")} with apt-get${root ? "" : " (sudo)"}\n`);
-run(["apt-get", "update", "-qq"]);
-run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...missing]);
+try {
+  run(["apt-get", "update", "-qq"]);
+  run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...missing]);
+} catch (err) {
+  process.stderr.write(`apt-get failed (${err.status ?? err.code}); install them yourself: ${root ? "" : "sudo "}${install}\n`);
+  process.exit(1);
+}
