@@ -39,6 +39,8 @@ export interface Derived {
 
 interface RuleInput extends ParsedConfig {
   ctx: LoadContext;
+  /** The config namespace, for commands a message tells the user to run. */
+  project: string;
   out: Derived;
   /** Adds `runner-fleet:<key>: <message>`. */
   problem(key: string, message: string): void;
@@ -409,7 +411,7 @@ const rolesHaveServices: Rule = {
     const needSecret = (secret: SecretName, role: string) => {
       const key = SECRET_KEYS[secret];
       if (!external.has(secret) && !r.ctx.secretsSet.has(key)) {
-        r.problem(key, `is required by the ${role} role: pulumi config set --secret ${key} ... (or add ${secret} to vault.externalSecrets if it is already in Vault)`);
+        r.problem(key, `not set; the ${role} role needs it: run pulumi config set --secret ${r.project}:${key} (the value as an argument or on stdin), or add ${secret} to vault.externalSecrets if it is already in Vault`);
       }
     };
     if (roles.has("fireactions")) {
@@ -526,7 +528,7 @@ export const RULES: readonly Rule[] = [
 /** Runs every rule whose sections parsed. */
 export function runRules(parsed: ParsedConfig, ctx: LoadContext, project: string): Derived {
   const out: Derived = { problems: [], warnings: [], facts: new Map(), pools: {}, images: [] };
-  const input: RuleInput = { ...parsed, ctx, out, problem: (key, message) => out.problems.push(`${project}:${key}: ${message}`) };
+  const input: RuleInput = { ...parsed, ctx, project, out, problem: (key, message) => out.problems.push(`${project}:${key}: ${message}`) };
   for (const rule of RULES) {
     if (rule.needs.some((s) => parsed.failed.sections.has(s))) continue;
     rule.check(input);
