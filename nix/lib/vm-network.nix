@@ -24,7 +24,9 @@ rec {
     # Only the gateway address: not loopback, not the host's uplink.
     listen-address = gateway;
     # The bridge and its address appear with the first VM (CNI creates them),
-    # after dnsmasq has started; bind-dynamic binds them when they do.
+    # after dnsmasq has started; bind-dynamic binds them when they do. It also
+    # keeps dnsmasq off the wildcard address, so port 53 elsewhere on the host
+    # (e.g. systemd-resolved's stub) stays free.
     bind-dynamic = true;
     # Guests learn nothing from the host's /etc/hosts ...
     no-hosts = true;
