@@ -55,7 +55,13 @@ const PoolSchema = z.strictObject({
   imagePullPolicy: z.enum(["Always", "Never", "IfNotPresent"]).optional(),
   organization: z.string().min(1).optional(),
   groupId: Positive.optional(),
-  kernelArgs: z.string().min(1).optional(),
+  // fireactions' Firecracker SDK writes ip= itself (address, gateway, DNS from CNI) and refuses a
+  // CNI interface next to a given one (docs/upstream.md), so the VM would not start.
+  kernelArgs: z
+    .string()
+    .min(1)
+    .refine((args) => !/(^|\s)ip=/.test(args), { error: "must not set ip=: the VM's address, gateway and DNS come from CNI through ip=" })
+    .optional(),
 });
 
 const hostCommon = {
