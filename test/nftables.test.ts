@@ -6,19 +6,22 @@
 // address, Azure's WireServer (which is also Azure's DNS resolver), AWS's resolvers and a private
 // Vault. The host runs the guests' DNS forwarder: Debian's dnsmasq with the very settings
 // roles/fireactions.nix gives services.dnsmasq (nix/lib/vm-network.nix), forwarding to
-// 168.63.129.16 the way an Azure host's resolv.conf would. Probes are TCP connects and DNS
-// queries (UDP and TCP); the same probes are first run without the rules, so every "dropped"
-// below is shown to pass when unguarded. Needs root, iproute2, nftables, dnsmasq (Debian
-// dnsmasq-base) and nix-instantiate; a missing tool fails the suite.
+// 168.63.129.16 the way an Azure host's resolv.conf would, and serving static DHCP from the
+// entries our CNI plugin (nix/pkgs/cni-dhcp-host.sh) writes. Probes are TCP connects, DNS
+// queries (UDP and TCP) and a DHCP exchange (busybox udhcpc); the same probes are first run
+// without the rules, so every "dropped" below is shown to pass when unguarded. Needs root,
+// iproute2, nftables, dnsmasq (Debian dnsmasq-base), busybox, jq and nix-instantiate; a missing
+// tool fails the suite.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 const root = resolve(__dirname, "..");
 const rulesNix = join(root, "nix", "lib", "nftables-rules.nix");
 const vmNetNix = join(root, "nix", "lib", "vm-network.nix");
+const dhcpHostPlugin = join(root, "nix", "pkgs", "cni-dhcp-host.sh");
 const BRIDGE = "fireactions0";
 const GATEWAY = "10.200.0.1";
 
@@ -215,13 +218,61 @@ function startChild(name: string, cmd: string[], ready: (child: ChildProcess) =>
 /** The guests' DNS forwarder: Debian's dnsmasq with the deployed settings, upstream Azure's resolver. */
 function startDnsmasq(): Promise<void> {
   const conf = join(scratch, "dnsmasq.conf");
-  writeFileSync(conf, renderDnsmasqLikeNixos(vmNetwork().dnsmasq));
+  // Deployed settings; only the hosts directory moves from /run into the scratch directory.
+  writeFileSync(conf, renderDnsmasqLikeNixos({ ...vmNetwork().dnsmasq, "dhcp-hostsdir": hostsDir() }));
   // The host's resolv.conf on Azure; dnsmasq reads /etc/resolv.conf unless told otherwise.
   const resolv = join(scratch, "resolv.conf");
   writeFileSync(resolv, `nameserver ${OUT.wireserver}\n`);
   const args = ["dnsmasq", "--keep-in-foreground", `--conf-file=${conf}`, `--resolv-file=${resolv}`,
-    `--pid-file=${join(scratch, "dnsmasq.pid")}`, "--user=root", `--log-facility=${join(scratch, "dnsmasq.log")}`];
+    `--pid-file=${join(scratch, "dnsmasq.pid")}`, `--dhcp-leasefile=${join(scratch, "dnsmasq.leases")}`,
+    "--user=root", `--log-facility=${join(scratch, "dnsmasq.log")}`];
   return startChild(ns.host, args, async () => { await new Promise((ok) => setTimeout(ok, 300)); });
+}
+
+const hostsDir = () => join(scratch, "dhcp-hosts");
+
+/** Runs our CNI plugin as libcni would: the command in the environment, the config on stdin. */
+function cniDhcpHost(command: string, containerId: string, prevResult?: unknown): { status: number | null; out: any } {
+  const conf = { cniVersion: "1.0.0", name: "fireactions", type: "runner-fleet-dhcp-host", hostsDir: hostsDir(), ...(prevResult ? { prevResult } : {}) };
+  const r = spawnSync("bash", [dhcpHostPlugin], {
+    input: JSON.stringify(conf), encoding: "utf8",
+    env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: "/var/run/netns/x", CNI_IFNAME: "eth0", CNI_PATH: "/opt/cni/bin" },
+  });
+  return { status: r.status, out: r.stdout.trim() ? JSON.parse(r.stdout) : null };
+}
+
+/** A CNI result shaped like tc-redirect-tap's (docs/upstream.md): the VM's interface has the VM id as sandbox. */
+function tcRedirectTapResult(vmId: string, vmMac: string, vmAddr: string): unknown {
+  return {
+    cniVersion: "1.0.0",
+    interfaces: [
+      { name: BRIDGE, mac: "02:00:00:00:00:01" },
+      { name: "veth0a1b2c3d", mac: "02:00:00:00:00:02" },
+      { name: "eth0", mac: vmMac, sandbox: "/var/run/netns/x" },
+      { name: "tap0", mac: "02:00:00:00:00:04", sandbox: "/var/run/netns/x" },
+      { name: "tap0", mac: vmMac, sandbox: vmId },
+    ],
+    ips: [
+      { address: `${vmAddr}/24`, gateway: GATEWAY, interface: 2 },
+      { address: `${vmAddr}/24`, gateway: GATEWAY, interface: 4 },
+    ],
+    routes: [{ dst: "0.0.0.0/0" }],
+    dns: { nameservers: [GATEWAY] },
+  };
+}
+
+const macOf = (name: string) => inNs(name, "cat", "/sys/class/net/eth0/address").trim();
+
+/** Asks DHCP from the namespace's eth0 (busybox udhcpc, nothing configured); the lease, or null. */
+function dhcpLease(from: string): { ip: string; router: string; dns: string } | null {
+  const script = join(scratch, "udhcpc.sh");
+  writeFileSync(script, `#!/bin/sh\n[ "$1" = bound ] && echo "$ip $router $dns"\nexit 0\n`, { mode: 0o755 });
+  const r = spawnSync("ip", ["netns", "exec", from, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "2", "-T", "1", "-s", script],
+    { encoding: "utf8", timeout: 15_000 });
+  const line = r.stdout.split("\n").find((l) => /^\d+\.\d+\.\d+\.\d+ /.test(l));
+  if (r.status !== 0 || !line) return null;
+  const [ip, router, dns] = line.split(" ");
+  return { ip, router, dns };
 }
 
 /** CNI gives the bridge its address with the first VM; dnsmasq (bind-dynamic) must pick it up. */
@@ -236,11 +287,12 @@ async function addGateway(): Promise<void> {
 
 // Each probe: who connects (tcp) or asks for a name (udp/tcp to port 53) where, and whether the
 // guard lets it through.
-type Probe = { what: string; from: keyof typeof ns; to: string; port: number; guarded: boolean; dns?: "udp" | "tcp" };
+type Probe = { what: string; from: keyof typeof ns; to: string; port: number; guarded: boolean; dns?: "udp" | "tcp"; dhcp?: true };
 const probes: Probe[] = [
   { what: "a VM reaches the internet", from: "vm1", to: OUT.internet, port: 80, guarded: true },
   { what: "a VM resolves a name at the gateway's forwarder over UDP", from: "vm1", to: GATEWAY, port: 53, dns: "udp", guarded: true },
   { what: "a VM resolves a name at the gateway's forwarder over TCP", from: "vm2", to: GATEWAY, port: 53, dns: "tcp", guarded: true },
+  { what: "a VM asking DHCP gets its CNI address, the gateway as router and DNS", from: "vm1", to: VM1, port: 67, dhcp: true, guarded: true },
   { what: "a VM reaches the cloud metadata service", from: "vm1", to: OUT.metadata, port: 80, guarded: false },
   { what: "a VM reaches Azure's WireServer", from: "vm1", to: OUT.wireserver, port: 80, guarded: false },
   { what: "a VM reaches Azure's WireServer host agent port", from: "vm1", to: OUT.wireserver, port: 32526, guarded: false },
@@ -258,7 +310,12 @@ const probes: Probe[] = [
 ];
 
 function runProbes(): Record<string, boolean> {
-  return Object.fromEntries(probes.map((p) => [p.what, p.dns ? resolves(ns[p.from], p.to, p.dns) : connects(ns[p.from], p.to, p.port)]));
+  const dhcpOk = (from: string, addr: string) => {
+    const lease = dhcpLease(from);
+    return lease !== null && lease.ip === addr && lease.router === GATEWAY && lease.dns === GATEWAY;
+  };
+  return Object.fromEntries(probes.map((p) => [p.what,
+    p.dhcp ? dhcpOk(ns[p.from], p.to) : p.dns ? resolves(ns[p.from], p.to, p.dns) : connects(ns[p.from], p.to, p.port)]));
 }
 
 function loadRules(text: string, check: boolean): void {
@@ -271,6 +328,7 @@ beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), "nftables-test-"));
   expect(process.getuid?.(), "network namespaces need root").toBe(0);
   buildTopology();
+  mkdirSync(hostsDir());
   await Promise.all([
     listen(ns.out, [80, 8200, 32526]),
     listen(ns.host, [22]),
@@ -280,6 +338,8 @@ beforeAll(async () => {
   ]);
   await startDnsmasq();
   await addGateway();
+  // What CNI's ADD leaves for VM 1 (VM 2 gets no entry; see the DHCP test below).
+  expect(cniDhcpHost("ADD", "runner-vm1", tcRedirectTapResult("runner-vm1", macOf(ns.vm1), VM1)).status).toBe(0);
 }, 60_000);
 
 afterAll(() => {
@@ -302,6 +362,7 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
       `iifname "${BRIDGE}" ct state established,related accept`,
       `iifname "${BRIDGE}" ip daddr ${GATEWAY} udp dport 53 accept`,
       `iifname "${BRIDGE}" ip daddr ${GATEWAY} tcp dport 53 accept`,
+      `iifname "${BRIDGE}" udp sport 68 udp dport 67 accept`,
     ]);
   });
 
@@ -330,7 +391,7 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(before).toEqual(Object.fromEntries(probes.map((p) => [p.what, true])));
   }, 60_000);
 
-  it("with the guard loaded, VMs reach the internet and DNS at the gateway, nothing else", () => {
+  it("with the guard loaded, VMs reach the internet, DNS at the gateway and DHCP, nothing else", () => {
     const text = renderLikeNixos(guard().tables);
     loadRules(text, false);
     // Loading twice must work too: nixpkgs reloads the same file on every switch.
@@ -353,8 +414,11 @@ describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", ()
     expect(bridgePlugin.dns).toEqual({ nameservers: [GATEWAY] });
     expect(bridgePlugin.ipam).not.toHaveProperty("resolvConf");
     expect(net.dnsmasq["listen-address"]).toBe(GATEWAY);
-    // DNS only: no DHCP server on the bridge (the guests' address comes from ip=).
-    expect(Object.keys(net.dnsmasq).filter((k) => k.startsWith("dhcp"))).toEqual([]);
+    // DHCP only for MACs the plugin recorded (static), in the CNI subnet, from the plugin's directory.
+    expect(net.dnsmasq["dhcp-range"]).toBe(`10.200.0.0,static,255.255.255.0,5m`);
+    expect(net.subnet).toBe("10.200.0.0/24");
+    expect(net.cniConflist.plugins.map((p: any) => p.type)).toEqual(["bridge", "firewall", "tc-redirect-tap", "runner-fleet-dhcp-host"]);
+    expect(net.cniConflist.plugins[3].hostsDir).toBe(net.dnsmasq["dhcp-hostsdir"]);
   });
 
   it("is what roles/fireactions.nix deploys: the CNI file, services.dnsmasq, the firewall's port 53 on the bridge", () => {
@@ -367,7 +431,34 @@ describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", ()
            firewall = t.defsAt [ "networking" "firewall" "interfaces" ] r; }`);
     expect(defs.cni.map((d: any) => JSON.parse(d.value))).toEqual([net.cniConflist]);
     expect(defs.dnsmasq.map((d: any) => d.value)).toEqual([{ enable: true, resolveLocalQueries: false, settings: net.dnsmasq }]);
-    expect(defs.firewall.map((d: any) => d.value)).toEqual([{ [BRIDGE]: { allowedUDPPorts: [53], allowedTCPPorts: [53] } }]);
+    expect(defs.firewall.map((d: any) => d.value)).toEqual([{ [BRIDGE]: { allowedUDPPorts: [53, 67], allowedTCPPorts: [53] } }]);
+  });
+
+  it("DHCP answers only a MAC the CNI plugin recorded, with exactly its CNI address; DEL removes the record", () => {
+    // VM 1's entry was written in beforeAll; VM 2 has none, so dnsmasq stays silent for it.
+    expect(readFileSync(join(hostsDir(), "runner-vm1"), "utf8")).toBe(`${macOf(ns.vm1)},${VM1}\n`);
+    expect(dhcpLease(ns.vm2)).toBeNull();
+    expect(dhcpLease(ns.vm1)).toEqual({ ip: VM1, router: GATEWAY, dns: GATEWAY });
+    // A new file is read while dnsmasq runs (inotify), no restart.
+    const added = cniDhcpHost("ADD", "runner-vm2", tcRedirectTapResult("runner-vm2", macOf(ns.vm2), VM2));
+    expect(added.status).toBe(0);
+    // ADD passes the previous result on untouched (the SDK reads it after us).
+    expect(added.out).toEqual(tcRedirectTapResult("runner-vm2", macOf(ns.vm2), VM2));
+    expect(dhcpLease(ns.vm2)).toEqual({ ip: VM2, router: GATEWAY, dns: GATEWAY });
+    expect(cniDhcpHost("CHECK", "runner-vm2").status).toBe(0);
+    expect(cniDhcpHost("DEL", "runner-vm2").status).toBe(0);
+    expect(existsSync(join(hostsDir(), "runner-vm2"))).toBe(false);
+    expect(cniDhcpHost("CHECK", "runner-vm2").status).not.toBe(0);
+  }, 60_000);
+
+  it("the CNI plugin fails as CNI expects when the result has no VM interface, and refuses odd ids", () => {
+    const noVm = tcRedirectTapResult("someone-else", "02:00:00:00:00:09", "10.200.0.9");
+    const r = cniDhcpHost("ADD", "runner-vm3", noVm);
+    expect(r.status).not.toBe(0);
+    expect(r.out).toMatchObject({ cniVersion: "1.0.0", code: 999, msg: expect.stringMatching(/no VM interface/) });
+    expect(existsSync(join(hostsDir(), "runner-vm3"))).toBe(false);
+    expect(cniDhcpHost("ADD", "../escape", tcRedirectTapResult("../escape", "02:00:00:00:00:09", "10.200.0.9")).out.msg).toMatch(/not a plain name/);
+    expect(cniDhcpHost("VERSION", "").out).toEqual({ cniVersion: "1.0.0", supportedVersions: ["0.4.0", "1.0.0"] });
   });
 
   it("dnsmasq with those settings answers at the gateway only: not on loopback, not on the uplink", () => {

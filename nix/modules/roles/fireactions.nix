@@ -14,11 +14,12 @@ let
   guestKernel = pkgs.callPackage ../../pkgs/firecracker-guest-kernel.nix { };
   kernelImage = "${guestKernel}/${guestKernel.imagePath}";
   tcRedirectTap = pkgs.callPackage ../../pkgs/tc-redirect-tap.nix { };
+  dhcpHost = pkgs.callPackage ../../pkgs/cni-dhcp-host.nix { };
   # fireactions v0.4.0 runs CNI from /opt/cni/bin and /etc/cni/net.d, hard-coded
   # (server/pool.go); the plugins are linked there.
   cniPlugins = pkgs.symlinkJoin {
     name = "fireactions-cni-plugins";
-    paths = [ pkgs.cni-plugins tcRedirectTap ];
+    paths = [ pkgs.cni-plugins tcRedirectTap dhcpHost ];
   };
   # Bridge, subnet, gateway, CNI config and DNS forwarder settings, as data.
   vmNet = import ../../lib/vm-network.nix;
@@ -63,6 +64,8 @@ in
     systemd.tmpfiles.rules = [
       "d /opt/cni 0755 root root -"
       "L+ /opt/cni/bin - - - - ${cniPlugins}/bin"
+      # dnsmasq's dhcp-hostsdir must exist when it starts; the CNI plugin fills it.
+      "d ${vmNet.dhcpHostsDir} 0755 root root -"
     ];
 
     # One CNI network for all microVMs: a NATed bridge; tc-redirect-tap hands
@@ -72,7 +75,8 @@ in
     environment.etc."cni/net.d/fireactions.conflist".text = builtins.toJSON vmNet.cniConflist;
 
     # The guests' DNS: a forwarder on the gateway address only, to the host's
-    # own resolvers (which the guard keeps the guests from asking directly).
+    # own resolvers (which the guard keeps the guests from asking directly),
+    # and static DHCP for images that ask (lib/vm-network.nix).
     # resolveLocalQueries = false leaves the host's resolv.conf alone.
     services.dnsmasq = {
       enable = true;
@@ -82,7 +86,7 @@ in
     # The NixOS firewall drops what its own input chain does not allow, on top
     # of the guard (lib/nftables-rules.nix), which narrows this to the gateway.
     networking.firewall.interfaces.${vmNet.bridge} = {
-      allowedUDPPorts = [ 53 ];
+      allowedUDPPorts = [ 53 67 ];
       allowedTCPPorts = [ 53 ];
     };
 
