@@ -1,7 +1,7 @@
 # The runner VMs' network as data, shared by roles/fireactions.nix (CNI
-# config, DNS forwarder), modules/security.nix (via nftables-rules.nix) and
-# test/nftables.test.ts, so the address the guests are told to ask for DNS,
-# the address dnsmasq answers on and the one address the guard opens are the
+# config, DNS forwarder, DHCP), modules/security.nix (via nftables-rules.nix)
+# and test/nftables.test.ts, so the address the guests are told to ask for DNS,
+# the address dnsmasq answers on and the one address the guard opens for DNS are the
 # same value. Builtins only (`nix-instantiate --eval` needs no nixpkgs).
 #
 # How a guest is configured (sources in docs/upstream.md): fireactions v0.4.0
