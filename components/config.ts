@@ -96,7 +96,13 @@ const PoolSchema = z.strictObject({
   imagePullPolicy: z.unknown().refine((v) => v === undefined, { error: "is not supported: fireactions v0.4.0 pulls the image only when it is missing and reads no pull policy; remove this key" }).optional(),
   organization: z.string().min(1).optional(),
   groupId: int(1, 2 ** 31 - 1).optional(),
-  kernelArgs: z.string().min(1).optional(),
+  // fireactions' Firecracker SDK writes ip= itself (address, gateway, DNS from CNI) and refuses a
+  // CNI interface next to a given one (docs/upstream.md), so the VM would not start.
+  kernelArgs: z
+    .string()
+    .min(1)
+    .refine((args) => !/(^|\s)ip=/.test(args), { error: "must not set ip=: the VM's address, gateway and DNS come from CNI through ip=" })
+    .optional(),
 });
 
 const hostCommon = {

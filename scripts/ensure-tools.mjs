@@ -17,6 +17,8 @@ const NEEDED = {
   ip: "iproute2", // network namespaces for the nftables and e2e tests
   "/usr/sbin/sshd": "openssh-server", // real sshd for the deploy's pinned SSH options and the e2e hosts
   "ssh-keyscan": "openssh-client",
+  dnsmasq: "dnsmasq-base", // the runner VMs' DNS forwarder and static DHCP, run by test/nftables.test.ts
+  busybox: "busybox", // its DHCP client (udhcpc) plays the guest there
 };
 /** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
 const ENGINE = { "python3 -m venv": "python3-venv" };

@@ -123,6 +123,7 @@ const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: 
   { what: "maxRunners not a number", mutate: (c) => { c.pools.small.maxRunners = "12"; }, key: "runner-fleet:pools.small.maxRunners", says: /must be a number/ },
   { what: "minRunners above maxRunners", mutate: (c) => { c.pools.small = { size: "small", maxRunners: 2, minRunners: 3 }; }, key: "runner-fleet:pools.small.minRunners", says: /more than maxRunners/ },
   { what: "imagePullPolicy, which fireactions never reads", mutate: (c) => { c.pools.small.imagePullPolicy = "Always"; }, key: "runner-fleet:pools.small.imagePullPolicy", says: /reads no pull policy/ },
+  { what: "kernelArgs with its own ip=", mutate: (c) => { c.pools.small.kernelArgs = "console=ttyS0 ip=10.0.0.9::10.0.0.1:255.255.255.0::eth0:off"; }, key: "runner-fleet:pools.small.kernelArgs", says: /must not set ip=/ },
   { what: "host names a missing pool", mutate: (c) => { c.hosts.metal.pools = ["large", "gigantic"]; }, key: "runner-fleet:hosts.metal.pools[1]", says: /pool "gigantic" does not exist/ },
   { what: "invalid host name", mutate: (c) => { c.hosts.Metal_1 = c.hosts.metal; delete c.hosts.metal; }, key: "runner-fleet:hosts.Metal_1", says: /lowercase/ },
   { what: "host names differing only by case", mutate: (c) => { c.hosts["metal"] = c.hosts.metal; c.hosts["metal-"] = c.hosts.metal; }, key: "runner-fleet:hosts.metal-", says: /lowercase|dash/ },

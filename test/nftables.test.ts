@@ -3,18 +3,27 @@
 // nftables module renders networking.nftables.tables, checked with `nft -c` and then loaded
 // with `nft -f` into throwaway network namespaces wired like a fireactions host: a bridge with
 // two "runner VMs" on it, and an "outside" namespace holding the internet, the cloud metadata
-// address, Azure's WireServer and a private Vault. Probes are TCP connects; the same probes are
-// first run without the rules, so every "dropped" below is shown to pass when unguarded.
-// Needs root, iproute2, nftables (Debian) and nix-instantiate; a missing tool fails the suite.
+// address, Azure's WireServer (which is also Azure's DNS resolver), AWS's resolvers and a private
+// Vault. The host runs the guests' DNS forwarder: Debian's dnsmasq with the very settings
+// roles/fireactions.nix gives services.dnsmasq (nix/lib/vm-network.nix), forwarding to
+// 168.63.129.16 the way an Azure host's resolv.conf would, and serving static DHCP from the
+// entries our CNI plugin (nix/pkgs/cni-dhcp-host.sh) writes. Probes are TCP connects, DNS
+// queries (UDP and TCP) and a DHCP exchange (busybox udhcpc); the same probes are first run
+// without the rules, so every "dropped" below is shown to pass when unguarded. Needs root,
+// iproute2, nftables, dnsmasq (Debian dnsmasq-base), busybox, jq and nix-instantiate; a missing
+// tool fails the suite.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 const root = resolve(__dirname, "..");
 const rulesNix = join(root, "nix", "lib", "nftables-rules.nix");
+const vmNetNix = join(root, "nix", "lib", "vm-network.nix");
+const dhcpHostPlugin = join(root, "nix", "pkgs", "cni-dhcp-host.sh");
 const BRIDGE = "fireactions0";
+const GATEWAY = "10.200.0.1";
 
 let scratch = "";
 
@@ -38,7 +47,24 @@ function renderLikeNixos(tables: Record<string, Table>): string {
     .join("");
 }
 
-const guard = () => nixEval(`import ${rulesNix} { bridge = "${BRIDGE}"; }`) as { tables: Record<string, Table>; blocked4: string[]; blocked6: string[] };
+interface VmNetwork {
+  bridge: string;
+  subnet: string;
+  gateway: string;
+  dnsmasq: Record<string, string | number | boolean | string[]>;
+  cniConflist: any;
+}
+const vmNetwork = () => nixEval(`import ${vmNetNix}`) as VmNetwork;
+// The guard exactly as security.nix instantiates it: bridge and gateway from vm-network.nix.
+const guard = () =>
+  nixEval(`import ${rulesNix} { inherit (import ${vmNetNix}) bridge gateway; }`) as { tables: Record<string, Table>; blocked4: string[]; blocked6: string[]; gateway: string };
+
+/** nixpkgs' services.dnsmasq.settings format: `k=v`, true as a bare `k`, lists as repeated keys. */
+function renderDnsmasqLikeNixos(settings: VmNetwork["dnsmasq"]): string {
+  return Object.entries(settings)
+    .flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => (x === true ? k : x === false ? `# ${k} false` : `${k}=${x}`)))
+    .join("\n") + "\n";
+}
 
 // ---- namespaces ---------------------------------------------------------------------------
 
@@ -56,19 +82,23 @@ const OUT = {
   internet: "203.0.113.10",
   metadata: "169.254.169.254",
   wireserver: "168.63.129.16",
+  awsDns: "169.254.169.253",
+  vpcDns: "10.0.0.2",
   vault: "10.0.0.5",
 };
 const HOST_UPLINK = "192.0.2.1";
 const VM1 = "10.200.0.2";
 const VM2 = "10.200.0.3";
-const GATEWAY = "10.200.0.1";
+// What every DNS server outside answers for any name; the forwarder passes it on.
+const ANSWER = "198.51.100.7";
 
 function buildTopology(): void {
   for (const n of Object.values(ns)) sh(["ip", "netns", "add", n]);
   for (const n of Object.values(ns)) inNs(n, "ip", "link", "set", "lo", "up");
   // host: the VM bridge with one veth port per VM, and an uplink to the outside.
+  // The gateway address comes later (addGateway), after dnsmasq is up, as on a host where CNI
+  // creates bridge and address with the first VM.
   inNs(ns.host, "ip", "link", "add", BRIDGE, "type", "bridge");
-  inNs(ns.host, "ip", "addr", "add", `${GATEWAY}/24`, "dev", BRIDGE);
   inNs(ns.host, "ip", "link", "set", BRIDGE, "up");
   for (const [vm, addr, port] of [[ns.vm1, VM1, "p1"], [ns.vm2, VM2, "p2"]] as const) {
     inNs(ns.host, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", vm);
@@ -120,21 +150,172 @@ function connects(from: string, addr: string, port: number): boolean {
   return r.status === 0;
 }
 
-// Each probe: who connects where, and whether the guard lets it through.
-const probes = [
+// A test stand-in for the clouds' resolvers: answers every A query with ANSWER, over UDP and TCP.
+const DNS_SERVER = `
+import socket, struct, sys, threading
+def answer(q):
+    end = 12
+    while q[end]: end += 1 + q[end]
+    question = q[12:end + 5]
+    return (q[:2] + b"\\x81\\x80" + struct.pack(">HHHH", 1, 1, 0, 0) + question
+            + b"\\xc0\\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(sys.argv[1]))
+def udp(addr):
+    # One socket per address, so each reply comes from the address that was asked.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, 53))
+    while True:
+        q, peer = s.recvfrom(512); s.sendto(answer(q), peer)
+def tcp_one(c):
+    with c:
+        n = struct.unpack(">H", c.recv(2))[0]; q = b""
+        while len(q) < n: q += c.recv(n - len(q))
+        r = answer(q); c.sendall(struct.pack(">H", len(r)) + r)
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 53)); s.listen(16)
+    while True:
+        c, _ = s.accept(); threading.Thread(target=tcp_one, args=(c,), daemon=True).start()
+for a in sys.argv[2:]:
+    threading.Thread(target=udp, args=(a,), daemon=True).start()
+threading.Thread(target=tcp, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+`;
+
+// Asks addr:53 for an A record over udp or tcp (1 s); prints the first answer's address.
+const DNS_QUERY = `
+import random, socket, struct, sys
+addr, proto = sys.argv[1], sys.argv[2]
+qid = random.randrange(65536)
+q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"\\x06runner\\x07example\\x00" + struct.pack(">HH", 1, 1)
+if proto == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.connect((addr, 53))
+    s.send(q); r = s.recv(512)
+else:
+    s = socket.create_connection((addr, 53), timeout=1); s.sendall(struct.pack(">H", len(q)) + q)
+    r = b""
+    while len(r) < 2: r += s.recv(2 - len(r))
+    n = struct.unpack(">H", r)[0]; r = b""
+    while len(r) < n: r += s.recv(n - len(r))
+assert struct.unpack(">H", r[:2])[0] == qid and struct.unpack(">H", r[6:8])[0] >= 1, "no answer"
+print(socket.inet_ntoa(r[-4:]))
+`;
+
+/** True when addr answers an A query from the namespace with ANSWER within a second. */
+function resolves(from: string, addr: string, proto: "udp" | "tcp"): boolean {
+  const r = spawnSync("ip", ["netns", "exec", from, "python3", "-c", DNS_QUERY, addr, proto], { encoding: "utf8", timeout: 10_000 });
+  return r.status === 0 && r.stdout.trim() === ANSWER;
+}
+
+function startChild(name: string, cmd: string[], ready: (child: ChildProcess) => Promise<void>): Promise<void> {
+  const child = spawn("ip", ["netns", "exec", name, ...cmd], { stdio: ["ignore", "pipe", "pipe"] });
+  listeners.push(child);
+  return Promise.race([
+    ready(child),
+    new Promise<void>((_, fail) => child.once("exit", (code) => fail(new Error(`${cmd[0]} in ${name} exited ${code}`)))),
+  ]);
+}
+
+/** The guests' DNS forwarder: Debian's dnsmasq with the deployed settings, upstream Azure's resolver. */
+function startDnsmasq(): Promise<void> {
+  const conf = join(scratch, "dnsmasq.conf");
+  // Deployed settings; only the hosts directory moves from /run into the scratch directory.
+  writeFileSync(conf, renderDnsmasqLikeNixos({ ...vmNetwork().dnsmasq, "dhcp-hostsdir": hostsDir() }));
+  // The host's resolv.conf on Azure; dnsmasq reads /etc/resolv.conf unless told otherwise.
+  const resolv = join(scratch, "resolv.conf");
+  writeFileSync(resolv, `nameserver ${OUT.wireserver}\n`);
+  const args = ["dnsmasq", "--keep-in-foreground", `--conf-file=${conf}`, `--resolv-file=${resolv}`,
+    `--pid-file=${join(scratch, "dnsmasq.pid")}`, `--dhcp-leasefile=${join(scratch, "dnsmasq.leases")}`,
+    "--user=root", `--log-facility=${join(scratch, "dnsmasq.log")}`];
+  return startChild(ns.host, args, async () => { await new Promise((ok) => setTimeout(ok, 300)); });
+}
+
+const hostsDir = () => join(scratch, "dhcp-hosts");
+
+/** Runs our CNI plugin as libcni would: the command in the environment, the config on stdin. */
+function cniDhcpHost(command: string, containerId: string, prevResult?: unknown): { status: number | null; out: any } {
+  const conf = { cniVersion: "1.0.0", name: "fireactions", type: "runner-fleet-dhcp-host", hostsDir: hostsDir(), ...(prevResult ? { prevResult } : {}) };
+  const r = spawnSync("bash", [dhcpHostPlugin], {
+    input: JSON.stringify(conf), encoding: "utf8",
+    env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: "/var/run/netns/x", CNI_IFNAME: "eth0", CNI_PATH: "/opt/cni/bin" },
+  });
+  return { status: r.status, out: r.stdout.trim() ? JSON.parse(r.stdout) : null };
+}
+
+/** A CNI result shaped like tc-redirect-tap's (docs/upstream.md): the VM's interface has the VM id as sandbox. */
+function tcRedirectTapResult(vmId: string, vmMac: string, vmAddr: string): unknown {
+  return {
+    cniVersion: "1.0.0",
+    interfaces: [
+      { name: BRIDGE, mac: "02:00:00:00:00:01" },
+      { name: "veth0a1b2c3d", mac: "02:00:00:00:00:02" },
+      { name: "eth0", mac: vmMac, sandbox: "/var/run/netns/x" },
+      { name: "tap0", mac: "02:00:00:00:00:04", sandbox: "/var/run/netns/x" },
+      { name: "tap0", mac: vmMac, sandbox: vmId },
+    ],
+    ips: [
+      { address: `${vmAddr}/24`, gateway: GATEWAY, interface: 2 },
+      { address: `${vmAddr}/24`, gateway: GATEWAY, interface: 4 },
+    ],
+    routes: [{ dst: "0.0.0.0/0" }],
+    dns: { nameservers: [GATEWAY] },
+  };
+}
+
+const macOf = (name: string) => inNs(name, "cat", "/sys/class/net/eth0/address").trim();
+
+/** Asks DHCP from the namespace's eth0 (busybox udhcpc, nothing configured); the lease, or null. */
+function dhcpLease(from: string): { ip: string; router: string; dns: string } | null {
+  const script = join(scratch, "udhcpc.sh");
+  writeFileSync(script, `#!/bin/sh\n[ "$1" = bound ] && echo "$ip $router $dns"\nexit 0\n`, { mode: 0o755 });
+  const r = spawnSync("ip", ["netns", "exec", from, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "2", "-T", "1", "-s", script],
+    { encoding: "utf8", timeout: 15_000 });
+  const line = r.stdout.split("\n").find((l) => /^\d+\.\d+\.\d+\.\d+ /.test(l));
+  if (r.status !== 0 || !line) return null;
+  const [ip, router, dns] = line.split(" ");
+  return { ip, router, dns };
+}
+
+/** CNI gives the bridge its address with the first VM; dnsmasq (bind-dynamic) must pick it up. */
+async function addGateway(): Promise<void> {
+  inNs(ns.host, "ip", "addr", "add", `${GATEWAY}/24`, "dev", BRIDGE);
+  for (let i = 0; i < 50; i++) {
+    if (resolves(ns.host, GATEWAY, "udp")) return;
+    await new Promise((ok) => setTimeout(ok, 200));
+  }
+  throw new Error(`dnsmasq never answered at ${GATEWAY} after the address appeared`);
+}
+
+// Each probe: who connects (tcp) or asks for a name (udp/tcp to port 53) where, and whether the
+// guard lets it through.
+type Probe = { what: string; from: keyof typeof ns; to: string; port: number; guarded: boolean; dns?: "udp" | "tcp"; dhcp?: true };
+const probes: Probe[] = [
   { what: "a VM reaches the internet", from: "vm1", to: OUT.internet, port: 80, guarded: true },
+  { what: "a VM resolves a name at the gateway's forwarder over UDP", from: "vm1", to: GATEWAY, port: 53, dns: "udp", guarded: true },
+  { what: "a VM resolves a name at the gateway's forwarder over TCP", from: "vm2", to: GATEWAY, port: 53, dns: "tcp", guarded: true },
+  { what: "a VM asking DHCP gets its CNI address, the gateway as router and DNS", from: "vm1", to: VM1, port: 67, dhcp: true, guarded: true },
   { what: "a VM reaches the cloud metadata service", from: "vm1", to: OUT.metadata, port: 80, guarded: false },
   { what: "a VM reaches Azure's WireServer", from: "vm1", to: OUT.wireserver, port: 80, guarded: false },
+  { what: "a VM reaches Azure's WireServer host agent port", from: "vm1", to: OUT.wireserver, port: 32526, guarded: false },
+  { what: "a VM asks Azure's WireServer for DNS itself over UDP", from: "vm1", to: OUT.wireserver, port: 53, dns: "udp", guarded: false },
+  { what: "a VM asks Azure's WireServer for DNS itself over TCP", from: "vm1", to: OUT.wireserver, port: 53, dns: "tcp", guarded: false },
+  { what: "a VM asks AWS's link-local resolver for DNS itself", from: "vm1", to: OUT.awsDns, port: 53, dns: "udp", guarded: false },
+  { what: "a VM asks AWS's VPC resolver for DNS itself", from: "vm1", to: OUT.vpcDns, port: 53, dns: "udp", guarded: false },
+  { what: "a VM asks the metadata address for DNS", from: "vm1", to: OUT.metadata, port: 53, dns: "udp", guarded: false },
   { what: "a VM reaches a private-network Vault", from: "vm1", to: OUT.vault, port: 8200, guarded: false },
   { what: "a VM reaches the host's sshd at the bridge gateway", from: "vm1", to: GATEWAY, port: 22, guarded: false },
   { what: "a VM reaches the host's sshd at its uplink address", from: "vm1", to: HOST_UPLINK, port: 22, guarded: false },
   { what: "a VM reaches another VM on the bridge", from: "vm1", to: VM2, port: 80, guarded: false },
   { what: "the outside opens a connection to a VM", from: "out", to: VM1, port: 80, guarded: false },
   { what: "the outside reaches the host's sshd", from: "out", to: HOST_UPLINK, port: 22, guarded: true },
-] as const;
+];
 
 function runProbes(): Record<string, boolean> {
-  return Object.fromEntries(probes.map((p) => [p.what, connects(ns[p.from], p.to, p.port)]));
+  const dhcpOk = (from: string, addr: string) => {
+    const lease = dhcpLease(from);
+    return lease !== null && lease.ip === addr && lease.router === GATEWAY && lease.dns === GATEWAY;
+  };
+  return Object.fromEntries(probes.map((p) => [p.what,
+    p.dhcp ? dhcpOk(ns[p.from], p.to) : p.dns ? resolves(ns[p.from], p.to, p.dns) : connects(ns[p.from], p.to, p.port)]));
 }
 
 function loadRules(text: string, check: boolean): void {
@@ -147,12 +328,18 @@ beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), "nftables-test-"));
   expect(process.getuid?.(), "network namespaces need root").toBe(0);
   buildTopology();
+  mkdirSync(hostsDir());
   await Promise.all([
-    listen(ns.out, [80, 8200]),
+    listen(ns.out, [80, 8200, 32526]),
     listen(ns.host, [22]),
     listen(ns.vm1, [80]),
     listen(ns.vm2, [80]),
+    startChild(ns.out, ["python3", "-c", DNS_SERVER, ANSWER, ...Object.values(OUT)], (c) => new Promise((ok) => c.stdout!.once("data", () => ok()))),
   ]);
+  await startDnsmasq();
+  await addGateway();
+  // What CNI's ADD leaves for VM 1 (VM 2 gets no entry; see the DHCP test below).
+  expect(cniDhcpHost("ADD", "runner-vm1", tcRedirectTapResult("runner-vm1", macOf(ns.vm1), VM1)).status).toBe(0);
 }, 60_000);
 
 afterAll(() => {
@@ -168,6 +355,15 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(g.blocked6).toEqual(expect.arrayContaining(["fc00::/7", "fe80::/10"]));
     expect(Object.values(g.tables).map((t) => t.family).sort()).toEqual(["bridge", "inet"]);
     expect(g.tables["runner-fleet-guard"].content).toMatch(/chain input \{/);
+    // The one host service open to VMs is DNS at the gateway vm-network.nix names.
+    expect(g.gateway).toBe(vmNetwork().gateway);
+    expect(g.tables["runner-fleet-guard"].content.match(/^.*accept$/gm)!.map((l) => l.trim())).toEqual([
+      `oifname "${BRIDGE}" ct state established,related accept`,
+      `iifname "${BRIDGE}" ct state established,related accept`,
+      `iifname "${BRIDGE}" ip daddr ${GATEWAY} udp dport 53 accept`,
+      `iifname "${BRIDGE}" ip daddr ${GATEWAY} tcp dport 53 accept`,
+      `iifname "${BRIDGE}" udp sport 68 udp dport 67 accept`,
+    ]);
   });
 
   it("is exactly what nix/modules/security.nix deploys on a fireactions host, and nothing elsewhere", () => {
@@ -175,7 +371,7 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     const deployed = (roles: string) => nixEval(`
       let
         lib = { mkIf = cond: value: if cond then value else { }; };
-        config.runnerFleet = { host.roles = ${roles}; fireactions.bridge = "${BRIDGE}"; };
+        config.runnerFleet = { host.roles = ${roles}; fireactions = { bridge = "${BRIDGE}"; gateway = "${GATEWAY}"; }; };
       in (import ${join(root, "nix", "modules", "security.nix")} { inherit config lib; }).networking.nftables.tables`);
     expect(deployed(`[ "fireactions" ]`)).toEqual(guard().tables);
     expect(deployed(`[ "cache" ]`)).toEqual({});
@@ -195,7 +391,7 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(before).toEqual(Object.fromEntries(probes.map((p) => [p.what, true])));
   }, 60_000);
 
-  it("with the guard loaded, VMs reach the internet and nothing else", () => {
+  it("with the guard loaded, VMs reach the internet, DNS at the gateway and DHCP, nothing else", () => {
     const text = renderLikeNixos(guard().tables);
     loadRules(text, false);
     // Loading twice must work too: nixpkgs reloads the same file on every switch.
@@ -205,4 +401,73 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(listed).toContain("table bridge runner-fleet-guard-l2");
     expect(runProbes()).toEqual(Object.fromEntries(probes.map((p) => [p.what, p.guarded])));
   }, 60_000);
+});
+
+describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", () => {
+  it("names one gateway for the guests' nameserver, the forwarder and the guard", () => {
+    const net = vmNetwork();
+    expect([net.bridge, net.gateway]).toEqual([BRIDGE, GATEWAY]);
+    const [bridgePlugin] = net.cniConflist.plugins;
+    expect(bridgePlugin).toMatchObject({ type: "bridge", bridge: BRIDGE, isGateway: true, ipam: { type: "host-local", subnet: net.subnet } });
+    // The bridge plugin's `dns` is what the SDK passes into ip=; host-local's resolvConf would
+    // hand the guests the host's resolvers, which the guard blocks.
+    expect(bridgePlugin.dns).toEqual({ nameservers: [GATEWAY] });
+    expect(bridgePlugin.ipam).not.toHaveProperty("resolvConf");
+    expect(net.dnsmasq["listen-address"]).toBe(GATEWAY);
+    // DHCP only for MACs the plugin recorded (static), in the CNI subnet, from the plugin's directory.
+    expect(net.dnsmasq["dhcp-range"]).toBe(`10.200.0.0,static,255.255.255.0,5m`);
+    expect(net.subnet).toBe("10.200.0.0/24");
+    expect(net.cniConflist.plugins.map((p: any) => p.type)).toEqual(["bridge", "firewall", "tc-redirect-tap", "runner-fleet-dhcp-host"]);
+    expect(net.cniConflist.plugins[3].hostsDir).toBe(net.dnsmasq["dhcp-hostsdir"]);
+  });
+
+  it("is what roles/fireactions.nix deploys: the CNI file, services.dnsmasq, the firewall's port 53 on the bridge", () => {
+    const net = vmNetwork();
+    const defs = nixEval(`
+      let t = import ${join(root, "test", "support", "nix-modules.nix")};
+          r = t.call { file = ${join(root, "nix", "modules", "roles", "fireactions.nix")}; inventory = t.readInventory ${join(root, "nix", "inventory.example.json")}; hostName = "aws-metal-1"; };
+      in { cni = t.defsAt [ "environment" "etc" "cni/net.d/fireactions.conflist" "text" ] r;
+           dnsmasq = t.defsAt [ "services" "dnsmasq" ] r;
+           firewall = t.defsAt [ "networking" "firewall" "interfaces" ] r; }`);
+    expect(defs.cni.map((d: any) => JSON.parse(d.value))).toEqual([net.cniConflist]);
+    expect(defs.dnsmasq.map((d: any) => d.value)).toEqual([{ enable: true, resolveLocalQueries: false, settings: net.dnsmasq }]);
+    expect(defs.firewall.map((d: any) => d.value)).toEqual([{ [BRIDGE]: { allowedUDPPorts: [53, 67], allowedTCPPorts: [53] } }]);
+  });
+
+  it("DHCP answers only a MAC the CNI plugin recorded, with exactly its CNI address; DEL removes the record", () => {
+    // VM 1's entry was written in beforeAll; VM 2 has none, so dnsmasq stays silent for it.
+    expect(readFileSync(join(hostsDir(), "runner-vm1"), "utf8")).toBe(`${macOf(ns.vm1)},${VM1}\n`);
+    expect(dhcpLease(ns.vm2)).toBeNull();
+    expect(dhcpLease(ns.vm1)).toEqual({ ip: VM1, router: GATEWAY, dns: GATEWAY });
+    // A new file is read while dnsmasq runs (inotify), no restart.
+    const added = cniDhcpHost("ADD", "runner-vm2", tcRedirectTapResult("runner-vm2", macOf(ns.vm2), VM2));
+    expect(added.status).toBe(0);
+    // ADD passes the previous result on untouched (the SDK reads it after us).
+    expect(added.out).toEqual(tcRedirectTapResult("runner-vm2", macOf(ns.vm2), VM2));
+    expect(dhcpLease(ns.vm2)).toEqual({ ip: VM2, router: GATEWAY, dns: GATEWAY });
+    expect(cniDhcpHost("CHECK", "runner-vm2").status).toBe(0);
+    expect(cniDhcpHost("DEL", "runner-vm2").status).toBe(0);
+    expect(existsSync(join(hostsDir(), "runner-vm2"))).toBe(false);
+    expect(cniDhcpHost("CHECK", "runner-vm2").status).not.toBe(0);
+  }, 60_000);
+
+  it("the CNI plugin fails as CNI expects when the result has no VM interface, and refuses odd ids", () => {
+    const noVm = tcRedirectTapResult("someone-else", "02:00:00:00:00:09", "10.200.0.9");
+    const r = cniDhcpHost("ADD", "runner-vm3", noVm);
+    expect(r.status).not.toBe(0);
+    expect(r.out).toMatchObject({ cniVersion: "1.0.0", code: 999, msg: expect.stringMatching(/no VM interface/) });
+    expect(existsSync(join(hostsDir(), "runner-vm3"))).toBe(false);
+    expect(cniDhcpHost("ADD", "../escape", tcRedirectTapResult("../escape", "02:00:00:00:00:09", "10.200.0.9")).out.msg).toMatch(/not a plain name/);
+    expect(cniDhcpHost("VERSION", "").out).toEqual({ cniVersion: "1.0.0", supportedVersions: ["0.4.0", "1.0.0"] });
+  });
+
+  it("dnsmasq with those settings answers at the gateway only: not on loopback, not on the uplink", () => {
+    expect(resolves(ns.host, GATEWAY, "udp")).toBe(true);
+    expect(resolves(ns.host, GATEWAY, "tcp")).toBe(true);
+    for (const addr of ["127.0.0.1", HOST_UPLINK]) {
+      expect(resolves(ns.host, addr, "udp"), addr).toBe(false);
+      expect(resolves(ns.host, addr, "tcp"), addr).toBe(false);
+    }
+    expect(resolves(ns.out, HOST_UPLINK, "udp")).toBe(false);
+  }, 30_000);
 });

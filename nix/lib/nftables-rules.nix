@@ -6,12 +6,15 @@
 # Runner VMs run untrusted jobs. From the VM bridge they may reach the public
 # internet and nothing else: not the cloud's metadata and platform endpoints,
 # not private networks (Vault, other hosts), not the host itself (sshd,
-# vault-agent, fireactions' API), not each other. Firecracker answers MMDS
+# vault-agent, fireactions' API; only DNS and DHCP), not each other. Firecracker answers MMDS
 # (169.254.169.254 inside the guest) in the VMM before any packet reaches the
 # tap, so blocking 169.254.0.0/16 here does not cut the runner's own metadata.
 {
   # Bridge the CNI plugin puts every VM on.
   bridge,
+  # The bridge's own address, where the host's DNS forwarder answers
+  # (lib/vm-network.nix); the one host service a VM may reach.
+  gateway,
 }:
 let
   inherit (builtins) concatStringsSep;
@@ -46,7 +49,7 @@ let
   '';
 in
 {
-  inherit blocked4 blocked6;
+  inherit blocked4 blocked6 gateway;
 
   # Same shape as networking.nftables.tables.<name>: { family, content }.
   tables = {
@@ -68,10 +71,16 @@ in
         }
 
         # Traffic from the VMs to any address of the host itself. The NixOS
-        # firewall opens sshd to every interface; VMs get nothing but replies.
+        # firewall opens sshd to every interface; VMs get replies, DNS at the
+        # gateway (their resolvers' own addresses are blocked above, so the
+        # host forwards) and DHCP (a client broadcasts before it has an
+        # address), nothing else.
         chain input {
           type filter hook input priority filter - 10; policy accept;
           iifname "${bridge}" ct state established,related accept
+          iifname "${bridge}" ip daddr ${gateway} udp dport 53 accept
+          iifname "${bridge}" ip daddr ${gateway} tcp dport 53 accept
+          iifname "${bridge}" udp sport 68 udp dport 67 accept
           iifname "${bridge}" drop
         }
       '';

@@ -11,7 +11,7 @@
 }:
 let
   inherit (config.runnerFleet) host;
-  guard = import ../lib/nftables-rules.nix { inherit (config.runnerFleet.fireactions) bridge; };
+  guard = import ../lib/nftables-rules.nix { inherit (config.runnerFleet.fireactions) bridge gateway; };
 in
 {
   networking.nftables.enable = true;

@@ -25,7 +25,7 @@ let
           timeoutSec = 300;
         };
         cache.domain = null;
-        fireactions.bridge = "fireactions0";
+        fireactions = { inherit (import ../../nix/lib/vm-network.nix) bridge gateway; };
       };
       nix.package = pkgs.nix;
       services.fireactions.enable = fireactions;

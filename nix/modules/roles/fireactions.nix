@@ -14,28 +14,35 @@ let
   guestKernel = pkgs.callPackage ../../pkgs/firecracker-guest-kernel.nix { };
   kernelImage = "${guestKernel}/${guestKernel.imagePath}";
   tcRedirectTap = pkgs.callPackage ../../pkgs/tc-redirect-tap.nix { };
+  dhcpHost = pkgs.callPackage ../../pkgs/cni-dhcp-host.nix { };
   # fireactions v0.4.0 runs CNI from /opt/cni/bin and /etc/cni/net.d, hard-coded
   # (server/pool.go); the plugins are linked there.
   cniPlugins = pkgs.symlinkJoin {
     name = "fireactions-cni-plugins";
-    paths = [ pkgs.cni-plugins tcRedirectTap ];
+    paths = [ pkgs.cni-plugins tcRedirectTap dhcpHost ];
   };
-  bridge = "fireactions0";
-  subnet = "10.200.0.0/24";
+  # Bridge, subnet, gateway, CNI config and DNS forwarder settings, as data.
+  vmNet = import ../../lib/vm-network.nix;
 in
 {
   options.runnerFleet.fireactions = {
     bridge = lib.mkOption {
       type = lib.types.str;
-      default = bridge;
+      default = vmNet.bridge;
       readOnly = true;
       description = "Bridge the microVMs sit on (security.nix filters it).";
     };
     subnet = lib.mkOption {
       type = lib.types.str;
-      default = subnet;
+      default = vmNet.subnet;
       readOnly = true;
       description = "microVM address range.";
+    };
+    gateway = lib.mkOption {
+      type = lib.types.str;
+      default = vmNet.gateway;
+      readOnly = true;
+      description = "The bridge's address: the microVMs' gateway and DNS server.";
     };
   };
 
@@ -57,33 +64,30 @@ in
     systemd.tmpfiles.rules = [
       "d /opt/cni 0755 root root -"
       "L+ /opt/cni/bin - - - - ${cniPlugins}/bin"
+      # dnsmasq's dhcp-hostsdir must exist when it starts; the CNI plugin fills it.
+      "d ${vmNet.dhcpHostsDir} 0755 root root -"
     ];
 
     # One CNI network for all microVMs: a NATed bridge; tc-redirect-tap hands
     # the veth to Firecracker's tap device. fireactions v0.4.0 asks CNI for the
-    # network named "fireactions" in /etc/cni/net.d (server/pool.go).
-    environment.etc."cni/net.d/fireactions.conflist".text = builtins.toJSON {
-      cniVersion = "1.0.0";
-      name = "fireactions";
-      plugins = [
-        {
-          type = "bridge";
-          inherit bridge;
-          isGateway = true;
-          ipMasq = true;
-          ipam = {
-            type = "host-local";
-            inherit subnet;
-            routes = [ { dst = "0.0.0.0/0"; } ];
-            # The host's resolvers reach the guest (at most two) through the ip= boot
-            # argument firecracker-go-sdk builds from the CNI result; fireactions'
-            # own install.sh sets the same.
-            resolvConf = "/etc/resolv.conf";
-          };
-        }
-        { type = "firewall"; }
-        { type = "tc-redirect-tap"; }
-      ];
+    # network named "fireactions" in /etc/cni/net.d (server/pool.go). The guest
+    # gets address, gateway and nameserver (the gateway) from the kernel's ip=.
+    environment.etc."cni/net.d/fireactions.conflist".text = builtins.toJSON vmNet.cniConflist;
+
+    # The guests' DNS: a forwarder on the gateway address only, to the host's
+    # own resolvers (which the guard keeps the guests from asking directly),
+    # and static DHCP for images that ask (lib/vm-network.nix).
+    # resolveLocalQueries = false leaves the host's resolv.conf alone.
+    services.dnsmasq = {
+      enable = true;
+      resolveLocalQueries = false;
+      settings = vmNet.dnsmasq;
+    };
+    # The NixOS firewall drops what its own input chain does not allow, on top
+    # of the guard (lib/nftables-rules.nix), which narrows this to the gateway.
+    networking.firewall.interfaces.${vmNet.bridge} = {
+      allowedUDPPorts = [ 53 67 ];
+      allowedTCPPorts = [ 53 ];
     };
 
     boot.kernel.sysctl."net.ipv4.ip_forward" = 1;
