@@ -17,6 +17,7 @@ const NEEDED = {
   ip: "iproute2", // network namespaces for the nftables and e2e tests
   "/usr/sbin/sshd": "openssh-server", // real sshd for the deploy's pinned SSH options and the e2e hosts
   "ssh-keyscan": "openssh-client",
+  "ssh-agent": "openssh-client", // the deploy key lives in an agent, as in real use
   dnsmasq: "dnsmasq-base", // the runner VMs' DNS forwarder and static DHCP, run by test/nftables.test.ts
   busybox: "busybox", // its DHCP client (udhcpc) plays the guest there
 };
