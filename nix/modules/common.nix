@@ -10,20 +10,14 @@
 let
   inherit (config.runnerFleet) inventory host;
   deployUser = host.sshUser;
-  systemProfile = "/nix/var/nix/profiles/system";
   # The commands the deploy user may run as root; anything else is refused.
   # colmena runs nix-env --set and switch-to-configuration itself; deploy-rs
   # runs its activate-rs wrapper, which does the same two steps (plus the
   # magic-rollback wait). sudo compares inodes, so the store path of nix-env
-  # also matches /run/current-system/sw/bin/nix-env.
-  allowed = [
-    "${config.nix.package}/bin/nix-env --profile ${systemProfile} --set /nix/store/*"
-    "${config.nix.package}/bin/nix-env -p ${systemProfile} --set /nix/store/*"
-    "/nix/store/*/bin/switch-to-configuration"
-    "/nix/store/*/activate-rs"
-    "/run/current-system/sw/bin/runner-fleet-apply-pools"
-    "/run/current-system/sw/bin/runner-fleet-seed"
-  ];
+  # also matches /run/current-system/sw/bin/nix-env. The list lives in
+  # ../lib/deploy-sudo.json so the end-to-end test hosts get the same rules.
+  allowed = map (builtins.replaceStrings [ "@nix@" ] [ "${config.nix.package}" ])
+    (builtins.fromJSON (builtins.readFile ../lib/deploy-sudo.json)).commands;
 in
 {
   system.stateVersion = lib.mkDefault "25.11";
