@@ -34,6 +34,10 @@ const generated: string[] = [];
 const exports: string[] = [];
 
 let psSampler: ChildProcess | undefined;
+/** Set once the first `up` has passed: every later step builds on it and is skipped without it. */
+let deployed = false;
+type Ctx = { skip: (note?: string) => void };
+const needsUp = (ctx: Ctx) => { if (!deployed) ctx.skip("the first pulumi up did not pass"); };
 const timings: Array<[string, number]> = [];
 
 function up(extra: string[] = []) {
@@ -160,9 +164,11 @@ describe("a fleet of existing machines, with the real engine", () => {
     const inState = stateResources().map((r) => `create ${typeOf(r.urn)}::${nameOf(r.urn)}`)
       .filter((c) => !c.includes("pulumi:providers:") && !c.includes("pulumi:pulumi:Stack")).sort();
     expect(inState).toEqual(plannedResources);
+    deployed = true;
   });
 
-  it("OpenBao holds the KV v2 secrets at the documented paths, one policy and one AppRole per host", () => {
+  it("OpenBao holds the KV v2 secrets at the documented paths, one policy and one AppRole per host", (ctx) => {
+    needsUp(ctx);
     const app = kvData("shared/github-app/e2e-org");
     expect(app).toEqual({ app_id: "4242", private_key: APP_KEY });
     expect(kvData("hosts/e2e-cache-1/cache")).toEqual({ signing_key: CACHE_KEY });
@@ -182,7 +188,8 @@ describe("a fleet of existing machines, with the real engine", () => {
   });
 
   describe.each(Object.keys(HOSTS))("on host %s", (host) => {
-    it("runner-fleet-seed wrote its files", () => {
+    it("runner-fleet-seed wrote its files", (ctx) => {
+      needsUp(ctx);
       const facts = JSON.parse(hostFile(host, "/etc/runner-fleet/host.json") ?? "null");
       expect(facts).toMatchObject({ name: host, stack: STACK, provider: "existing", vault: { address: VAULT_ON_BRIDGE, mount: MOUNT } });
       const roleId = baoJson<{ data: { role_id: string } }>(["read"], [`auth/approle/role/${ROLE(host)}/role-id`]).data.role_id;
@@ -191,12 +198,14 @@ describe("a fleet of existing machines, with the real engine", () => {
       expect(modes).toBe("/etc/runner-fleet/host.json 644 root\n/etc/runner-fleet/pools.json 644 root\n/etc/runner-fleet/vault/role-id 600 root\n");
     });
 
-    it("the wrapped secret_id was unwrapped", () => {
+    it("the wrapped secret_id was unwrapped", (ctx) => {
+      needsUp(ctx);
       const r = ok(onHost(host, "stat -c '%a %s' /var/lib/runner-fleet/vault/secret-id; test ! -e /etc/runner-fleet/vault/wrapped-secret-id && echo spent"));
       expect(r.stdout).toMatch(/^600 [1-9]\d*\nspent\n$/);
     });
 
-    it("its token reads its own secrets and is denied another host's", () => {
+    it("its token reads its own secrets and is denied another host's", (ctx) => {
+      needsUp(ctx);
       for (const name of ownSecrets[host]) {
         const own = readAsHost(host, name);
         expect(own.status, own.output).toBe(0);
@@ -206,7 +215,8 @@ describe("a fleet of existing machines, with the real engine", () => {
       expect(other.output).toMatch(/permission denied/i);
     });
 
-    it("vault-agent rendered the secret files its roles need", async () => {
+    it("vault-agent rendered the secret files its roles need", async (ctx) => {
+      needsUp(ctx);
       const expected: Record<string, string> = {};
       if (appHosts.includes(host)) Object.assign(expected, { "/run/secrets/github-app-id": "4242", "/run/secrets/github-app-key.pem": APP_KEY });
       if (host === "e2e-cache-1") expected["/run/secrets/cache-signing-key"] = CACHE_KEY;
@@ -218,12 +228,14 @@ describe("a fleet of existing machines, with the real engine", () => {
       expect(listing).toEqual(Object.keys(expected).sort());
     });
 
-    it("its pools.json equals the plan's", () => {
+    it("its pools.json equals the plan's", (ctx) => {
+      needsUp(ctx);
       expect(hostFile(host, "/etc/runner-fleet/pools.json")).toBe(fs.readFileSync(path.join(RF, "plan", "hosts", host, "pools.json"), "utf8"));
     });
   });
 
-  it("the fireactions config is rendered from pools.json and the App secrets", async () => {
+  it("the fireactions config is rendered from pools.json and the App secrets", async (ctx) => {
+    needsUp(ctx);
     for (const host of appHosts) {
       const config = await waitFor(`fireactions config on ${host}`, () => hostFile(host, "/run/fireactions/config.yaml"), 60);
       const pools = JSON.parse(hostFile(host, "/etc/runner-fleet/pools.json")!) as Array<{ name: string }>;
@@ -231,7 +243,8 @@ describe("a fleet of existing machines, with the real engine", () => {
     }
   });
 
-  it("a second pulumi up changes nothing", () => {
+  it("a second pulumi up changes nothing", (ctx) => {
+    needsUp(ctx);
     ok(pulumi(["preview", "--stack", STACK, "--expect-no-changes"]));
     const before = standinCalls().length;
     ok(up(["--expect-no-changes"]));
@@ -240,7 +253,8 @@ describe("a fleet of existing machines, with the real engine", () => {
 
   describe("a pool edit: pulumi config set --path 'runner-fleet:pools.medium.maxRunners' 3", () => {
     const mtimes: Record<string, string> = {};
-    it("preview --diff updates exactly the pools push of the hosts running that pool", () => {
+    it("preview --diff updates exactly the pools push of the hosts running that pool", (ctx) => {
+      needsUp(ctx);
       for (const host of Object.keys(HOSTS)) mtimes[host] = ok(onHost(host, "stat -c %Y.%i /etc/runner-fleet/pools.json")).stdout;
       ok(pulumi(["config", "set", "--path", "runner-fleet:pools.medium.maxRunners", "3", "--stack", STACK]));
       const text = ok(pulumi(["preview", "--diff", "--stack", STACK]));
@@ -249,7 +263,8 @@ describe("a fleet of existing machines, with the real engine", () => {
       expect(changes(steps)).toEqual(["update command:remote:Command::e2e-fa-1-pools"]);
     });
 
-    it("up puts the new pools.json on those hosts only", () => {
+    it("up puts the new pools.json on those hosts only", (ctx) => {
+      needsUp(ctx);
       ok(up());
       plan(path.join(RF, "plan-edit"));
       const pushed = JSON.parse(hostFile("e2e-fa-1", "/etc/runner-fleet/pools.json")!) as Array<{ name: string; maxRunners: number }>;
@@ -264,7 +279,8 @@ describe("a fleet of existing machines, with the real engine", () => {
   });
 
   describe("faults", () => {
-    it("sshd of one host stops during up: the error names it, the next wave does not start, the next up completes", async () => {
+    it("sshd of one host stops during up: the error names it, the next wave does not start, the next up completes", async (ctx) => {
+      needsUp(ctx);
       // A tag edit changes every host's inventory entry, so every host switches again, in waves
       // e2e-cache-1, e2e-fa-1, e2e-fa-2 (batchSize 1).
       for (const host of Object.keys(HOSTS)) ok(pulumi(["config", "set", "--path", `runner-fleet:hosts.${host}.tags[1]`, "rollout", "--stack", STACK]));
@@ -292,7 +308,8 @@ describe("a fleet of existing machines, with the real engine", () => {
       }
     });
 
-    it("OpenBao goes down during up: the error is clear, and a rerun converges", async () => {
+    it("OpenBao goes down during up: the error is clear, and a rerun converges", async (ctx) => {
+      needsUp(ctx);
       ok(pulumi(["config", "set", "--secret", "runner-fleet:cacheSigningKey", "--stack", STACK], { input: CACHE_KEY_2 }));
       const run = pulumiAsync(["up", "--yes", "--stack", STACK]);
       await waitFor("the update to start", () => /Updating \(/.test(run.output()), 120);
@@ -308,7 +325,8 @@ describe("a fleet of existing machines, with the real engine", () => {
     });
   });
 
-  it("removing one host deletes only its resources, its Vault policy and role included", () => {
+  it("removing one host deletes only its resources, its Vault policy and role included", (ctx) => {
+    needsUp(ctx);
     const removed = "e2e-fa-2";
     ok(pulumi(["config", "rm", "--path", `runner-fleet:hosts.${removed}`, "--stack", STACK]));
     const { steps } = previewSteps();
@@ -327,7 +345,8 @@ describe("a fleet of existing machines, with the real engine", () => {
     expect(kvData("hosts/e2e-cache-1/forgejo-runner")).toBeDefined();
   });
 
-  it("pulumi destroy leaves OpenBao with none of our policies, roles or secrets", () => {
+  it("pulumi destroy leaves OpenBao with none of our policies, roles or secrets", (ctx) => {
+    needsUp(ctx);
     const r = ok(pulumi(["destroy", "--yes", "--stack", STACK]));
     timings.push(["destroy", r.seconds]);
     expect(policies()).toEqual([]);
@@ -336,7 +355,8 @@ describe("a fleet of existing machines, with the real engine", () => {
     expect(stateResources().filter((r) => !r.type.startsWith("pulumi:"))).toEqual([]);
   });
 
-  it("canary secrets never appear in stack exports, state, engine output, process lists or host logs", () => {
+  it("canary secrets never appear in stack exports, state, engine output, process lists or host logs", (ctx) => {
+    needsUp(ctx);
     const canaries = [APP_KEY_CANARY, CACHE_KEY, CACHE_KEY_2, ...generated];
     expect(generated.length).toBe(2);
     const places: Array<[string, string]> = [
