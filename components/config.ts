@@ -442,7 +442,7 @@ function validateFleet(cfg: FleetConfig, ctx: LoadContext, problems: Problems, w
   const needSecret = (secret: SecretName, role: string) => {
     const key = SECRET_KEYS[secret];
     if (!external.has(secret) && !ctx.secretsSet.has(key)) {
-      problems.add(key, `is required by the ${role} role: pulumi config set --secret ${key} ... (or add ${secret} to vault.externalSecrets if it is already in Vault)`);
+      problems.add(key, `not set; the ${role} role needs it: run pulumi config set --secret ${PROJECT}:${key} (the value as an argument or on stdin), or add ${secret} to vault.externalSecrets if it is already in Vault`);
     }
   };
   if (roles.has("fireactions")) {

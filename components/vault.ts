@@ -5,7 +5,7 @@
  */
 import { isIP } from "node:net";
 import * as pulumi from "@pulumi/pulumi";
-import * as random from "@pulumi/random";
+import * as command from "@pulumi/command";
 import * as vault from "@pulumi/vault";
 import { SECRET_KEYS } from "./config";
 import type { FleetSecrets } from "./load";
@@ -72,6 +72,20 @@ export function secretsNeeded(model: FleetModel): Map<SecretName, string[]> {
     if (hosts.length) needed.set(secret, hosts);
   }
   return needed;
+}
+
+/**
+ * A command:local:Command that prints `bytes` random bytes as lowercase hex once and keeps them:
+ * it has no triggers, and its `update` re-prints the previous stdout (PULUMI_COMMAND_STDOUT), so
+ * even an edit to `create` in a later release keeps the secret. Replaces @pulumi/random's
+ * RandomBytes so the fleet needs only the command and vault providers.
+ */
+export function randomHexCommand(bytes: number): { create: string; update: string } {
+  return {
+    // -v: od must not fold repeated lines into "*".
+    create: `od -An -v -N${bytes} -tx1 /dev/urandom | tr -d ' \\n'`,
+    update: `test -n "$PULUMI_COMMAND_STDOUT" && printf '%s' "$PULUMI_COMMAND_STDOUT"`,
+  };
 }
 
 /** A KV v2 document as a Pulumi secret: its values come from secret config or generated keys. */
@@ -143,12 +157,12 @@ export class FleetVault extends pulumi.ComponentResource {
       const hostSecrets: vault.kv.SecretV2[] = githubApp && host.roles.includes("fireactions") ? [githubApp] : [];
       if (host.roles.includes("forgejo-runner")) {
         // Offline registration secret (40 hex), made once and kept in state: the Forgejo server
-        // registers it and the runner creates its file from the same value. RandomBytes (not
-        // RandomId) because its outputs are secret and its id is not the value.
-        const bytes = new random.RandomBytes(`${host.name}-forgejo-runner-secret`, { length: 20 }, {
-          parent: this, additionalSecretOutputs: ["hex", "base64"],
-        });
-        hostSecrets.push(writeKv(`${host.name}-forgejo-runner`, kvPaths.host(host.name, "forgejo-runner"), { token: bytes.hex }));
+        // registers it and the runner creates its file from the same value. Secret from the
+        // start (additionalSecretOutputs) and never echoed to the engine's log (logging none).
+        const generated = new command.local.Command(`${host.name}-forgejo-runner-secret`, {
+          ...randomHexCommand(20), logging: "none",
+        }, { parent: this, additionalSecretOutputs: ["stdout"] });
+        hostSecrets.push(writeKv(`${host.name}-forgejo-runner`, kvPaths.host(host.name, "forgejo-runner"), { token: generated.stdout }));
       }
       if (host.roles.includes("gitea-runner") && needed.has("giteaRunnerToken")) {
         hostSecrets.push(writeKv(`${host.name}-gitea-runner`, kvPaths.host(host.name, "gitea-runner"), { token: secrets.giteaRunnerToken! }));

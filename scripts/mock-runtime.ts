@@ -43,7 +43,7 @@ function secret(value: unknown) {
 }
 
 /** What a provider would fill in after create, keyed by resource type. */
-function computedOutputs(type: string, name: string): Record<string, unknown> {
+function computedOutputs(type: string, name: string, inputs: Record<string, any>): Record<string, unknown> {
   const uuid = (salt: string) => {
     const h = digest(salt, type, name);
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
@@ -70,15 +70,15 @@ function computedOutputs(type: string, name: string): Record<string, unknown> {
         wrappingAccessor: uuid("wrapping-accessor"),
         wrappingToken: secret(`hvs.wrapped-${digest("wrap", name).slice(0, 24)}`),
       };
-    case "random:index/randomId:RandomId":
-      return { hex: digest("random", name).slice(0, 40) };
-    case "random:index/randomBytes:RandomBytes":
-      return { hex: secret(digest("random-bytes", name).slice(0, 40)), base64: secret(Buffer.from(digest("random-bytes", name).slice(0, 40), "hex").toString("base64")) };
     // Image uploads (components/images): autonamed buckets, and what a local command prints.
     case "aws:s3/bucket:Bucket":
       return { arn: `arn:aws:s3:::${name}-id` };
-    case "command:local:Command":
+    case "command:local:Command": {
+      // A generated secret (components/vault.ts randomHexCommand): N bytes as hex.
+      const random = /-N(\d+) .*\/dev\/urandom/.exec(String(inputs.create ?? ""));
+      if (random) return { stdout: secret(digest("random-bytes", name).slice(0, 2 * Number(random[1]))) };
       return { stdout: String(parseInt(digest("stdout", name).slice(0, 8), 16)) };
+    }
     default:
       return {};
   }
@@ -92,7 +92,7 @@ export function installMocks(setup: MockSetup): { resources: RecordedResource[] 
   pulumi.runtime.setMocks(
     {
       newResource(args) {
-        const state = { ...args.inputs, ...computedOutputs(args.type, args.name) };
+        const state = { ...args.inputs, ...computedOutputs(args.type, args.name, args.inputs) };
         const urn = `urn:pulumi:${setup.stack}::${project}::${args.type}::${args.name}`;
         resources.push({ urn, type: args.type, name: args.name, inputs: args.inputs, custom: args.custom ?? true });
         // Hetzner ids are integers (servers take firewall and placement group ids as numbers).

@@ -75,6 +75,9 @@ async function main() {
   } catch (err) {
     fail(`${opts.configFile}: ${(err as Error).message}`);
   }
+  for (const key of stackConfig.unsetSecrets) {
+    process.stderr.write(`note: ${key} is not set in ${path.basename(opts.configFile)}; this offline plan uses a marked placeholder. Before pulumi preview or up: pulumi config set --secret ${key}\n`);
+  }
   // Images need only the hash in their store path: nothing is built or uploaded here.
   process.env[OFFLINE_ENV] = "1";
   const { resources } = installMocks({ stack: opts.stack, config: stackConfig.config, secretKeys: stackConfig.secretKeys });

@@ -1,14 +1,23 @@
 /**
  * Reads a Pulumi stack file (Pulumi.<stack>.yaml) into the flat config map the runtime uses.
  * Secure values are ciphertext only the Pulumi CLI can decrypt; offline they become clearly
- * marked placeholders, still registered as secrets.
+ * marked placeholders, still registered as secrets. The committed stack files hold no secrets at
+ * all: a secret config key (SECRET_KEYS) that the file does not set gets a marked placeholder
+ * too, and is listed so the plan can say so.
  */
 import * as fs from "node:fs";
 import { parse } from "yaml";
+import { PROJECT, SECRET_KEYS } from "../components/config";
 
 export interface StackConfig {
   config: Record<string, string>;
   secretKeys: string[];
+  /** Secret keys the file does not set, filled with unsetPlaceholder(). */
+  unsetSecrets: string[];
+}
+
+export function unsetPlaceholder(key: string): string {
+  return `[placeholder for ${key}: not set in the stack file; offline plans only]`;
 }
 
 export function securePlaceholder(key: string): string {
@@ -45,9 +54,16 @@ export function parseStackFile(text: string, fileName: string): StackConfig {
     config[key] = typeof plain === "string" ? plain : JSON.stringify(plain);
     if (found.any) secretKeys.push(key);
   }
-  return { config, secretKeys };
+  return { config, secretKeys, unsetSecrets: [] };
 }
 
 export function readStackFile(file: string): StackConfig {
-  return parseStackFile(fs.readFileSync(file, "utf8"), file);
+  const stack = parseStackFile(fs.readFileSync(file, "utf8"), file);
+  for (const key of Object.values(SECRET_KEYS).map((k) => `${PROJECT}:${k}`)) {
+    if (key in stack.config) continue;
+    stack.config[key] = unsetPlaceholder(key);
+    stack.secretKeys.push(key);
+    stack.unsetSecrets.push(key);
+  }
+  return stack;
 }

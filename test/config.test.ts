@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../components/config";
 import { projectConfig } from "../components/load";
-import { readStackFile } from "../scripts/stack-file";
+import { readStackFile, unsetPlaceholder } from "../scripts/stack-file";
 import { baseConfig, modelFrom, ROOT } from "./support/fixtures";
 
 /** The problems a config produces (empty when valid). */
@@ -32,9 +33,15 @@ describe("committed stacks", () => {
         stack, secretsSet: secrets, awsRegion: aws, azureLocation: azure, baseDir: ROOT, requireImageFiles: false,
       });
       expect(model.hosts.length).toBeGreaterThan(3);
-      // Secrets are referenced as secure values, never committed in plain text.
+      // No secret is committed, not even as ciphertext: each declared secret is unset in the
+      // file and reaches the offline plan only as a marked placeholder.
+      const text = fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8");
+      expect(text).not.toMatch(/secure:/);
+      const { unsetSecrets } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
+      expect(unsetSecrets.sort()).toEqual(Object.values(SECRET_KEYS).map((k) => `${PROJECT}:${k}`).sort());
       for (const key of Object.values(SECRET_KEYS)) {
-        if (raw[key] !== undefined) expect(secrets.has(key)).toBe(true);
+        expect(secrets.has(key)).toBe(true);
+        expect(raw[key]).toBe(unsetPlaceholder(`${PROJECT}:${key}`));
       }
     });
   }

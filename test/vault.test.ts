@@ -2,6 +2,7 @@
  * Vault: KV paths, per-host policies, AppRoles and wrapped secret_ids; secrets stay secret from
  * config to Vault and never show in plan output. Mocks are installed before the component loads.
  */
+import { execFileSync } from "node:child_process";
 import { beforeAll, describe, expect, it } from "vitest";
 import * as pulumi from "@pulumi/pulumi";
 import { containsSecret, installMocks, reveal, settle, type RecordedResource } from "../scripts/mock-runtime";
@@ -12,7 +13,7 @@ import type { FleetModel, HostModel } from "../components/model";
 import { hostKvPaths, policyFor, secretFilesFor } from "../components/vault-paths";
 
 const { resources } = installMocks({ stack: "test", ...mockConfig(baseConfig()) });
-const { FleetVault, boundCidrs, durationSeconds, policyName } = await import("../components/vault");
+const { FleetVault, boundCidrs, durationSeconds, policyName, randomHexCommand } = await import("../components/vault");
 
 const T = {
   mount: "vault:index/mount:Mount",
@@ -22,7 +23,7 @@ const T = {
   role: "vault:appRole/authBackendRole:AuthBackendRole",
   secretId: "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId",
   provider: "pulumi:providers:vault",
-  random: "random:index/randomBytes:RandomBytes",
+  command: "command:local:Command",
 };
 
 /** Every role, with host names that are prefixes of each other (hosts/gitea vs hosts/gitea-2). */
@@ -160,9 +161,9 @@ describe("bad Vault config fails with the key path", () => {
 
   it("a secret a role needs but nobody configured", () => {
     const all = problems(fullConfig(), []);
-    expect(all.some((p) => p.startsWith("runner-fleet:githubAppPrivateKey: is required by the fireactions role"))).toBe(true);
-    expect(all.some((p) => p.startsWith("runner-fleet:giteaRunnerToken: is required by the gitea-runner role"))).toBe(true);
-    expect(all.some((p) => p.startsWith("runner-fleet:cacheSigningKey: is required by the cache role"))).toBe(true);
+    expect(all.some((p) => p.startsWith("runner-fleet:githubAppPrivateKey: not set; the fireactions role needs it: run pulumi config set --secret runner-fleet:githubAppPrivateKey"))).toBe(true);
+    expect(all.some((p) => p.startsWith("runner-fleet:giteaRunnerToken: not set; the gitea-runner role needs it"))).toBe(true);
+    expect(all.some((p) => p.startsWith("runner-fleet:cacheSigningKey: not set; the cache role needs it"))).toBe(true);
     // Kept only in Vault: nothing to configure.
     const cfg = fullConfig();
     cfg.vault.externalSecrets = ["githubApp", "giteaRunnerToken", "cacheSigningKey"];
@@ -215,8 +216,25 @@ describe("FleetVault resources (mocks)", () => {
     expect(doc("hosts/onprem/forgejo-runner").token).toMatch(/^[0-9a-f]{40}$/);
   });
 
-  it("generates the Forgejo secret from 20 random bytes per forgejo host", () => {
-    expect(byType(rs, T.random).map((r) => [r.name, r.inputs.length])).toEqual([["onprem-forgejo-runner-secret", 20]]);
+  it("generates the Forgejo secret once per forgejo host: 20 random bytes, secret, never logged", () => {
+    const generators = byType(rs, T.command).filter((r) => r.name.endsWith("-forgejo-runner-secret"));
+    expect(generators.map((r) => r.name)).toEqual(["onprem-forgejo-runner-secret"]);
+    const [g] = generators;
+    expect(g.inputs.logging).toBe("none");
+    // Nothing may re-run it: no triggers, and an update re-prints the value it already has.
+    expect(g.inputs.triggers).toBeUndefined();
+    expect(g.inputs.update).toContain("$PULUMI_COMMAND_STDOUT");
+  });
+
+  it("prints 20 random bytes as 40 hex characters, and re-prints the previous value on update", () => {
+    const { create, update } = randomHexCommand(20);
+    const out = execFileSync("/bin/sh", ["-c", create], { encoding: "utf8" });
+    expect(out).toMatch(/^[0-9a-f]{40}$/);
+    expect(execFileSync("/bin/sh", ["-c", create], { encoding: "utf8" })).not.toBe(out);
+    expect(execFileSync("/bin/sh", ["-c", update], { encoding: "utf8", env: { ...process.env, PULUMI_COMMAND_STDOUT: out } })).toBe(out);
+    // With no previous value the update fails instead of storing an empty secret.
+    const { PULUMI_COMMAND_STDOUT: _, ...env } = process.env;
+    expect(() => execFileSync("/bin/sh", ["-c", update], { env, stdio: "ignore" })).toThrow();
   });
 
   it("exposes secret outputs only as secrets", async () => {

@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+// Installs the Debian packages whose programs the tests run for real (npm's `pretest`, and
+// .ci/run before `npm ci`), so a fresh clone never fails with `spawn cloud-init ENOENT`.
+// As root it runs apt-get; with passwordless sudo, `sudo apt-get`; otherwise it stops at once
+// with one line giving the exact command. Plain Node with no dependencies: it runs before npm ci.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+
+/** program (looked up on PATH, or an absolute path) -> the Debian package that provides it. */
+const NEEDED = {
+  "cloud-init": "cloud-init", // validates rendered user-data (cloud-init schema)
+  "nix-instantiate": "nix-bin", // parses and evaluates nix/
+  python3: "python3", // the host-side programs in nix/pkgs
+  "/usr/bin/time": "time", // peak memory in npm run bench
+};
+/** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
+const ENGINE = { "python3 -m venv": "python3-venv" };
+
+const has = (program) =>
+  program.startsWith("/") ? existsSync(program) : spawnSync("sh", ["-c", `command -v ${program.split(" ")[0]}`]).status === 0;
+const venvWorks = () => spawnSync("python3", ["-c", "import ensurepip, venv"]).status === 0;
+
+const wanted = { ...NEEDED, ...(process.argv.includes("--engine") ? ENGINE : {}) };
+const missing = [...new Set(Object.entries(wanted)
+  .filter(([program]) => (program === "python3 -m venv" ? !venvWorks() : !has(program)))
+  .map(([, pkg]) => pkg))];
+if (missing.length === 0) process.exit(0);
+
+const install = `apt-get install -y --no-install-recommends ${missing.join(" ")}`;
+const root = process.getuid?.() === 0;
+const sudo = !root && spawnSync("sudo", ["-n", "true"], { stdio: "ignore" }).status === 0;
+if (!has("apt-get") || (!root && !sudo)) {
+  process.stderr.write(`missing test tools (${missing.join(", ")}): run \`sudo apt-get update && sudo ${install}\` (Debian/Ubuntu), then retry\n`);
+  process.exit(1);
+}
+const prefix = root ? [] : ["sudo", "-n"];
+const run = (args) => execFileSync(prefix[0] ?? args[0], [...prefix.slice(1), ...(prefix.length ? args : args.slice(1))], {
+  stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+});
+process.stderr.write(`installing ${missing.join(", ")} with apt-get${root ? "" : " (sudo)"}\n`);
+try {
+  run(["apt-get", "update", "-qq"]);
+  run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...missing]);
+} catch (err) {
+  process.stderr.write(`apt-get failed (${err.status ?? err.code}); install them yourself: ${root ? "" : "sudo "}${install}\n`);
+  process.exit(1);
+}
