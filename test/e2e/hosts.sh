@@ -77,6 +77,8 @@ make_tls() {
   openssl x509 -req -in "$t/openbao.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 2 \
     -extfile "$t/ext.cnf" -out "$t/openbao.pem" 2>/dev/null
   rm -f "$t/openbao.csr" "$t/ca.key"
+  # The deploy machine's trust: its system bundle plus our CA (SSL_CERT_FILE for Go programs).
+  cat "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$t/ca.pem" > "$t/bundle.pem"
 }
 
 start_sshd() {

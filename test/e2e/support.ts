@@ -6,6 +6,7 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { engineBinDir, engineEnv } from "../../engine/env";
 
 export const REPO = path.resolve(__dirname, "../..");
 export const E2E = __dirname;
@@ -39,24 +40,22 @@ export interface Run {
 /** Everything any command printed, for the canary test. */
 export const transcript: string[] = [];
 
-/** Where `npm run engine` put the CLI, the plugins and bao (engine/env.ts when merged, else the contract's default). */
-export function engineBin(): string {
-  const dir = process.env.RUNNER_FLEET_ENGINE_DIR ?? path.join(REPO, ".engine");
-  return path.join(dir, "bin");
-}
+export { engineBinDir as engineBin };
 
-/** The environment of every command: the engine first on PATH, then the stand-ins. */
+/**
+ * The environment of every command: engine/env.ts's (the engine first on PATH, its plugins,
+ * no downloads, a file:// backend in STATE, the passphrase), the deploy-tool stand-ins ahead of
+ * it, and the README's credentials: VAULT_TOKEN for the provider and an SSH agent.
+ */
 export function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const base = engineEnv({ backendDir: STATE, pulumiHome: path.join(RF, "pulumi-home"), passphrase: PASSPHRASE });
   return {
-    ...process.env,
-    PATH: [path.join(E2E, "stand-ins"), engineBin(), process.env.PATH].join(":"),
-    PULUMI_HOME: path.join(RF, "pulumi-home"),
-    PULUMI_SKIP_UPDATE_CHECK: "true",
-    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
-    PULUMI_CONFIG_PASSPHRASE: PASSPHRASE,
-    // The README's credentials: VAULT_TOKEN for the provider, the agent for SSH.
+    ...base,
+    PATH: [path.join(E2E, "stand-ins"), base.PATH].join(":"),
     VAULT_TOKEN: BAO_TOKEN,
     VAULT_CACERT: path.join(RF, "tls", "ca.pem"),
+    // The machine trusts the CA OpenBao's certificate is from, as it would an internal CA.
+    SSL_CERT_FILE: path.join(RF, "tls", "bundle.pem"),
     SSH_AUTH_SOCK: path.join(RF, "agent.sock"),
     RF_E2E_DIR: RF,
     RF_E2E_STANDIN_LOG: STANDIN_LOG,
