@@ -15,12 +15,17 @@ const NEEDED = {
 };
 /** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
 const ENGINE = { "python3 -m venv": "python3-venv" };
+/** Needed by `npm run e2e` (test/e2e/README.md: test hosts, their sshd, sudo and the bootstrap), with --e2e. */
+const E2E = {
+  "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client", sudo: "sudo", ip: "iproute2",
+  openssl: "openssl", jq: "jq", ps: "procps", nsenter: "util-linux",
+};
 
 const has = (program) =>
   program.startsWith("/") ? existsSync(program) : spawnSync("sh", ["-c", `command -v ${program.split(" ")[0]}`]).status === 0;
 const venvWorks = () => spawnSync("python3", ["-c", "import ensurepip, venv"]).status === 0;
 
-const wanted = { ...NEEDED, ...(process.argv.includes("--engine") ? ENGINE : {}) };
+const wanted = { ...NEEDED, ...(process.argv.includes("--engine") ? ENGINE : {}), ...(process.argv.includes("--e2e") ? E2E : {}) };
 const missing = [...new Set(Object.entries(wanted)
   .filter(([program]) => (program === "python3 -m venv" ? !venvWorks() : !has(program)))
   .map(([, pkg]) => pkg))];

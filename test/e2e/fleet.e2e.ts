@@ -371,6 +371,11 @@ describe("a fleet of existing machines, with the real engine", () => {
       ...Object.keys(HOSTS).flatMap((h) => filesUnder(path.join(RF, "hosts", h, "var.upper", "log")).map((f) => [f, fs.readFileSync(f, "latin1")] as [string, string])),
     ];
     expect(places.length).toBeGreaterThan(10);
+    // The searches saw what they should: the engine at work, the hosts' agents and logins.
+    const psLog = places.find(([w]) => w.includes("ps.log"))![1];
+    expect(psLog).toContain("pulumi-resource-command");
+    expect(psLog).toContain("vault agent -config /etc/vault-agent/runner-fleet.json");
+    expect(places.some(([w, t]) => w.endsWith("sshd.log") && t.includes("Accepted publickey for deploy"))).toBe(true);
     const leaks = places.flatMap(([where, text]) => canaries.filter((c) => text.includes(c)).map((c) => `${where}: ${c.slice(0, 12)}...`));
     expect(leaks).toEqual([]);
   });

@@ -37,7 +37,7 @@ export interface Run {
   seconds: number;
 }
 
-/** Everything any command printed, for the canary test. */
+/** Everything the pulumi commands printed, for the canary test. */
 export const transcript: string[] = [];
 
 export { engineBinDir as engineBin };
@@ -73,7 +73,8 @@ function record(cmd: string, r: SpawnSyncReturns<string>, started: number): Run 
     output: `${r.stdout ?? ""}${r.stderr ?? ""}${r.error ? `\n${r.error.message}` : ""}`,
     seconds: (Date.now() - started) / 1000,
   };
-  transcript.push(`$ ${cmd}\n${run.output}`);
+  // The engine's output: what every pulumi command printed (the tests' own reads of secrets are not).
+  if (cmd.startsWith("pulumi ")) transcript.push(`$ ${cmd}\n${run.output}`);
   return run;
 }
 
