@@ -228,6 +228,15 @@ describe("a fleet of existing machines, with the real engine", () => {
       expect(listing).toEqual(Object.keys(expected).sort());
     });
 
+    it("published its SSH host key to Vault, where its policy lets it write (when its bootstrap does)", (ctx) => {
+      needsUp(ctx);
+      const bootstrap = hostFile(host, "/run/current-system/sw/bin/runner-fleet-bootstrap") ?? "";
+      if (!bootstrap.includes("ssh-host-key")) ctx.skip("this nix/modules/bootstrap.nix does not publish the host key");
+      const published = kvData(`hosts/${host}/ssh-host-key`)?.public_key;
+      const own = hostFile(host, "/etc/ssh/ssh_host_ed25519_key.pub")!.split(" ").slice(0, 2).join(" ");
+      expect(published).toBe(own);
+    });
+
     it("its pools.json equals the plan's", (ctx) => {
       needsUp(ctx);
       expect(hostFile(host, "/etc/runner-fleet/pools.json")).toBe(fs.readFileSync(path.join(RF, "plan", "hosts", host, "pools.json"), "utf8"));
