@@ -41,7 +41,10 @@ down() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
-  if [ -f "$RF/agent.pid" ]; then kill "$(cat "$RF/agent.pid")" 2>/dev/null || true; fi
+  # Our ssh-agent only (a stale pid file may name another process by now).
+  if [ -s "$RF/agent.pid" ] && [ "$(ps -p "$(cat "$RF/agent.pid")" -o comm= 2>/dev/null)" = ssh-agent ]; then
+    kill "$(cat "$RF/agent.pid")" 2>/dev/null || true
+  fi
   ip link del "$BRIDGE" 2>/dev/null || true
   for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^rfe2e-v' || true); do
     ip link del "$link" 2>/dev/null || true

@@ -22,6 +22,11 @@ stop() {
   if [ -s "$D/server.pid" ]; then
     local pid
     pid=$(cat "$D/server.pid")
+    # Only the server this script started (a stale pid file may name another process by now).
+    if ! ps -p "$pid" -o args= 2>/dev/null | grep -qF "server -config=$D/server.hcl"; then
+      rm -f "$D/server.pid"
+      return 0
+    fi
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
