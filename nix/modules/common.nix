@@ -14,9 +14,14 @@ let
   # colmena runs nix-env --set and switch-to-configuration itself; deploy-rs
   # runs its activate-rs wrapper, which does the same two steps (plus the
   # magic-rollback wait). sudo compares inodes, so the store path of nix-env
-  # also matches /run/current-system/sw/bin/nix-env. The list lives in
+  # also matches /run/current-system/sw/bin/nix-env. deploy-rs confirms a
+  # magic-rollback deploy with `sudo -u root rm /tmp/deploy-rs-canary-<store
+  # hash>` (src/deploy.rs confirm_profile, lib.rs make_lock_path): exactly that
+  # file, 32 characters of a store hash (@storeHash@), no wildcard that could
+  # also match a space and more arguments. The list lives in
   # ../lib/deploy-sudo.json so the end-to-end test hosts get the same rules.
-  allowed = map (builtins.replaceStrings [ "@nix@" ] [ "${config.nix.package}" ])
+  storeHash = builtins.concatStringsSep "" (builtins.genList (_: "[0-9a-z]") 32);
+  allowed = map (builtins.replaceStrings [ "@nix@" "@storeHash@" ] [ "${config.nix.package}" storeHash ])
     (builtins.fromJSON (builtins.readFile ../lib/deploy-sudo.json)).commands;
 in
 {

@@ -198,6 +198,16 @@ describe("a fleet of existing machines, with the real engine", () => {
       expect(modes).toBe("/etc/runner-fleet/host.json 644 root\n/etc/runner-fleet/pools.json 644 root\n/etc/runner-fleet/vault/role-id 600 root\n");
     });
 
+    it("sudo gives the deploy user exactly nix/'s rules and nothing else", (ctx) => {
+      needsUp(ctx);
+      const listed = ok(onHost(host, "su deploy -c 'sudo -n -l'")).stdout;
+      const rendered = fs.readFileSync(path.join(RF, "sudoers"), "utf8").split("NOPASSWD: ").slice(1).map((c) => c.replace(/,\s*$/, "").trim());
+      for (const command of rendered) expect(listed).toContain(command);
+      const other = onHost(host, "su deploy -c 'sudo -n /bin/true'");
+      expect(other.status).not.toBe(0);
+      expect(other.output).toMatch(/password is required|not allowed/);
+    });
+
     it("the wrapped secret_id was unwrapped", (ctx) => {
       needsUp(ctx);
       const r = ok(onHost(host, "stat -c '%a %s' /var/lib/runner-fleet/vault/secret-id; test ! -e /etc/runner-fleet/vault/wrapped-secret-id && echo spent"));
