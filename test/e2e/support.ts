@@ -174,7 +174,7 @@ export function standinCalls(): Array<{ time: number; tool: string; argv: string
 /** The host a deploy stand-in call was for (FLAKE#HOST). */
 export function deployedHost(call: { argv: string[] }): string | undefined {
   const target = call.argv.find((a) => a.includes("#"));
-  return target?.split("#")[1];
+  return target?.split("#")[1].replace(/^"|"$/g, "");
 }
 
 export async function waitFor<T>(what: string, fn: () => T | undefined | false, seconds = 60): Promise<T> {

@@ -20,11 +20,25 @@ let
   hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
   removePrefix = p: s:
     if hasPrefix p s then builtins.substring (builtins.stringLength p) (builtins.stringLength s) s else s;
+  # Only what the modules call on the way to the values read here; priorities and conditions
+  # are dropped (the values read are unconditional for the host's roles).
   lib = {
     inherit hasPrefix removePrefix;
+    inherit (builtins) elem;
     optionalString = cond: s: if cond then s else "";
+    optional = cond: x: if cond then [ x ] else [ ];
+    optionals = cond: xs: if cond then xs else [ ];
+    optionalAttrs = cond: a: if cond then a else { };
     getExe = drv: "${bin}/${drv.name}";
     mkIf = cond: value: value;
+    mkForce = value: value;
+    mkDefault = value: value;
+    mkOption = o: o;
+    mkEnableOption = d: { };
+    genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+    escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'${x}'") xs);
+    concatStringsSep = builtins.concatStringsSep;
+    types = { str = { }; listOf = t: { }; ints.positive = { }; bool = { }; };
   };
   tool = name: { inherit name; outPath = "/run/current-system/sw"; };
   pkgs = {
@@ -53,7 +67,7 @@ let
   }) (collect (builtins.filter ours bootstrap.environment.systemPackages))));
 
   agentModule = import "${flake}/modules/vault-agent.nix" {
-    inherit lib;
+    inherit lib pkgs;
     config.runnerFleet = { inherit inventory; host = hostEntry; };
   };
   settings = agentModule.services.vault-agent.instances.runner-fleet.settings;

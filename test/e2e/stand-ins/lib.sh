@@ -12,6 +12,7 @@
 STANDIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STANDIN_HOST_DIR="$STANDIN_DIR/../host"
 STANDIN_ACTIVATE=/nix/store/00000000000000000000000000000000-runner-fleet-e2e-activate/activate-rs
+STANDIN_SSH_EXTRA=()
 STANDIN_SSH=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
 
 standin_record() {
@@ -27,6 +28,8 @@ PY
 }
 
 standin_activate() {
+  # STANDIN_SSH_EXTRA (an array, may be empty) comes first: ssh keeps the first value of an option,
+  # so a caller's pinned host key wins over the defaults here.
   local flake host=$2 address=$3 user=$4 work
   flake=$(cd "$1" && pwd -P)
   [ -n "${RUNNER_FLEET_INVENTORY:-}" ] && [ -s "$RUNNER_FLEET_INVENTORY" ] || { echo "stand-in: RUNNER_FLEET_INVENTORY is not set" >&2; return 1; }
@@ -55,5 +58,5 @@ with open(f"{out}/etc/vault-agent/runner-fleet.json", "w") as f:
     json.dump(system["vaultAgent"], f, indent=2, sort_keys=True)
 PY
   tar -C "$work/system" -cf "$work/system.tar" bin etc
-  ssh "${STANDIN_SSH[@]}" "$user@$address" "sudo -n $STANDIN_ACTIVATE activate $host" < "$work/system.tar"
+  ssh ${STANDIN_SSH_EXTRA[@]+"${STANDIN_SSH_EXTRA[@]}"} "${STANDIN_SSH[@]}" "$user@$address" "sudo -n $STANDIN_ACTIVATE activate $host" < "$work/system.tar"
 }
