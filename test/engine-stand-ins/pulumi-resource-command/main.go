@@ -3,7 +3,7 @@
 //
 // The module proxy reachable here refuses that module, so this is our own provider with the same
 // package name, version and resource token, implementing only what runner-fleet uses:
-// command:local:Command, and command:remote:Command in remote.go. It follows the upstream sources (rows in docs/upstream.md):
+// command:local:Command. It follows the upstream sources (rows in docs/upstream.md):
 //   - inputs triggers, create, update, delete, stdin, logging, interpreter, dir, environment,
 //     addPreviousOutputInEnv; outputs are the inputs plus stdout and stderr
 //     (provider/pkg/provider/local/base.go, common/inputs.go);
@@ -19,7 +19,7 @@
 //     failure reports `<err>: running "<command>":\n<output>` (local/commandOutputs.go);
 //   - logging (default stdoutAndStderr) decides what is echoed to the engine (local/logging.go).
 //
-// Not implemented: assetPaths, archivePaths, the other command:remote:* resources, invokes.
+// Not implemented: assetPaths, archivePaths, command:remote:*, invokes.
 package main
 
 import (
@@ -75,9 +75,6 @@ func (p *provider) Configure(context.Context, plugin.ConfigureRequest) (plugin.C
 }
 
 func (p *provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.CheckResponse, error) {
-	if req.Type == remoteType {
-		return checkRemote(req)
-	}
 	if req.Type != commandType {
 		return plugin.CheckResponse{}, fmt.Errorf("stand-in command provider: unsupported type %s", req.Type)
 	}
@@ -100,16 +97,10 @@ func (p *provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.Che
 }
 
 func (p *provider) Diff(_ context.Context, req plugin.DiffRequest) (plugin.DiffResponse, error) {
-	if req.Type == remoteType {
-		return diffRemote(req)
-	}
 	return serve.Diff(req.OldInputs, req.NewInputs, inputKeys, map[string]bool{"triggers": true}), nil
 }
 
 func (p *provider) Create(ctx context.Context, req plugin.CreateRequest) (plugin.CreateResponse, error) {
-	if req.Type == remoteType {
-		return createRemote(ctx, req)
-	}
 	id, err := resource.NewUniqueHexID(req.Name+"-", 8, 0)
 	if err != nil {
 		return plugin.CreateResponse{}, err
@@ -137,9 +128,6 @@ func (p *provider) Read(_ context.Context, req plugin.ReadRequest) (plugin.ReadR
 }
 
 func (p *provider) Update(ctx context.Context, req plugin.UpdateRequest) (plugin.UpdateResponse, error) {
-	if req.Type == remoteType {
-		return updateRemote(ctx, req)
-	}
 	state := req.NewInputs.Copy()
 	state["stdout"], state["stderr"] = req.OldOutputs["stdout"], req.OldOutputs["stderr"]
 	if req.Preview {
@@ -165,9 +153,6 @@ func (p *provider) Update(ctx context.Context, req plugin.UpdateRequest) (plugin
 }
 
 func (p *provider) Delete(ctx context.Context, req plugin.DeleteRequest) (plugin.DeleteResponse, error) {
-	if req.Type == remoteType {
-		return deleteRemote(ctx, req)
-	}
 	if del, ok := serve.Str(req.Outputs, "delete"); ok {
 		state := req.Outputs.Copy()
 		return plugin.DeleteResponse{}, run(ctx, del, req.Outputs, state)
