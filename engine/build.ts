@@ -7,7 +7,7 @@
  * by its pinned version and the files it is built from; a piece whose key is unchanged is reused
  * without running go or pip, so a second run downloads nothing.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -72,6 +72,7 @@ function main(): void {
   fs.mkdirSync(bin, { recursive: true });
   fs.mkdirSync(stamps, { recursive: true });
 
+  if (spawnSync("go", ["version"], { stdio: "ignore" }).error) fail("go not found on PATH: Go 1.25.11 or newer is needed (engine/go/pulumi/go.mod)");
   const goVersion = run("go", ["env", "GOVERSION"]).trim();
   const goEnv: NodeJS.ProcessEnv = {
     ...process.env,

@@ -12,6 +12,8 @@ const NEEDED = {
   "nix-instantiate": "nix-bin", // parses and evaluates nix/
   python3: "python3", // the host-side programs in nix/pkgs
   "/usr/bin/time": "time", // peak memory in npm run bench
+  "/usr/sbin/sshd": "openssh-server", // SSH hosts for the real-engine suites
+  "ssh-agent": "openssh-client", // the deploy key lives in an agent, as in real use
 };
 /** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
 const ENGINE = { "python3 -m venv": "python3-venv" };

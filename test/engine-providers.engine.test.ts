@@ -1,8 +1,8 @@
 /**
  * The engine's command and vault plugins (test/engine-stand-ins) under the real Pulumi CLI and a
  * real OpenBao dev server: the resource shapes components/vault.ts registers are created,
- * left alone on a second run, updated in place on an edit and removed on destroy; generated and
- * wrapped secrets stay out of state in plaintext.
+ * left alone on a second run, updated in place on an edit and removed on destroy; a KV document
+ * reads back through getSecretV2; generated and wrapped secrets stay out of state in plaintext.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
@@ -36,10 +36,13 @@ const secretId = new vault.approle.AuthBackendRoleSecretId("secret-id", {
   backend: approle.path, roleName: role.roleName, wrappingTtl: "10m", withWrappedAccessor: true,
   metadata: JSON.stringify({ host: "host-a" }),
 }, { ...opts, additionalSecretOutputs: ["secretId", "wrappingToken"] });
-new vault.kv.SecretV2("doc", {
+const doc = new vault.kv.SecretV2("doc", {
   mount: kv.path, name: "hosts/host-a/forgejo-runner", deleteAllVersions: true,
   dataJson: pulumi.secret(pulumi.jsonStringify({ token: token.stdout })),
 }, { ...opts, additionalSecretOutputs: ["data", "dataJson"] });
+// Read back through the data source, as the deploy side reads a host's published key.
+const readBack = vault.kv.getSecretV2Output({ mount: doc.mount, name: doc.name }, { provider });
+exports.readToken = readBack.data.apply((d) => d.token);
 exports.roleId = role.roleId;
 exports.wrappingToken = secretId.wrappingToken;
 `;
@@ -119,6 +122,9 @@ describe.skipIf(missing.length > 0)("command and vault plugins against OpenBao",
     expect(login.json.auth.policies).toContain("ci-host-a");
     const read = await api("GET", "ci/data/hosts/host-a/forgejo-runner", undefined, login.json.auth.client_token);
     expect(read.json.data.data.token).toBe(generated);
+    // getSecretV2 reads the document back, as a secret.
+    expect(outputs.readToken).toBe(generated);
+    expect(pulumi("stack", "output", "readToken").out).toContain("[secret]");
     // Neither the generated token nor the wrapping token is in state or the output in plaintext.
     const state = spawnSync("pulumi", ["stack", "export", "--stack", "test"], { cwd: dir, env, encoding: "utf8" }).stdout;
     for (const s of [generated, outputs.wrappingToken]) {

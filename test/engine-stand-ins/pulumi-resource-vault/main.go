@@ -16,6 +16,7 @@
 //	                                   forces a new one; delete destroys the accessor
 //	vault:kv/secretV2:SecretV2         POST <mount>/data/<name>; delete removes
 //	                                   <mount>/metadata/<name> when deleteAllVersions
+//	vault:kv/getSecretV2:getSecretV2   (function) GET <mount>/data/<name>[?version=N]
 //
 // The provider authenticates with its `token` input or VAULT_TOKEN and, unless skipChildToken,
 // first creates a child token of 1200s like upstream's default max_lease_ttl_seconds.
@@ -362,6 +363,68 @@ func (p *provider) Delete(_ context.Context, req plugin.DeleteRequest) (plugin.D
 		return plugin.DeleteResponse{}, err
 	}
 	return plugin.DeleteResponse{}, kinds[req.Type].delete(c, req.ID, req.Outputs)
+}
+
+// Invoke serves the one data source runner-fleet may read: vault:kv/getSecretV2:getSecretV2
+// (upstream vault/data_source_kv_secret_v2.go): the latest or a given version of a KV v2
+// document; data and dataJson are sensitive; a missing document is an error.
+func (p *provider) Invoke(_ context.Context, req plugin.InvokeRequest) (plugin.InvokeResponse, error) {
+	if req.Tok != "vault:kv/getSecretV2:getSecretV2" {
+		return plugin.InvokeResponse{}, fmt.Errorf("stand-in vault provider: unsupported function %s", req.Tok)
+	}
+	c, err := p.api()
+	if err != nil {
+		return plugin.InvokeResponse{}, err
+	}
+	path := kvPath(req.Args, "data")
+	query := ""
+	if v := serve.Plain(req.Args["version"]); v.IsNumber() {
+		query = fmt.Sprintf("?version=%d", int(v.NumberValue()))
+	}
+	resp, err := c.call("GET", path+query, nil, "")
+	if isStatus(err, http.StatusNotFound) {
+		return plugin.InvokeResponse{}, fmt.Errorf("no secret found at %q", path)
+	}
+	if err != nil {
+		return plugin.InvokeResponse{}, fmt.Errorf("error reading secret %q from Vault: %w", path, err)
+	}
+	body, _ := resp["data"].(map[string]any)
+	data, _ := body["data"].(map[string]any)
+	meta, _ := body["metadata"].(map[string]any)
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return plugin.InvokeResponse{}, err
+	}
+	flat := resource.PropertyMap{}
+	for k, v := range data {
+		flat[resource.PropertyKey(k)] = resource.NewStringProperty(fmt.Sprint(v))
+	}
+	out := resource.PropertyMap{
+		"id": resource.NewStringProperty(path), "mount": req.Args["mount"], "name": req.Args["name"],
+		"path":     resource.NewStringProperty(path),
+		"dataJson": resource.MakeSecret(resource.NewStringProperty(string(raw))),
+		"data":     resource.MakeSecret(resource.NewObjectProperty(flat)),
+	}
+	if v, ok := meta["version"].(float64); ok {
+		out["version"] = resource.NewNumberProperty(v)
+	}
+	for _, k := range []string{"created_time", "deletion_time"} {
+		if v, ok := meta[k].(string); ok {
+			out[resource.PropertyKey(camel(k))] = resource.NewStringProperty(v)
+		}
+	}
+	if v, ok := meta["destroyed"].(bool); ok {
+		out["destroyed"] = resource.NewBoolProperty(v)
+	}
+	return plugin.InvokeResponse{Properties: out}, nil
+}
+
+func camel(s string) string {
+	parts := strings.Split(s, "_")
+	for i := 1; i < len(parts); i++ {
+		parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+	}
+	return strings.Join(parts, "")
 }
 
 func createSecretID(c *client, _ string, in resource.PropertyMap) (resource.ID, resource.PropertyMap, error) {

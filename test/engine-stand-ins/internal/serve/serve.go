@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
@@ -16,9 +18,39 @@ import (
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 )
 
+// engineAddress is the engine's gRPC address, the plugin's last argument.
+var engineAddress string
+
+var (
+	engineOnce sync.Once
+	engine     pulumirpc.EngineClient
+)
+
+// Log sends a message about urn to the engine, as a provider's logger does: ephemeral messages
+// are status lines next to the resource, the others diagnostics.
+func Log(ctx context.Context, severity pulumirpc.LogSeverity, urn resource.URN, msg string, ephemeral bool) {
+	engineOnce.Do(func() {
+		if engineAddress == "" {
+			return
+		}
+		conn, err := grpc.NewClient(engineAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err == nil {
+			engine = pulumirpc.NewEngineClient(conn)
+		}
+	})
+	if engine == nil {
+		fmt.Fprintln(os.Stderr, msg)
+		return
+	}
+	_, _ = engine.Log(ctx, &pulumirpc.LogRequest{Severity: severity, Message: msg, Urn: string(urn), Ephemeral: ephemeral})
+}
+
 // Provider serves p until the engine hangs up.
 func Provider(p plugin.Provider) {
 	for _, a := range os.Args[1:] {
+		if !strings.HasPrefix(a, "-") {
+			engineAddress = a
+		}
 		if a == "-version" || a == "--version" {
 			info, _ := p.GetPluginInfo(context.Background())
 			if info.Version != nil {
