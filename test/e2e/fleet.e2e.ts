@@ -143,6 +143,7 @@ afterAll(() => {
   if (process.env.RF_E2E_KEEP !== "1") {
     sh("bash", [path.join(__dirname, "openbao.sh"), "stop"]);
     sh("bash", [path.join(__dirname, "hosts.sh"), "down"]);
+    fs.rmSync(RF, { recursive: true, force: true });
   }
 }, 120_000);
 
