@@ -143,7 +143,11 @@ afterAll(() => {
   if (process.env.RF_E2E_KEEP !== "1") {
     sh("bash", [path.join(__dirname, "openbao.sh"), "stop"]);
     sh("bash", [path.join(__dirname, "hosts.sh"), "down"]);
-    fs.rmSync(RF, { recursive: true, force: true });
+    // What this suite made there (RF_E2E_DIR may name a directory that holds other things too).
+    for (const entry of ["bao", "project", "state", "pulumi-home", "plan", "plan-edit", "ps.log", "stand-ins.log", "sudoers", "id_ed25519.pub"]) {
+      fs.rmSync(path.join(RF, entry), { recursive: true, force: true });
+    }
+    try { fs.rmdirSync(RF); } catch { /* not empty: not ours alone */ }
   }
 }, 120_000);
 
