@@ -320,6 +320,7 @@ describe("a fleet of existing machines, with the real engine", () => {
       snapshot();
       expect(failed.status).not.toBe(0);
       expect(failed.output).toMatch(/deploy of e2e-fa-1 failed/);
+      process.stdout.write(`sshd down, pulumi said: ${failed.output.split("\n").find((l) => /deploy of e2e-fa-1 failed/.test(l))?.trim()}\n`);
       const deployed = standinCalls().filter((c) => c.time >= start).map(deployedHost);
       expect(deployed).toContain("e2e-cache-1");
       expect(deployed, "wave 3 must not start after wave 2 failed").not.toContain("e2e-fa-2");
@@ -346,6 +347,7 @@ describe("a fleet of existing machines, with the real engine", () => {
       snapshot();
       expect(failed.status).not.toBe(0);
       expect(failed.output).toMatch(/10\.231\.0\.1:8200|connection refused|sealed/i);
+      process.stdout.write(`OpenBao down, pulumi said: ${failed.output.split("\n").find((l) => /error: .*(8200|refused|sealed)/i.test(l))?.trim()}\n`);
       openbaoSh(["restart"]);
       ok(up());
       expect(kvData("hosts/e2e-cache-1/cache")).toEqual({ signing_key: CACHE_KEY_2 });
