@@ -355,6 +355,20 @@ describe("a fleet of existing machines, with the real engine", () => {
     });
   });
 
+  it("deploy.tool colmena: every host switches again with colmena, in its waves, and nothing else changes", (ctx) => {
+    needsUp(ctx);
+    ok(pulumi(["config", "set", "--path", "runner-fleet:deploy.tool", "colmena", "--stack", STACK]));
+    const { steps } = previewSteps();
+    expect(changes(steps)).toEqual(Object.keys(HOSTS).sort().map((h) => `update command:local:Command::${h}-switch`));
+    const start = Date.now() / 1000;
+    ok(up());
+    const calls = standinCalls().filter((c) => c.time >= start);
+    expect(calls.map((c) => c.tool)).toEqual(["colmena", "colmena", "colmena"]);
+    // Waves of one, in the order of the plan: e2e-cache-1, e2e-fa-1, e2e-fa-2.
+    expect(calls.map((c) => c.argv.slice(0, 4).join(" "))).toEqual(["e2e-cache-1", "e2e-fa-1", "e2e-fa-2"].map((h) => `apply switch --on ${h}`));
+    ok(pulumi(["preview", "--stack", STACK, "--expect-no-changes"]));
+  });
+
   it("removing one host deletes only its resources, its Vault policy and role included", (ctx) => {
     needsUp(ctx);
     const removed = "e2e-fa-2";
