@@ -11,6 +11,7 @@ const NEEDED = {
   "cloud-init": "cloud-init", // validates rendered user-data (cloud-init schema)
   "nix-instantiate": "nix-bin", // parses and evaluates nix/
   python3: "python3", // the host-side programs in nix/pkgs
+  jq: "jq", // runner-fleet-bootstrap (nix/modules/bootstrap.nix) reads host.json with it; tests run that script
   "/usr/bin/time": "time", // peak memory in npm run bench
   "/usr/sbin/sshd": "openssh-server", // SSH hosts for the real-engine suites
   "ssh-agent": "openssh-client", // the deploy key lives in an agent, as in real use
@@ -20,7 +21,7 @@ const ENGINE = { "python3 -m venv": "python3-venv" };
 /** Needed by `npm run e2e` (test/e2e/README.md: test hosts, their sshd, sudo and the bootstrap), with --e2e. */
 const E2E = {
   "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client", sudo: "sudo", ip: "iproute2",
-  openssl: "openssl", jq: "jq", ps: "procps", nsenter: "util-linux",
+  openssl: "openssl", ps: "procps", nsenter: "util-linux",
 };
 
 const has = (program) =>
