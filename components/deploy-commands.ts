@@ -430,6 +430,16 @@ function modeProblem(mode: unknown): string | undefined {
   return parseInt(mode, 8) & 0o133 ? `mode ${mode} is executable or writable by group or others` : undefined;
 }
 
+/**
+ * The seed document of a host that has a pools push: without pools.json, which the push (right
+ * after the seed) delivers. Otherwise every pool edit would change the seed's stdin as well, and
+ * preview and up would show an update of the seed next to the push (DESIGN rule 1: a pool edit
+ * changes only that host's pools push).
+ */
+export function seedWithoutPools(seedJson: string): string {
+  return JSON.stringify({ files: parseSeedJson(seedJson).filter((f) => f.path !== `${SEED_DIR}pools.json`) });
+}
+
 /** Validates a seed document; throws naming the first bad file. */
 export function parseSeedJson(seedJson: string): SeedFile[] {
   const doc = JSON.parse(seedJson) as { files?: unknown };

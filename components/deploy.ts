@@ -42,6 +42,7 @@ import {
   readinessCommand,
   seedCommand,
   seedTriggerHash,
+  seedWithoutPools,
   sha256,
   switchCommand,
 } from "./deploy-commands";
@@ -179,7 +180,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
             // seed: the host has unwrapped the old one already. The seed would keep its secret_id
             // anyway, but it would restart vault-agent and the runners for nothing.
             update: "true",
-            stdin: pulumi.secret(seedJson),
+            // Fireactions hosts get pools.json from their pools push, so a pool edit leaves this alone.
+            stdin: pulumi.secret(host.roles.includes("fireactions") ? seedJson.apply(seedWithoutPools) : seedJson),
             // Unsecret: the hash covers the host facts and role_id only (SEED_UNTRIGGERED).
             triggers: [out.identity, pulumi.unsecret(seedJson.apply(seedTriggerHash))],
             logging: "none",

@@ -11,8 +11,8 @@ const NEEDED = {
   "cloud-init": "cloud-init", // validates rendered user-data (cloud-init schema)
   "nix-instantiate": "nix-bin", // parses and evaluates nix/
   python3: "python3", // the host-side programs in nix/pkgs
+  jq: "jq", // runner-fleet-bootstrap (nix/modules/bootstrap.nix) reads host.json with it; tests run that script
   "/usr/bin/time": "time", // peak memory in npm run bench
-  jq: "jq", // runner-fleet-bootstrap's script, run by test/nix.test.ts
   nft: "nftables", // test/nftables.test.ts loads the runner-VM guard into network namespaces
   ip: "iproute2", // network namespaces for the nftables and e2e tests
   "/usr/sbin/sshd": "openssh-server", // real sshd for the deploy's pinned SSH options and the e2e hosts
@@ -23,12 +23,17 @@ const NEEDED = {
 };
 /** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
 const ENGINE = { "python3 -m venv": "python3-venv" };
+/** Needed by `npm run e2e` (test/e2e/README.md: test hosts, their sshd, sudo and the bootstrap), with --e2e. */
+const E2E = {
+  "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client", sudo: "sudo", ip: "iproute2",
+  openssl: "openssl", ps: "procps", nsenter: "util-linux",
+};
 
 const has = (program) =>
   program.startsWith("/") ? existsSync(program) : spawnSync("sh", ["-c", `command -v ${program.split(" ")[0]}`]).status === 0;
 const venvWorks = () => spawnSync("python3", ["-c", "import ensurepip, venv"]).status === 0;
 
-const wanted = { ...NEEDED, ...(process.argv.includes("--engine") ? ENGINE : {}) };
+const wanted = { ...NEEDED, ...(process.argv.includes("--engine") ? ENGINE : {}), ...(process.argv.includes("--e2e") ? E2E : {}) };
 const missing = [...new Set(Object.entries(wanted)
   .filter(([program]) => (program === "python3 -m venv" ? !venvWorks() : !has(program)))
   .map(([, pkg]) => pkg))];

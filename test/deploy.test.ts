@@ -264,17 +264,26 @@ describe("seed files (existing machines)", () => {
     expect(() => cmd.parseSeedJson(JSON.stringify({ files: [{ path: file.path, mode: "0755", content: "" }] }))).toThrow(/executable/);
   });
 
+  it("without pools: every file but pools.json, same bytes; a pool edit no longer changes it", () => {
+    const full = JSON.parse(seed()).files;
+    const trimmed = JSON.parse(cmd.seedWithoutPools(seed())).files;
+    expect(trimmed).toEqual(full.filter((f: any) => f.path !== "/etc/runner-fleet/pools.json"));
+    expect(trimmed.length).toBe(full.length - 1);
+    expect(cmd.seedWithoutPools(seed("hvs.wrapped-1", '[{"name":"x"}]\n'))).toBe(cmd.seedWithoutPools(seed("hvs.wrapped-1")));
+    expect(cmd.seedTriggerHash(cmd.seedWithoutPools(seed()))).toBe(cmd.seedTriggerHash(seed()));
+  });
+
   it("the seed command: sudo -n the host's runner-fleet-seed under a timeout, failure names the host", () => {
     expect(cmd.seedCommand("gamma", 10)).toBe(
       "timeout 10m sudo -n /run/current-system/sw/bin/runner-fleet-seed || { echo 'seeding gamma failed' >&2; exit 1; }",
     );
   });
 
-  it("the deploy user's sudo rules (nix/modules/common.nix) allow the commands the deploy step sudoes", () => {
-    const common = fs.readFileSync(path.join(__dirname, "..", "nix", "modules", "common.nix"), "utf8");
+  it("the deploy user's sudo rules (nix/lib/deploy-sudo.json, read by common.nix) allow the commands the deploy step sudoes", () => {
+    const { commands } = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "nix", "lib", "deploy-sudo.json"), "utf8"));
     for (const line of [cmd.seedCommand("gamma"), cmd.poolsCommand("gamma")]) {
       const program = /sudo -n (\S+)/.exec(line)![1];
-      expect(common).toContain(`"${program}"`);
+      expect(commands).toContain(program);
     }
   });
 });
@@ -648,7 +657,9 @@ describe("FleetDeploy under mocks", async () => {
     expect(opt("gamma-seed")?.opts.additionalSecretOutputs).toEqual(expect.arrayContaining(["stdout", "stderr"]));
     const files = JSON.parse(seed.stdin).files;
     expect(files.find((f: any) => f.path === "/etc/runner-fleet/vault/wrapped-secret-id").content).toBe("hvs.wrapped-gamma");
-    expect(JSON.parse(files.find((f: any) => f.path === "/etc/runner-fleet/pools.json").content).map((p: any) => p.name)).toEqual(["medium"]);
+    // gamma runs fireactions: its pools push delivers pools.json, so a pool edit leaves the seed alone.
+    expect(files.map((f: any) => f.path)).not.toContain("/etc/runner-fleet/pools.json");
+    expect(files.map((f: any) => f.path)).toContain("/etc/runner-fleet/host.json");
     expect(resources.some((r) => r.name === "alpha-seed" || r.name === "beta-seed")).toBe(false);
   });
 

@@ -375,7 +375,15 @@ describe("runner-fleet-seed on the host", () => {
   const commonNix = readFileSync(join(nixDir, "modules", "common.nix"), "utf8");
 
   it("the deploy user may sudo it, next to runner-fleet-apply-pools", () => {
-    expect(commonNix).toContain('"/run/current-system/sw/bin/runner-fleet-apply-pools"\n    "/run/current-system/sw/bin/runner-fleet-seed"');
+    // common.nix reads its sudo rules from nix/lib/deploy-sudo.json (the e2e hosts render the same).
+    expect(commonNix).toContain("../lib/deploy-sudo.json");
+    const commands = evalJson(`let m = import ${join(nixDir, "modules", "common.nix")} {
+      config = { runnerFleet = { inventory = { }; host = { name = "h"; sshUser = "deploy"; sshPort = 22; }; }; nix.package = "/nix/store/x-nix"; };
+      lib = { mkDefault = x: x; }; pkgs = { };
+    }; in map (c: c.command) (builtins.head m.security.sudo.extraRules).commands`) as string[];
+    expect(commands).toContain("/run/current-system/sw/bin/runner-fleet-apply-pools");
+    expect(commands).toContain("/run/current-system/sw/bin/runner-fleet-seed");
+    expect(commands).toContain("/nix/store/x-nix/bin/nix-env --profile /nix/var/nix/profiles/system --set /nix/store/*");
   });
 
   it("writes the files with the tested script, then bootstraps", () => {

@@ -10,25 +10,19 @@
 let
   inherit (config.runnerFleet) inventory host;
   deployUser = host.sshUser;
-  systemProfile = "/nix/var/nix/profiles/system";
   # The commands the deploy user may run as root; anything else is refused.
   # colmena runs nix-env --set and switch-to-configuration itself; deploy-rs
   # runs its activate-rs wrapper, which does the same two steps (plus the
   # magic-rollback wait). sudo compares inodes, so the store path of nix-env
-  # also matches /run/current-system/sw/bin/nix-env.
-  allowed = [
-    "${config.nix.package}/bin/nix-env --profile ${systemProfile} --set /nix/store/*"
-    "${config.nix.package}/bin/nix-env -p ${systemProfile} --set /nix/store/*"
-    "/nix/store/*/bin/switch-to-configuration"
-    "/nix/store/*/activate-rs"
-    # deploy-rs confirms a magic-rollback deploy with `sudo -u root rm
-    # /tmp/deploy-rs-canary-<store hash>` (src/deploy.rs confirm_profile,
-    # lib.rs make_lock_path). Exactly that file: 32 characters of a store
-    # hash, no wildcard that could also match a space and more arguments.
-    "/run/current-system/sw/bin/rm /tmp/deploy-rs-canary-${lib.concatStrings (lib.replicate 32 "[0-9a-z]")}"
-    "/run/current-system/sw/bin/runner-fleet-apply-pools"
-    "/run/current-system/sw/bin/runner-fleet-seed"
-  ];
+  # also matches /run/current-system/sw/bin/nix-env. deploy-rs confirms a
+  # magic-rollback deploy with `sudo -u root rm /tmp/deploy-rs-canary-<store
+  # hash>` (src/deploy.rs confirm_profile, lib.rs make_lock_path): exactly that
+  # file, 32 characters of a store hash (@storeHash@), no wildcard that could
+  # also match a space and more arguments. The list lives in
+  # ../lib/deploy-sudo.json so the end-to-end test hosts get the same rules.
+  storeHash = builtins.concatStringsSep "" (builtins.genList (_: "[0-9a-z]") 32);
+  allowed = map (builtins.replaceStrings [ "@nix@" "@storeHash@" ] [ "${config.nix.package}" storeHash ])
+    (builtins.fromJSON (builtins.readFile ../lib/deploy-sudo.json)).commands;
 in
 {
   system.stateVersion = lib.mkDefault "25.11";

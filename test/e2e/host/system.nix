@@ -1,0 +1,79 @@
+# STAND-IN EVALUATION for the e2e test hosts (nixpkgs is not reachable here, so no NixOS
+# system can be built). What one host's "system" would put on it, taken from nix/ itself:
+#
+#   programs    the host commands of nix/modules/bootstrap.nix (runner-fleet-bootstrap,
+#               -apply-pools, -seed, render-fireactions-config, runner-fleet-seed-files):
+#               their script text exactly as the module writes it, with nixpkgs' builders
+#               replaced by stubs that keep name, text and kind.
+#   vaultAgent  the settings nix/modules/vault-agent.nix gives services.vault-agent for this
+#               host, plus the pid_file default NixOS' vault-agent module adds; NixOS writes
+#               them to a JSON file and runs `vault agent -config <file>`.
+#
+# The activation stand-in installs the programs as plain files in /run/current-system/sw/bin.
+{ flake, inventoryFile, host }:
+let
+  inventory = builtins.fromJSON (builtins.readFile inventoryFile);
+  hostEntry = inventory.hosts.${host};
+  fireactions = builtins.elem "fireactions" hostEntry.roles;
+  bin = "/run/current-system/sw/bin";
+
+  hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+  removePrefix = p: s:
+    if hasPrefix p s then builtins.substring (builtins.stringLength p) (builtins.stringLength s) s else s;
+  # Only what the modules call on the way to the values read here; priorities and conditions
+  # are dropped (the values read are unconditional for the host's roles).
+  lib = {
+    inherit hasPrefix removePrefix;
+    inherit (builtins) elem;
+    optionalString = cond: s: if cond then s else "";
+    optional = cond: x: if cond then [ x ] else [ ];
+    optionals = cond: xs: if cond then xs else [ ];
+    optionalAttrs = cond: a: if cond then a else { };
+    getExe = drv: "${bin}/${drv.name}";
+    mkIf = cond: value: value;
+    mkForce = value: value;
+    mkDefault = value: value;
+    mkOption = o: o;
+    mkEnableOption = d: { };
+    genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+    escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'${x}'") xs);
+    concatStringsSep = builtins.concatStringsSep;
+    types = { str = { }; listOf = t: { }; ints.positive = { }; bool = { }; };
+  };
+  tool = name: { inherit name; outPath = "/run/current-system/sw"; };
+  pkgs = {
+    writeShellApplication = { name, text, runtimeInputs ? [ ], ... }:
+      { inherit name text runtimeInputs; kind = "shell"; outPath = "/run/current-system/sw"; };
+    callPackage = file: args: import file ({
+      writers.writePython3Bin = name: opts: text:
+        { inherit name text; kind = "python3"; runtimeInputs = [ ]; outPath = "/run/current-system/sw"; };
+    } // args);
+    coreutils = tool "coreutils";
+    jq = tool "jq";
+    vault = tool "vault";
+    systemd = tool "systemd";
+  };
+
+  bootstrap = import "${flake}/modules/bootstrap.nix" {
+    inherit lib pkgs;
+    config.services.fireactions.enable = fireactions;
+  };
+  # The system packages and the programs they run (runtimeInputs) that are ours.
+  ours = p: p ? kind;
+  collect = ps: builtins.concatMap (p: [ p ] ++ collect (builtins.filter ours p.runtimeInputs)) ps;
+  programs = builtins.attrValues (builtins.listToAttrs (map (p: {
+    name = p.name;
+    value = { inherit (p) name text kind; };
+  }) (collect (builtins.filter ours bootstrap.environment.systemPackages))));
+
+  agentModule = import "${flake}/modules/vault-agent.nix" {
+    inherit lib pkgs;
+    config.runnerFleet = { inherit inventory; host = hostEntry; };
+  };
+  settings = agentModule.services.vault-agent.instances.runner-fleet.settings;
+in
+{
+  inherit programs;
+  vaultAgent = { pid_file = "/run/vault-agent/runner-fleet.pid"; } // settings;
+  vaultAgentUnit = agentModule.systemd.services."vault-agent-runner-fleet";
+}

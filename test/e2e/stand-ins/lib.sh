@@ -1,0 +1,62 @@
+# Shared by the deploy-side STAND-INS (deploy, colmena, nixos-anywhere): the real tools need
+# nixpkgs, which cannot be reached here. Sourced, not run.
+#
+# standin_record TOOL ARGS...   appends {tool, argv, stdin, cwd, inventory} as one JSON line
+#                               to $RF_E2E_STANDIN_LOG (default /tmp/rf-e2e/stand-ins.log)
+# standin_activate FLAKE HOST ADDRESS USER
+#                               builds the host's "system" from FLAKE (host/system.nix: the
+#                               host programs and vault-agent config of nix/modules) for the
+#                               inventory in $RUNNER_FLEET_INVENTORY, sends it over SSH and runs
+#                               the activate-rs stand-in through the deploy user's sudo rule.
+
+STANDIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STANDIN_HOST_DIR="$STANDIN_DIR/../host"
+STANDIN_ACTIVATE=/nix/store/00000000000000000000000000000000-runner-fleet-e2e-activate/activate-rs
+STANDIN_SSH_EXTRA=()
+STANDIN_SSH=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
+
+standin_record() {
+  local tool=$1; shift
+  local stdin=""
+  if [ ! -t 0 ]; then stdin=$(cat); fi
+  python3 - "$tool" "${RUNNER_FLEET_INVENTORY:-}" "$stdin" "$@" >> "${RF_E2E_STANDIN_LOG:-/tmp/rf-e2e/stand-ins.log}" <<'PY'
+import json, os, sys, time
+tool, inv, stdin, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+inventory = open(inv).read() if inv and os.path.exists(inv) else None
+print(json.dumps({"time": time.time(), "tool": tool, "argv": argv, "stdin": stdin, "cwd": os.getcwd(), "inventory": inventory}))
+PY
+}
+
+standin_activate() {
+  # STANDIN_SSH_EXTRA (an array, may be empty) comes first: ssh keeps the first value of an option,
+  # so a caller's pinned host key wins over the defaults here.
+  local flake host=$2 address=$3 user=$4 work
+  flake=$(cd "$1" && pwd -P)
+  [ -n "${RUNNER_FLEET_INVENTORY:-}" ] && [ -s "$RUNNER_FLEET_INVENTORY" ] || { echo "stand-in: RUNNER_FLEET_INVENTORY is not set" >&2; return 1; }
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$work'" RETURN
+  NIX_REMOTE=dummy:// HOME="$work" NIX_CONFIG="" nix-instantiate --eval --strict --json \
+    --argstr flake "$flake" --argstr inventoryFile "$RUNNER_FLEET_INVENTORY" --argstr host "$host" \
+    "$STANDIN_HOST_DIR/system.nix" > "$work/system.json" || { echo "stand-in: evaluating $host's system failed" >&2; return 1; }
+  python3 - "$work/system.json" "$work/system" <<'PY' || return 1
+import json, os, sys
+system = json.load(open(sys.argv[1]))
+out = sys.argv[2]
+os.makedirs(f"{out}/bin")
+os.makedirs(f"{out}/etc/vault-agent")
+# What nixpkgs' writeShellApplication and writers.writePython3Bin put before the text
+# (the interpreter here is Debian's; PATH holds the system's programs first).
+preamble = {
+    "shell": '#!/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n\nexport PATH="/run/current-system/sw/bin:$PATH"\n\n',
+    "python3": "#!/usr/bin/python3\n",
+}
+for p in system["programs"]:
+    with open(f"{out}/bin/{p['name']}", "w") as f:
+        f.write(preamble[p["kind"]] + p["text"])
+with open(f"{out}/etc/vault-agent/runner-fleet.json", "w") as f:
+    json.dump(system["vaultAgent"], f, indent=2, sort_keys=True)
+PY
+  tar -C "$work/system" -cf "$work/system.tar" bin etc
+  ssh ${STANDIN_SSH_EXTRA[@]+"${STANDIN_SSH_EXTRA[@]}"} "${STANDIN_SSH[@]}" "$user@$address" "sudo -n $STANDIN_ACTIVATE activate $host" < "$work/system.tar"
+}
