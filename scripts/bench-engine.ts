@@ -239,7 +239,10 @@ interface Row {
 async function sizeRows(hosts: number, h: Harness, o: EngineBenchOptions): Promise<Row[]> {
   const fleet = fleetProject(o.work, `fleet-${hosts}`, h);
   const config = engineFleet({ hosts, hostKey: h.hostKey, authorizedKey: h.authorizedKey, vaultAddress: VAULT_ADDR, mount: `ci-${hosts}`, authMount: `approle-${hosts}`, batchSize: 10 });
-  const namespaced = Object.fromEntries(Object.entries(config).map(([k, v]) => [`runner-fleet:${k}`, v]));
+  // The hosts go in a file (runner-fleet:hostsFile): inline, 1,000 hosts exceed the 128 KiB the
+  // language host's PULUMI_CONFIG may hold, and node does not start ("argument list too long").
+  fs.writeFileSync(path.join(fleet.dir, "hosts.yaml"), stringify(config.hosts));
+  const namespaced = Object.fromEntries(Object.entries({ ...config, hosts: {}, hostsFile: "hosts.yaml" }).map(([k, v]) => [`runner-fleet:${k}`, v]));
   fleet.initStack(namespaced, { "runner-fleet:githubAppPrivateKey": "-----BEGIN RSA PRIVATE KEY-----\nbench\n-----END RSA PRIVATE KEY-----\n" });
 
   o.log(`${hosts} hosts: fleet fresh preview ... `);
