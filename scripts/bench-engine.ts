@@ -342,6 +342,8 @@ export function cpuSplit(run: Pick<Run, "usage" | "baoCpu" | "sshdCpu">): Record
 export async function benchEngine(o: EngineBenchOptions): Promise<{ lines: string[]; failures: number }> {
   const missing = missingEngineBinaries();
   if (missing.length) return { lines: [`Real-engine rows: the engine is not built (no ${missing.join(", ")}): run npm run engine`], failures: 0 };
+  // A network namespace, sshd on port 22: root only (sudo npm run bench -- --engine).
+  if (process.getuid?.() !== 0) return { lines: ["Real-engine rows: need root (a network namespace and sshd): run sudo npm run bench -- --engine"], failures: 0 };
   const h = await startHarness(o.work);
   const rows: Row[] = [];
   let roll: Rollout | undefined;
