@@ -219,6 +219,13 @@ export const FleetConfigSchema = z.strictObject({
     authorizedKeys: uniqueList(SshKey).min(1, { error: "needs at least one key: the deploy tools log in with it" }),
     adminCidrs: uniqueList(Cidr).default([]),
     allowFromAnywhere: z.boolean().default(false),
+    /**
+     * An SSH key already in the Hetzner project (name or id), e.g. another stack's: this stack
+     * then creates none. Hetzner refuses a second key with the same public key in one project.
+     */
+    hetznerKey: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$/, { error: "must be the name or id of an SSH key in the Hetzner project" }).optional(),
+    /** An SSH key already in the DigitalOcean account (id or MD5 fingerprint): this stack then creates none. */
+    digitaloceanKey: z.string().regex(/^(\d{1,20}|[0-9a-f]{2}(:[0-9a-f]{2}){15})$/, { error: "must be the numeric id or the aa:bb:... fingerprint of an SSH key in the DigitalOcean account" }).optional(),
   }),
   github: z.strictObject({
     organization: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,38}$/, { error: "must be a GitHub organization name" }),

@@ -592,3 +592,18 @@ export function deployWaves<T>(hosts: T[], batchSize: number): T[][] {
   for (let i = 0; i < hosts.length; i += batchSize) waves.push(hosts.slice(i, i + batchSize));
   return waves;
 }
+
+/**
+ * The engine runs at most `--parallel` resource operations at once (default 4 x CPUs; the
+ * language host hands it to the program as PULUMI_NODEJS_PARALLEL). A wave needs its batchSize
+ * switches at once, plus the previous wave's seeds and pool pushes, which overlap it: below
+ * 2 x batchSize the engine queues part of a wave and the rollout takes longer than waves x
+ * switch time. Undefined when the engine's limit is unknown (offline plans) or large enough.
+ */
+export function parallelWarning(batchSize: number, hosts: number, parallel: number | undefined): string | undefined {
+  if (parallel === undefined || !Number.isInteger(parallel) || parallel < 1) return undefined;
+  const needed = 2 * Math.min(batchSize, hosts);
+  if (parallel >= needed) return undefined;
+  return `deploy.batchSize is ${batchSize} but the engine runs only ${parallel} operations at once: part of each wave waits. ` +
+    `Run pulumi up --parallel ${needed} (or set PULUMI_PARALLEL=${needed})`;
+}

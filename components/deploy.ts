@@ -38,6 +38,7 @@ import {
   installCommand,
   installStdin,
   isLocalFlake,
+  parallelWarning,
   poolsCommand,
   readinessCommand,
   seedCommand,
@@ -91,6 +92,9 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const waves = deployWaves(model.hosts, d.batchSize);
     this.waves = waves.map((wave) => wave.map((h) => h.name));
     const dialErrorLimit = dialErrorLimitFor(d.readyTimeoutMinutes);
+    const parallel = process.env.PULUMI_NODEJS_PARALLEL;
+    const tooFew = parallelWarning(d.batchSize, model.hosts.length, parallel ? Number(parallel) : undefined);
+    if (tooFew) pulumi.log.warn(tooFew, this);
 
     let previousWave: pulumi.Resource[] = [];
     for (const wave of waves) {

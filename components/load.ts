@@ -2,8 +2,10 @@
  * Reads the stack's config from the Pulumi runtime and builds the validated fleet model. Bad
  * config ends the program here, before any resource exists, with every problem on its own line.
  */
+import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
+import { parse as parseYaml } from "yaml";
 import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "./config";
 import type { FleetModel, SecretName } from "./model";
 
@@ -54,18 +56,48 @@ export function secureConfigKeys(all: Record<string, string>): Set<string> {
   return new Set(Object.keys(all).filter((k) => k.startsWith(`${PROJECT}:`) && isSecret(k)).map((k) => k.slice(PROJECT.length + 1)));
 }
 
+/**
+ * `runner-fleet:hostsFile`: hosts kept in a YAML (or JSON) file of the project, `name: host` as
+ * under `hosts`, merged into them. The Node.js language host hands the program its whole stack
+ * config in one environment variable (PULUMI_CONFIG), and Linux caps one such string at 128 KiB
+ * (MAX_ARG_STRLEN): a few hundred hosts inline already exceed it, and node then cannot start.
+ * A relative path starts at the project directory. Returns `raw` with the file's hosts merged
+ * and hostsFile removed; a problem is a ConfigError with the key path.
+ */
+export function mergeHostsFile(raw: Record<string, unknown>, baseDir: string): Record<string, unknown> {
+  if (raw.hostsFile === undefined) return raw;
+  const { hostsFile, ...rest } = raw;
+  const key = `${PROJECT}:hostsFile`;
+  if (typeof hostsFile !== "string" || hostsFile === "") throw new ConfigError([`${key}: must be a path to a YAML file of hosts`]);
+  const file = path.resolve(baseDir, hostsFile);
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(fs.readFileSync(file, "utf8"));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError([`${key}: cannot read ${hostsFile}: ${e.code ?? (e.message.split("\n")[0] || "not YAML")}`]);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new ConfigError([`${key}: ${hostsFile} must be a map of host name -> host, as runner-fleet:hosts`]);
+  const inline = rest.hosts ?? {};
+  if (typeof inline !== "object" || inline === null || Array.isArray(inline)) return raw; // the schema reports hosts itself
+  const twice = Object.keys(parsed).filter((name) => Object.prototype.hasOwnProperty.call(inline, name));
+  if (twice.length) throw new ConfigError(twice.map((name) => `${key}: host ${name} is also in ${PROJECT}:hosts`));
+  return { ...rest, hosts: { ...inline, ...parsed } };
+}
+
 export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
   const all = pulumi.runtime.allConfig();
-  const raw = projectConfig(all);
-  const secretKeysSet = new Set(Object.values(SECRET_KEYS).filter((k) => raw[k] !== undefined && raw[k] !== ""));
+  const baseDir = path.resolve(__dirname, "..");
+  const inline = projectConfig(all);
+  const secretKeysSet = new Set(Object.values(SECRET_KEYS).filter((k) => inline[k] !== undefined && inline[k] !== ""));
   let model: FleetModel;
   try {
-    model = buildFleetModel(raw, {
+    model = buildFleetModel(mergeHostsFile(inline, baseDir), {
       stack: pulumi.getStack(),
       secretsSet: secretKeysSet,
       awsRegion: all["aws:region"],
       azureLocation: all["azure-native:location"],
-      baseDir: path.resolve(__dirname, ".."),
+      baseDir,
       requireImageFiles: process.env[OFFLINE_ENV] !== "1" && !pulumi.runtime.isDryRun(),
       secureKeys: secureConfigKeys(all),
     });

@@ -127,7 +127,15 @@ export interface ImageSourceModel {
 
 export interface FleetModel {
   stack: string;
-  ssh: { authorizedKeys: string[]; adminCidrs: string[]; allowFromAnywhere: boolean };
+  ssh: {
+    authorizedKeys: string[];
+    adminCidrs: string[];
+    allowFromAnywhere: boolean;
+    /** Name or id of an existing Hetzner SSH key to use instead of creating one. */
+    hetznerKey?: string;
+    /** Id or fingerprint of an existing DigitalOcean SSH key to use instead of creating one. */
+    digitaloceanKey?: string;
+  };
   github?: { organization: string; appId?: string; url: string };
   forgejo?: { url: string; labels: string[] };
   gitea?: { url: string; labels: string[] };

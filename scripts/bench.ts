@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
+ *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -7,6 +8,8 @@
  * (scripts/bench-floor.ts). Prints wall time and peak memory of both, their ratio, and whether
  * each target holds; also the cost of `tsc --noEmit`. Always exits 0: it is a measurement.
  * --profile runs the largest plan once more under `node --cpu-prof` and says where time goes.
+ * --engine adds the real-engine rows (scripts/bench-engine.ts; needs `npm run engine` and root);
+ * --engine-only prints those alone.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -14,6 +17,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { modelFrom, writeStackFile } from "../test/support/fixtures";
+import { benchEngine } from "./bench-engine";
+import { missingEngineBinaries } from "../engine/env";
 import { benchFleet } from "./bench-fleet";
 import {
   median, modulesToLoad, parseGnuTime, pulumiImports, resourcesPerHost, summarisePlanFile, summariseProfile, table,
@@ -125,8 +130,13 @@ async function main() {
       "no-typecheck": { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
       heap: { type: "string" },
+      engine: { type: "boolean", default: false },
+      "engine-only": { type: "boolean", default: false },
+      "engine-sizes": { type: "string", default: "10,100,1000" },
+      "rollout-seconds": { type: "string", default: "20" },
     },
   });
+  const engineOnly = values["engine-only"]!;
   const sizes = values.sizes!.split(",").map(Number);
   // --heap MiB raises V8's old-space limit for plan and floor alike (default: node's own, the
   // limit a user running `pulumi up` meets first).
@@ -137,7 +147,7 @@ async function main() {
   process.stdout.write(`work dir ${work}\n\n`);
 
   const results: SizeResult[] = [];
-  for (const hosts of sizes) {
+  for (const hosts of engineOnly ? [] : sizes) {
     // Small sizes are noisy (start-up dominates): median of 3. Larger ones run once, to keep
     // the whole bench within a few minutes on 2 cores.
     const runs = values.runs ? Number(values.runs) : hosts <= 10 ? 3 : 1;
@@ -170,7 +180,7 @@ async function main() {
   }
 
   let tsc: Measurement | undefined;
-  if (!values["no-typecheck"]) {
+  if (!values["no-typecheck"] && !engineOnly) {
     process.stdout.write("tsc --noEmit ... ");
     tsc = await measureTsc(work);
     process.stdout.write(`${fmt(tsc.wallSeconds)} s${tsc.ok ? "" : " (type errors: see npm run typecheck)"}\n`);
@@ -194,7 +204,7 @@ async function main() {
       verdict(tr <= MAX_RATIO), verdict(mr <= MAX_RATIO),
     ]);
   }
-  const out: string[] = [
+  const out: string[] = engineOnly ? [] : [
     "",
     `Plan vs floor (target: plan at most ${MAX_RATIO}x the floor in wall time and peak memory, at every size)`,
     table(rows),
@@ -212,7 +222,24 @@ async function main() {
   }
   const failures = rows.slice(1).flatMap((r) => r.slice(-2)).filter((v) => v === "FAIL").length
     + (tsc && !(tsc.wallSeconds < TSC_MAX_SECONDS && tsc.maxRssMib < TSC_MAX_MIB) ? 1 : 0);
-  out.push("", failures ? `RESULT: FAIL (${failures} target${failures > 1 ? "s" : ""} missed)` : "RESULT: all targets PASS", "");
+  let engineFailures = 0;
+  if (values.engine || engineOnly) {
+    process.stdout.write(`${out.join("\n")}\n\n`);
+    out.length = 0;
+    const engine = await benchEngine({
+      sizes: values["engine-sizes"]!.split(",").map(Number), rolloutSeconds: Number(values["rollout-seconds"]), work,
+      log: (s) => process.stdout.write(s),
+    });
+    out.push(...engine.lines);
+    engineFailures = engine.failures;
+  } else {
+    const missing = missingEngineBinaries();
+    out.push("", missing.length
+      ? "Real-engine rows: the engine is not built: run npm run engine, then npm run bench -- --engine"
+      : "Real-engine rows: npm run bench -- --engine (as root: a network namespace, sshd and OpenBao; minutes at 1,000 hosts)");
+  }
+  const all = failures + engineFailures;
+  out.push("", all ? `RESULT: FAIL (${all} target${all > 1 ? "s" : ""} missed)` : "RESULT: all targets PASS", "");
   process.stdout.write(out.join("\n"));
 
   if (values.profile) {

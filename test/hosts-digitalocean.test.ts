@@ -45,6 +45,7 @@ describe("DigitalOcean droplet", () => {
     expect(byType("digitalocean:index/vpc:Vpc").map((r) => r.name).sort()).toEqual(["ams3-vpc", "fra1-vpc"]);
     expect(byType("digitalocean:index/firewall:Firewall").map((r) => r.name).sort()).toEqual(["ams3-ssh", "fra1-ssh"]);
     expect(byType("digitalocean:index/sshKey:SshKey")).toHaveLength(1);
+    expect((byType("digitalocean:index/sshKey:SshKey")[0].inputs as any).name).toBe("runner-fleet-test");
   });
 
   it("admits SSH from the admin CIDRs only and allows all egress", () => {

@@ -58,6 +58,8 @@ describe("Hetzner server", () => {
     expect(Number.isInteger(server("cache-1").placementGroupId)).toBe(true);
     expect(server("forgejo-1").placementGroupId).toBeUndefined();
     expect((byType("hcloud:index/sshKey:SshKey")[0].inputs as any).publicKey).toBe(SSH_KEY);
+    // Named after the stack: another stack's key in the same project is told apart.
+    expect((byType("hcloud:index/sshKey:SshKey")[0].inputs as any).name).toBe("runner-fleet-test");
   });
 
   it("admits SSH from the admin CIDRs only, one rule per IP family", () => {

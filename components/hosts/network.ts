@@ -61,6 +61,11 @@ function cidrRules(sources: SshSources): string[][] {
   return [sources.ipv4, sources.ipv6].filter((list) => list.length > 0);
 }
 
+/** The SSH key a stack creates in a Hetzner project or DigitalOcean account: named after the stack, so stacks sharing one tell their keys apart. */
+export function sshKeyName(stack: string): string {
+  return `runner-fleet-${stack}`;
+}
+
 /** Hetzner/DigitalOcean ids are integers; the providers return them as strings. */
 const toNumber = (id: string) => Number.parseInt(id, 10);
 
@@ -71,8 +76,8 @@ export class SharedNetworks extends pulumi.ComponentResource {
   private readonly doNets = new Map<string, { vpc: digitalocean.Vpc; tag: digitalocean.Tag }>();
   private readonly placementGroups = new Map<string, hcloud.PlacementGroup>();
   private hetznerFirewall?: hcloud.Firewall;
-  private hetznerKey?: hcloud.SshKey;
-  private doKey?: digitalocean.SshKey;
+  private hetznerKeyId?: pulumi.Output<string>;
+  private doKeyId?: pulumi.Output<string>;
 
   constructor(name: string, args: SharedNetworksArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:hosts:SharedNetworks", name, {}, opts);
@@ -234,18 +239,21 @@ export class SharedNetworks extends pulumi.ComponentResource {
         sourceIps,
       })),
     }, { parent: this });
-    // Hetzner refuses the same public key twice in one project: one key, shared by every server.
-    this.hetznerKey = new hcloud.SshKey("hetzner-ssh", { publicKey: model.ssh.authorizedKeys[0], labels }, { parent: this });
+    // Hetzner refuses the same public key twice in one project: one key, shared by every server,
+    // and a stack sharing the project with another names that one's key instead (ssh.hetznerKey).
+    this.hetznerKeyId = model.ssh.hetznerKey
+      ? pulumi.output(model.ssh.hetznerKey)
+      : new hcloud.SshKey("hetzner-ssh", { name: sshKeyName(model.stack), publicKey: model.ssh.authorizedKeys[0], labels }, { parent: this }).id;
   }
 
   /** The project's firewall and SSH key, and the host's placement group. */
   hetzner(host: { name: string; placementGroup?: string }): HetznerNetwork {
-    if (!this.hetznerFirewall || !this.hetznerKey) throw new Error(`hosts.${host.name}: no Hetzner network (the host is not in the model)`);
+    if (!this.hetznerFirewall || !this.hetznerKeyId) throw new Error(`hosts.${host.name}: no Hetzner network (the host is not in the model)`);
     const group = host.placementGroup ? this.placementGroups.get(host.placementGroup) : undefined;
     if (host.placementGroup && !group) throw new Error(`hosts.${host.name}: no placement group ${host.placementGroup}`);
     return {
       firewallId: this.hetznerFirewall.id.apply(toNumber),
-      sshKeyId: this.hetznerKey.id,
+      sshKeyId: this.hetznerKeyId,
       ...(group ? { placementGroupId: group.id.apply(toNumber) } : {}),
     };
   }
@@ -255,7 +263,11 @@ export class SharedNetworks extends pulumi.ComponentResource {
 
   private createDigitalOcean(region: string, model: FleetModel, sources: SshSources): void {
     const opts = { parent: this };
-    this.doKey ??= new digitalocean.SshKey("digitalocean-ssh", { publicKey: model.ssh.authorizedKeys[0] }, opts);
+    // DigitalOcean refuses a public key already in the account, as Hetzner does: ssh.digitaloceanKey
+    // names another stack's key instead.
+    this.doKeyId ??= model.ssh.digitaloceanKey
+      ? pulumi.output(model.ssh.digitaloceanKey)
+      : new digitalocean.SshKey("digitalocean-ssh", { name: sshKeyName(model.stack), publicKey: model.ssh.authorizedKeys[0] }, opts).id;
     const vpc = new digitalocean.Vpc(`${region}-vpc`, { region, description: `runner-fleet ${model.stack} hosts in ${region}` }, opts);
     // Firewalls attach by tag, so the shared firewall needs no list of droplets.
     const tag = new digitalocean.Tag(`${region}-hosts`, { name: digitalOceanTag(`runner-fleet-${model.stack}-${region}`) }, opts);
@@ -275,7 +287,7 @@ export class SharedNetworks extends pulumi.ComponentResource {
   /** The region's VPC and firewall tag, and the account's SSH key. */
   digitalocean(host: { name: string; region: string }): DigitalOceanNetwork {
     const net = this.doNets.get(host.region);
-    if (!net || !this.doKey) throw new Error(`hosts.${host.name}: no DigitalOcean network for region ${host.region} (the host is not in the model)`);
-    return { vpcId: net.vpc.id, firewallTag: net.tag.name, sshKeyId: this.doKey.id };
+    if (!net || !this.doKeyId) throw new Error(`hosts.${host.name}: no DigitalOcean network for region ${host.region} (the host is not in the model)`);
+    return { vpcId: net.vpc.id, firewallTag: net.tag.name, sshKeyId: this.doKeyId };
   }
 }
