@@ -50,7 +50,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/blang/semver"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
@@ -78,21 +77,10 @@ var inputKeys = map[string][]string{
 }
 
 type provider struct {
-	plugin.UnimplementedProvider
+	serve.Base
 }
 
-func main() { serve.Provider(&provider{}) }
-
-func (p *provider) Close() error { return nil }
-
-func (p *provider) GetPluginInfo(context.Context) (plugin.PluginInfo, error) {
-	v := semver.MustParse(Version)
-	return plugin.PluginInfo{Version: &v}, nil
-}
-
-func (p *provider) CheckConfig(_ context.Context, req plugin.CheckConfigRequest) (plugin.CheckConfigResponse, error) {
-	return plugin.CheckConfigResponse{Properties: req.News}, nil
-}
+func main() { serve.Provider(&provider{Base: serve.Base{Version: Version}}) }
 
 func (p *provider) DiffConfig(context.Context, plugin.DiffConfigRequest) (plugin.DiffConfigResponse, error) {
 	return plugin.DiffResult{Changes: plugin.DiffNone}, nil

@@ -39,8 +39,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/blang/semver"
-
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
@@ -184,24 +182,13 @@ var kinds = map[tokens.Type]kind{
 }
 
 type provider struct {
-	plugin.UnimplementedProvider
+	serve.Base
 	mu     sync.Mutex
 	config resource.PropertyMap
 	client *client
 }
 
-func main() { serve.Provider(&provider{}) }
-
-func (p *provider) Close() error { return nil }
-
-func (p *provider) GetPluginInfo(context.Context) (plugin.PluginInfo, error) {
-	v := semver.MustParse(Version)
-	return plugin.PluginInfo{Version: &v}, nil
-}
-
-func (p *provider) CheckConfig(_ context.Context, req plugin.CheckConfigRequest) (plugin.CheckConfigResponse, error) {
-	return plugin.CheckConfigResponse{Properties: req.News}, nil
-}
+func main() { serve.Provider(&provider{Base: serve.Base{Version: Version}}) }
 
 func (p *provider) DiffConfig(_ context.Context, req plugin.DiffConfigRequest) (plugin.DiffConfigResponse, error) {
 	return serve.Diff(req.OldInputs, req.NewInputs, []string{"address", "token", "skipChildToken", "namespace"}, nil), nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/blang/semver"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -43,6 +44,25 @@ func Log(ctx context.Context, severity pulumirpc.LogSeverity, urn resource.URN, 
 		return
 	}
 	_, _ = engine.Log(ctx, &pulumirpc.LogRequest{Severity: severity, Message: msg, Urn: string(urn), Ephemeral: ephemeral})
+}
+
+// Base answers what both stand-in providers answer alike: their version (stamped at build time),
+// their config taken as given, nothing to close. Everything else is unimplemented until a
+// provider defines it.
+type Base struct {
+	plugin.UnimplementedProvider
+	Version string
+}
+
+func (b *Base) Close() error { return nil }
+
+func (b *Base) GetPluginInfo(context.Context) (plugin.PluginInfo, error) {
+	v := semver.MustParse(b.Version)
+	return plugin.PluginInfo{Version: &v}, nil
+}
+
+func (b *Base) CheckConfig(_ context.Context, req plugin.CheckConfigRequest) (plugin.CheckConfigResponse, error) {
+	return plugin.CheckConfigResponse{Properties: req.News}, nil
 }
 
 // Provider serves p until the engine hangs up.
