@@ -860,3 +860,16 @@ describe("nix/flake.nix outputs (stand-in inputs, example inventory)", () => {
     }
   });
 });
+
+describe("the e2e hosts' fireactions stand-in", () => {
+  // test/e2e/host/systemctl restates the fireactions unit's preStart (nixpkgs cannot be built
+  // here); this keeps the two from drifting apart, which once broke the e2e.
+  const flags = (text: string) => [...new Set(text.match(/--[a-z][a-z-]*/g) ?? [])].sort();
+  it("renders the config with exactly the flags roles/fireactions.nix passes", () => {
+    const module = readFileSync(join(nixDir, "modules", "roles", "fireactions.nix"), "utf8");
+    const preStart = /preStart = ''([\s\S]*?)'';/.exec(module)?.[1];
+    const standIn = /restart_fireactions\(\) \{([\s\S]*?)\n\}/.exec(readFileSync(join(root, "test", "e2e", "host", "systemctl"), "utf8"))?.[1];
+    expect(preStart && standIn).toBeTruthy();
+    expect(flags(standIn!)).toEqual(flags(preStart!));
+  });
+});
