@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import * as vault from "@pulumi/vault";
 import { SECRET_KEYS } from "./config";
+import { durationSeconds as parseDuration } from "./config-values";
 import type { FleetSecrets } from "./load";
 import type { FleetModel, HostModel, SecretName } from "./model";
 import { kvPaths, policyFor } from "./vault-paths";
@@ -33,9 +34,10 @@ export interface HostVaultAccess {
 
 /** "90s" | "30m" | "2h" (the config's duration form) -> seconds, for inputs Vault takes as numbers. */
 export function durationSeconds(duration: string): number {
-  const m = /^(\d+)([smh])$/.exec(duration);
-  if (!m) throw new Error(`${JSON.stringify(duration)} is not a duration such as "90s", "30m" or "2h"`);
-  return Number(m[1]) * { s: 1, m: 60, h: 3600 }[m[2] as "s" | "m" | "h"];
+  // The one duration parser is validation's; here a bad value is a program error, not input.
+  const seconds = parseDuration(duration);
+  if (seconds === undefined) throw new Error(`${JSON.stringify(duration)} is not a duration such as "90s", "30m" or "2h"`);
+  return seconds;
 }
 
 /** Vault lowercases policy names; doing it here keeps the resource free of spurious diffs. */
