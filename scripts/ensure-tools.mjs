@@ -24,10 +24,8 @@ const NEEDED = {
 /** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
 const ENGINE = { "python3 -m venv": "python3-venv" };
 /** Needed by `npm run e2e` (test/e2e/README.md: test hosts, their sshd, sudo and the bootstrap), with --e2e. */
-const E2E = {
-  "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client", sudo: "sudo", ip: "iproute2",
-  openssl: "openssl", ps: "procps", nsenter: "util-linux",
-};
+// (sshd, ssh-agent and ip are in NEEDED already: the unit suites use them too.)
+const E2E = { ssh: "openssh-client", sudo: "sudo", openssl: "openssl", ps: "procps", nsenter: "util-linux" };
 
 const has = (program) =>
   program.startsWith("/") ? existsSync(program) : spawnSync("sh", ["-c", `command -v ${program.split(" ")[0]}`]).status === 0;
