@@ -20,9 +20,11 @@ const NEEDED = {
   "ssh-agent": "openssh-client", // the deploy key lives in an agent, as in real use
   dnsmasq: "dnsmasq-base", // the runner VMs' DNS forwarder and static DHCP, run by test/nftables.test.ts
   busybox: "busybox", // its DHCP client (udhcpc) plays the guest there
+  shellcheck: "shellcheck", // test/python-writers.test.ts: the check writeShellApplication runs at build time
+  "python3 -m venv": "python3-venv", // test/python-writers.test.ts: the flake8 nixpkgs' Python writers run
 };
 /** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
-const ENGINE = { "python3 -m venv": "python3-venv" };
+const ENGINE = {};
 /** Needed by `npm run e2e` (test/e2e/README.md: test hosts, their sshd, sudo and the bootstrap), with --e2e. */
 // (sshd, ssh-agent and ip are in NEEDED already: the unit suites use them too.)
 const E2E = { ssh: "openssh-client", sudo: "sudo", openssl: "openssl", ps: "procps", nsenter: "util-linux" };

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Render the fireactions v0.4 config from the host's pools.json and secrets.
 
 Inputs are the contract files (/etc/runner-fleet/pools.json, written by

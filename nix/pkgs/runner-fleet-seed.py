@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Install the files cloud-init writes, for machines that have no cloud-init.
 
 Reads {"files": [{"path", "mode", "content"}]} on stdin (docs/contracts.md) and

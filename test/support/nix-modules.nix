@@ -68,9 +68,11 @@ let
     let
       host = inventory.hosts.${hostName} or fleet.templates.${hostName};
       m = import file;
-      config = configFor ({ inherit inventory host; } // builtins.removeAttrs args [ "file" "inventory" "hostName" ]);
+      config = configFor ({ inherit inventory host; } // builtins.removeAttrs args [ "file" "inventory" "hostName" "pkgs" ]);
+      # pkgs: another package set (test/support/writer-calls.nix records writer calls).
       r = m {
-        inherit config lib pkgs;
+        inherit config lib;
+        pkgs = args.pkgs or pkgs;
         modulesPath = "/modulesPath";
       };
     in
