@@ -70,12 +70,14 @@
       # packages.<system>.<role>-<variant>, e.g. fireactions-amazon. The names
       # are the contract with components/images/source.ts (NIX_VARIANT); the
       # values are nixpkgs' image variants (nixos/modules/image/images.nix has
-      # no "qcow2": its qcow2 BIOS image is "qemu"). raw and qemu are the BIOS
-      # variants, which hardware/cloud-vm.nix matches on running hosts.
-      imageVariants = {
+      # no "qcow2": its qcow2 BIOS image is "qemu"). On x86_64 raw and qcow2
+      # are the BIOS variants (raw, qemu), which hardware/cloud-vm.nix matches
+      # on running hosts; on aarch64 grub has no non-EFI target, so they are
+      # the EFI variants (raw-efi, qemu-efi), matched the same way.
+      imageVariants = arch: {
         amazon = "amazon";
-        raw = "raw";
-        qcow2 = "qemu";
+        raw = if arch == "aarch64" then "raw-efi" else "raw";
+        qcow2 = if arch == "aarch64" then "qemu-efi" else "qemu";
         azure = "azure";
       };
       imagesFor =
@@ -91,7 +93,7 @@
             role:
             map (variant: {
               name = "${role}-${variant}";
-              value = self.nixosConfigurations."${role}-${arch}".config.system.build.images.${imageVariants.${variant}};
+              value = self.nixosConfigurations."${role}-${arch}".config.system.build.images.${(imageVariants arch).${variant}};
             }) variants
           ) roles
         );

@@ -615,21 +615,44 @@ describe("modules/hardware", () => {
     expect(evalJson(`builtins.attrNames (builtins.functionArgs (${fn} (${base} // { provider = "hetzner"; image = "nix"; })))`)).not.toContain("config");
   });
 
+  const cloudVm = (host: string) => evalJson(`
+      let
+        lib = import ${join(root, "test", "support", "nixlib-standin.nix")};
+        m = import ${join(nixDir, "modules", "hardware", "cloud-vm.nix")} (${base} // ${host});
+        r = m { inherit lib; modulesPath = "/mp"; };
+      in { imports = r.imports; config = r.config; }`) as any;
+
   it.each([
     ["hetzner", "/dev/sda"],
     ["digitalocean", "/dev/vda"],
-  ])("a %s host from our BIOS image boots grub from %s (item 20)", (provider, disk) => {
-    const r = evalJson(`
-      let
-        lib = import ${join(root, "test", "support", "nixlib-standin.nix")};
-        m = import ${join(nixDir, "modules", "hardware", "cloud-vm.nix")} (${base} // { provider = "${provider}"; image = "nix"; });
-        r = m { inherit lib; modulesPath = "/mp"; };
-        fromImage = builtins.elemAt r.config.contents 1;
-      in { imports = r.imports; when = fromImage.condition; inherit (fromImage.content) image boot; }`) as any;
+  ])("a %s x86_64 host from our BIOS image boots grub from %s (item 20)", (provider, disk) => {
+    const r = cloudVm(`{ provider = "${provider}"; image = "nix"; }`);
     expect(r.imports).toEqual(["/mp/profiles/qemu-guest.nix", "/mp/virtualisation/disk-image.nix"]);
-    expect(r.when).toBe(true);
-    expect(r.image).toEqual({ efiSupport: false });
-    expect(r.boot.loader.grub.devices).toEqual([disk]);
+    const [, fromImage] = r.config.contents;
+    expect(fromImage.image).toEqual({ efiSupport: false });
+    expect(fromImage.boot.loader.grub.devices).toEqual([disk]);
+  });
+
+  it("an aarch64 host from our image keeps the image's EFI boot: grub has no non-EFI target there (#22 item 3)", () => {
+    const r = cloudVm(`{ provider = "hetzner"; image = "nix"; arch = "aarch64"; }`);
+    const [, fromImage] = r.config.contents;
+    expect(fromImage).toEqual({ image: { efiSupport: true } });
+  });
+
+  it("a stock host defines no image.* option, which only disk-image.nix declares, not even under a false mkIf (#22 item 5)", () => {
+    for (const provider of ["hetzner", "digitalocean"]) {
+      const r = cloudVm(`{ provider = "${provider}"; image = "stock"; }`);
+      expect(r.imports).toEqual(["/mp/profiles/qemu-guest.nix"]);
+      expect(JSON.stringify(r.config)).not.toMatch(/"image"/);
+    }
+  });
+
+  it("templates give the raw and qcow2 images (BIOS and EFI) the virtio initrd drivers of qemu-guest.nix (#22 item 2)", () => {
+    const [modules] = moduleDefs("hardware/template.nix", "cache-x86_64", ["image", "modules"]);
+    for (const variant of ["raw", "qemu", "raw-efi", "qemu-efi"]) {
+      expect(modules.value[variant], variant).toEqual({ imports: ["/modulesPath/profiles/qemu-guest.nix"] });
+    }
+    expect(modules.value.amazon).toEqual({ virtualisation: { "amazon-init": { enable: false } } });
   });
 
   it("gives stock cloud hosts disko and no disk-image module", () => {
@@ -843,11 +866,14 @@ describe("nix/flake.nix outputs (stand-in inputs, example inventory)", () => {
     expect(flake("o.checks")).toEqual({ "aarch64-linux": { nodes: ["aws-metal-1"] }, "x86_64-linux": { nodes: ["cache-1", "onprem-1"] } });
   });
 
-  it("builds -qcow2 from nixpkgs' qemu image variant and -raw from raw (item 6)", () => {
-    expect(flake("{ q = o.packages.x86_64-linux.cache-qcow2; r = o.packages.aarch64-linux.fireactions-raw; a = o.packages.x86_64-linux.fireactions-azure; }")).toEqual({
+  it("builds -qcow2 from nixpkgs' qemu image variant and -raw from raw, the EFI ones on aarch64 (item 6, #22 item 3)", () => {
+    expect(flake(`{ q = o.packages.x86_64-linux.cache-qcow2; r = o.packages.x86_64-linux.fireactions-raw; a = o.packages.x86_64-linux.fireactions-azure;
+      qa = o.packages.aarch64-linux.cache-qcow2; ra = o.packages.aarch64-linux.fireactions-raw; }`)).toEqual({
       q: "image:qemu",
       r: "image:raw",
       a: "image:azure",
+      qa: "image:qemu-efi",
+      ra: "image:raw-efi",
     });
     expect(flake("builtins.attrNames o.packages.aarch64-linux")).not.toContain("fireactions-azure");
   });

@@ -10,6 +10,10 @@ let
   # Hetzner Cloud exposes the root disk as /dev/sda (virtio-scsi),
   # DigitalOcean as /dev/vda (virtio-blk).
   rootDisk = if host.provider == "hetzner" then "/dev/sda" else "/dev/vda";
+  # The image this host was started from (flake packages <role>-raw /
+  # <role>-qcow2): the BIOS variants (raw, qemu) on x86_64, the EFI ones
+  # (raw-efi, qemu-efi) on aarch64, where grub has no non-EFI target.
+  efi = host.arch == "aarch64";
 in
 {
   imports = [
@@ -18,15 +22,22 @@ in
     # installs get theirs from disko (hardware/default.nix adds it).
   ] ++ lib.optional fromImage "${modulesPath}/virtualisation/disk-image.nix";
 
-  config = lib.mkMerge [
-    { services.qemuGuest.enable = true; }
-    (lib.mkIf fromImage {
-      # The images we upload (flake packages <role>-raw / <role>-qcow2) are the
-      # BIOS variants; disk-image.nix defaults to EFI, which would switch the
-      # running host to systemd-boot and a /boot it does not have.
-      image.efiSupport = false;
-      # disk-image.nix installs grub on /dev/vda by default (mkDefault).
-      boot.loader.grub.devices = [ rootDisk ];
-    })
-  ];
+  # Plain `if`, not mkIf: image.efiSupport is declared only by disk-image.nix,
+  # which a stock host does not import, and mkIf false still needs the option.
+  config = lib.mkMerge (
+    [ { services.qemuGuest.enable = true; } ]
+    ++ lib.optional fromImage (
+      if efi then
+        # disk-image.nix's default: systemd-boot on the image's ESP.
+        { image.efiSupport = true; }
+      else
+        {
+          # disk-image.nix defaults to EFI, which would switch the running
+          # host to systemd-boot and a /boot it does not have.
+          image.efiSupport = false;
+          # disk-image.nix installs grub on /dev/vda by default (mkDefault).
+          boot.loader.grub.devices = [ rootDisk ];
+        }
+    )
+  );
 }
