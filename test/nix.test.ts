@@ -578,6 +578,9 @@ describe("modules/vault-agent.nix", () => {
     // An image must not bake in the address of the inventory it happened to be built with.
     const [image] = moduleDefs("vault-agent.nix", "cache-x86_64", ["services", "vault-agent", "instances", "runner-fleet", "settings"]);
     expect(image.value).not.toHaveProperty("vault");
+    // No secrets yet: one template, a marker with no secret in it, since OpenBao refuses an
+    // agent with neither sink nor template (#22 item 4; run by test/vault-agent.test.ts).
+    expect(image.value.template).toEqual([{ destination: "/run/vault-agent/runner-fleet-logged-in", contents: "logged in\n", perms: "0444" }]);
     expect(moduleDefs("vault-agent.nix", "onprem-1", ["systemd", "tmpfiles", "rules"])[0].value).toEqual(["d /run/secrets 0751 root root -"]);
   });
 });

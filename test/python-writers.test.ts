@@ -9,11 +9,11 @@
 //   writeShellScript / writeShellScriptBin: `#!<bash>` and the text, then `bash -n` only.
 // shellcheck is Debian's (docs/upstream.md, #22, says why not nixpkgs' exact build).
 import { describe, it, expect, beforeAll } from "vitest";
-import { execFileSync, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
+import { pinnedVenvPython } from "./support/pinned-venv";
 
 const root = resolve(__dirname, "..");
 const nixDir = join(root, "nix");
@@ -77,29 +77,13 @@ function flake8Args(call: { flakeIgnore: string[] }, file: string): string[] {
   return ["--show-source", ...(call.flakeIgnore.length ? ["--ignore", call.flakeIgnore.join(",")] : []), file];
 }
 
-/** A venv with the hash-pinned flake8, shared by runs (keyed by the requirements file). */
-function flake8Venv(): string {
-  const req = readFileSync(REQUIREMENTS);
-  const venv = join(tmpdir(), `runner-fleet-flake8-${createHash("sha256").update(req).digest("hex").slice(0, 16)}`);
-  if (existsSync(join(venv, "bin", "flake8"))) return venv;
-  // Built aside and renamed into place, so a killed run leaves no half venv (the renamed venv's
-  // bin/ scripts name the old path: run flake8 as `python3 -m flake8`).
-  const build = mkdtempSync(`${venv}.build-`);
-  execFileSync("python3", ["-m", "venv", build], { stdio: ["ignore", "ignore", "inherit"] });
-  execFileSync(join(build, "bin", "python3"), ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-    "--only-binary", ":all:", "--require-hashes", "-r", REQUIREMENTS], { stdio: ["ignore", "ignore", "inherit"] });
-  rmSync(venv, { recursive: true, force: true });
-  renameSync(build, venv);
-  return venv;
-}
-
 let scratch = "";
 let python = "";
 const files = nixFiles(nixDir).filter((f) => writerApplications(f).length > 0);
 
 beforeAll(() => {
   scratch = mkdtempSync(join(tmpdir(), "writers-"));
-  python = join(flake8Venv(), "bin", "python3");
+  python = pinnedVenvPython(REQUIREMENTS);
 }, 180_000);
 
 /** Run a check in an empty directory (no setup.cfg/tox.ini to pick up, as in the build sandbox). */

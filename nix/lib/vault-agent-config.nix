@@ -15,6 +15,12 @@
 #   secrets               the host's files from inventory.json:
 #                         [ { file, path, field, format = "raw" | "env:NAME" } ]
 #   exitAfterAuth         render once and exit (tests, one-shot runs)
+#   loginMarkerFile       rendered (no secret in it) when `secrets` is empty:
+#                         OpenBao refuses auto_auth with no sink and no template
+#                         ("auto_auth requires at least one sink or at least one
+#                         template", command/agent/config/config.go), so a host
+#                         with no secrets yet (every image until its first
+#                         deploy) would exit and restart forever
 {
   address ? null,
   roleIdFile,
@@ -24,6 +30,7 @@
   secrets,
   exitAfterAuth ? false,
   pidFile ? null,
+  loginMarkerFile ? "/run/vault-agent/runner-fleet-logged-in",
 }:
 let
   inherit (builtins) substring stringLength match throw;
@@ -100,7 +107,18 @@ assert stringLength roleIdFile > 0;
       config = approleConfig;
     }
   ];
-  template = map template secrets;
+  template =
+    if secrets == [ ] then
+      [
+        {
+          # A template the agent renders once it has logged in; no secret in it.
+          destination = loginMarkerFile;
+          contents = "logged in\n";
+          perms = "0444";
+        }
+      ]
+    else
+      map template secrets;
   # Without it the agent retries a failed render forever and looks healthy.
   template_config.exit_on_retry_failure = true;
   exit_after_auth = exitAfterAuth;
