@@ -203,9 +203,11 @@ const DeploySchema = z.strictObject({
   flake: z.string().min(1).default("./nix"),
   sshUser: z.string().regex(/^[a-z_][a-z0-9_-]*$/, { error: "must be a Unix user name" }).default("deploy"),
   batchSize: Positive.default(1),
-  // deploy-rs reads both as u16 seconds (src/cli.rs).
+  // deploy-rs reads both as u16 seconds (src/cli.rs). activationTimeout bounds the whole switch,
+  // which waits up to 330 s for runner-fleet-secrets (nix/modules/secrets.nix) and then starts
+  // its consumers; deploy-rs' own 240 s would give up first and the switch roll back (#22 item 7).
   confirmTimeout: int(1, 65535).default(30),
-  activationTimeout: int(1, 65535).default(240),
+  activationTimeout: int(1, 65535).default(420),
   // A day at most: timeouts become `timeout Nm` and Go durations in the command provider.
   readyTimeoutMinutes: int(1, 1440).default(20),
   installTimeoutMinutes: int(1, 1440).default(45),

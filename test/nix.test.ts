@@ -6,6 +6,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { FleetConfigSchema } from "../components/config";
+import { baseConfig } from "./support/fixtures";
 
 const root = resolve(__dirname, "..");
 const nixDir = join(root, "nix");
@@ -83,7 +85,7 @@ describe("nix/lib on nix/inventory.example.json", () => {
       magicRollback: true,
       autoRollback: true,
       confirmTimeout: 30,
-      activationTimeout: 240,
+      activationTimeout: 420,
       profiles: { system: { user: "root", path: "activate:onprem-1" } },
     });
     expect(nodes["aws-metal-1"].hostname).toBe("203.0.113.10");
@@ -96,7 +98,18 @@ describe("nix/lib on nix/inventory.example.json", () => {
       `fleet.deployNodes { inherit inventory; mkActivate = h: h.name; settings = { confirmTimeout = 90; }; }`,
     );
     expect(nodes["cache-1"].confirmTimeout).toBe(90);
-    expect(nodes["cache-1"].activationTimeout).toBe(240);
+    expect(nodes["cache-1"].activationTimeout).toBe(420);
+  });
+
+  it("waits for a switch longer than runner-fleet-secrets may take to start, in the flake and the config alike (#22 item 7)", () => {
+    // deploy-rs gives up waiting for the switch after activationTimeout and the switch rolls back.
+    const secrets = join(nixDir, "modules", "secrets.nix");
+    const timeoutSec = evalJson(`let t = import ${modules}; in (import ${secrets} { inherit (t) lib pkgs; config = t.configFor { inventory = t.readInventory ${inv}; host = (t.readInventory ${inv}).hosts.cache-1; }; }).options.runnerFleet.secrets.timeoutSec.default`);
+    const [start] = moduleDefs("secrets.nix", "cache-1", ["systemd", "services", "runner-fleet-secrets", "serviceConfig", "TimeoutStartSec"]);
+    expect(timeoutSec).toBe(300); // what the module harness passes as the option's value
+    const nixDefault = evalLib(inv, "fleet.deployDefaults").activationTimeout;
+    expect(nixDefault).toBeGreaterThan(start.value);
+    expect(FleetConfigSchema.parse(baseConfig()).deploy.activationTimeout).toBe(nixDefault);
   });
 
   it("builds the colmena hive with per-node nixpkgs and deployment", () => {

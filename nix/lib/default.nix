@@ -127,13 +127,17 @@ rec {
   # or `--on @hetzner` select hosts without a separate grouping file.
   hostTags = host: sort (a: b: a < b) (unique (host.roles ++ [ host.provider ] ++ host.tags));
 
-  # Timeouts and rollback defaults for deploy-rs (its own defaults, made explicit
-  # so a reader of the flake sees what a deploy will do).
+  # Timeouts and rollback defaults for deploy-rs, made explicit so a reader of
+  # the flake sees what a deploy will do (components/config.ts has the same).
+  # activationTimeout is how long deploy-rs waits for the switch before it
+  # gives up and the switch rolls back (src/bin/activate.rs `wait`, default
+  # 240 s): the switch waits up to 330 s for runner-fleet-secrets
+  # (modules/secrets.nix) and then starts its consumers, so 420 s.
   deployDefaults = {
     magicRollback = true;
     autoRollback = true;
     confirmTimeout = 30;
-    activationTimeout = 240;
+    activationTimeout = 420;
   };
 
   # deploy-rs nodes. mkActivate: host -> the activated system profile
