@@ -51,6 +51,18 @@
         { runnerFleet = { inherit inventory host; }; }
       ] ++ hardware host;
 
+      # What lib.nixosSystem adds to every system besides our modules: the
+      # nixpkgs.flake.source module of nixpkgs' flake.nix, and its lib's
+      # version info (lib/flake-version-info.nix: versionSuffix, revision).
+      # colmena's hive calls nixos/lib/eval-config.nix with plain lib, so its
+      # nodes get them here; without, nix.registry, nix.nixPath and
+      # system.nixos.version differed and colmena built another system.
+      nixosSystemParity = {
+        nixpkgs.flake.source = nixpkgs.outPath;
+        system.nixos.versionSuffix = ".${builtins.substring 0 8 (nixpkgs.lastModifiedDate or "19700101")}.${nixpkgs.shortRev or "dirty"}";
+        system.nixos.revision = nixpkgs.rev or null;
+      };
+
       mkSystem =
         host:
         lib.nixosSystem {
@@ -163,7 +175,7 @@
       colmenaHive = colmena.lib.makeHive (
         fleet.colmenaHive {
           inherit inventory nixpkgsFor;
-          mkNode = host: { imports = hostModules host; };
+          mkNode = host: { imports = hostModules host ++ [ nixosSystemParity ]; };
         }
       );
 

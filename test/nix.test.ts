@@ -894,6 +894,22 @@ describe("nix/flake.nix outputs (stand-in inputs, example inventory)", () => {
     expect(flake("builtins.attrNames o.packages.aarch64-linux")).not.toContain("fireactions-azure");
   });
 
+  it("gives colmena's node for a host the modules of its nixosSystem and what lib.nixosSystem adds, so both build one system (#22 item 6)", () => {
+    // colmena evaluates eval-config.nix with plain lib; mkSystem's own nixpkgs module (hostPlatform,
+    // config) is what colmena sets from meta.nodeNixpkgs. A real evaluation compared the two
+    // toplevels (docs/upstream.md, #22).
+    const describe = "map (m: if builtins.isFunction m then \"fn\" else if builtins.isPath m then toString m else builtins.attrNames m)";
+    const r = flake(`let n = o.nixosConfigurations.onprem-1; c = (builtins.head o.colmenaHive.onprem-1.imports).imports;
+      k = builtins.length n.modules - 1; take = l: builtins.genList (builtins.elemAt l) k;
+      in {
+        system = ${describe} (take n.modules); colmena = ${describe} (take c);
+        own = builtins.attrNames (builtins.elemAt n.modules k); extra = builtins.genList (i: builtins.elemAt c (i + k)) (builtins.length c - k); adds = n.adds; }`);
+    expect(r.colmena).toEqual(r.system);
+    expect(r.own).toEqual(["nixpkgs"]);
+    expect(r.extra).toEqual([r.adds]);
+    expect(r.adds.system.nixos.versionSuffix).toBe(".20260510.8fd9daa");
+  });
+
   it("gives the deploy shell and deploy-tools the same tools, colmena and deploy-rs from the flake inputs", () => {
     const tools = ["deploy-rs", "colmena", "nixos-anywhere", "hcloud", "hcloud-upload-image", "azure-cli", "awscli2", "openssh", "coreutils"];
     for (const system of ["x86_64-linux", "aarch64-linux"]) {

@@ -15,6 +15,10 @@ let
   nixpkgs = {
     # `import nixpkgs { system; config; }` reads this file.
     outPath = ./nixpkgs-entry.nix;
+    # A flake input's source info (our flake.lock's nixpkgs).
+    rev = "8fd9daa3db09ced9700431c5b7ad0e8ba199b575";
+    shortRev = "8fd9daa";
+    lastModifiedDate = "20260510162830";
     lib = lib // {
       inherit (builtins) listToAttrs concatMap;
       removeSuffix = suffix: s:
@@ -22,8 +26,20 @@ let
         if n >= 0 && builtins.substring n (builtins.stringLength suffix) s == suffix then builtins.substring 0 n s else s;
       getName = p: p.pname or p.name;
       # A NixOS system: remembers its modules; images are named by variant.
+      # `adds`: what the real lib.nixosSystem defines besides the caller's
+      # modules (nixpkgs flake.nix: `config.nixpkgs.flake.source = self.outPath`)
+      # and takes from its lib (lib/flake-version-info.nix: versionSuffix
+      # ".<lastModifiedDate 0..8>.<shortRev>", revisionWithDefault = self.rev),
+      # which nixos/modules/misc/version.nix turns into system.nixos.*.
       nixosSystem = args: {
         modules = args.modules;
+        adds = {
+          nixpkgs.flake.source = nixpkgs.outPath;
+          system.nixos = {
+            versionSuffix = ".${builtins.substring 0 8 nixpkgs.lastModifiedDate}.${nixpkgs.shortRev}";
+            revision = nixpkgs.rev;
+          };
+        };
         config.system.build.images = builtins.listToAttrs (map (v: { name = v; value = "image:${v}"; })
           [ "amazon" "azure" "raw" "raw-efi" "qemu" "qemu-efi" ]);
       };
