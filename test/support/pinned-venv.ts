@@ -20,6 +20,12 @@ export function pinnedVenvPython(requirements: string): string {
     "--only-binary", ":all:", "--require-hashes", "-r", requirements], { stdio: ["ignore", "ignore", "inherit"] });
   execFileSync("touch", [join(build, ".complete")]);
   rmSync(venv, { recursive: true, force: true });
-  renameSync(build, venv);
+  try {
+    renameSync(build, venv);
+  } catch (err) {
+    // Another run renamed its venv into place first: use that one.
+    rmSync(build, { recursive: true, force: true });
+    if (!existsSync(join(venv, ".complete"))) throw err;
+  }
   return python;
 }
