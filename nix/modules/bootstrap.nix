@@ -143,6 +143,25 @@ let
     '';
   };
 
+  retire = pkgs.writeShellApplication {
+    name = "runner-fleet-retire";
+    runtimeInputs = [ pkgs.systemd drain ];
+    text = ''
+      # Usage: runner-fleet-retire [runner-fleet-drain options]. Before the host is removed or
+      # replaced: drain fireactions and leave its pools paused; stop the forgejo/gitea runners,
+      # which finish their running jobs first (shutdown_timeout). Fails when jobs still run.
+      if systemctl is-active --quiet fireactions.service; then
+        runner-fleet-drain --no-resume "$@"
+      fi
+      for unit in ${lib.concatStringsSep " " (builtins.filter (u: u != "fireactions") runnerUnits)}; do
+        if systemctl is-active --quiet "$unit.service"; then
+          echo "runner-fleet-retire: stopping $unit.service (running jobs finish first)"
+          systemctl stop "$unit.service"
+        fi
+      done
+    '';
+  };
+
   seed = pkgs.writeShellApplication {
     name = "runner-fleet-seed";
     runtimeInputs = [ seedFiles bootstrap ];
@@ -158,7 +177,7 @@ let
   };
 in
 {
-  environment.systemPackages = [ bootstrap applyPools seed renderer restartChanged drain ];
+  environment.systemPackages = [ bootstrap applyPools seed renderer restartChanged retire drain ];
 
   systemd.tmpfiles.rules = [
     "d ${etcDir} 0755 root root -"

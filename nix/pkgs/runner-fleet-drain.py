@@ -266,6 +266,7 @@ def main(argv=None):
     p.add_argument("--timeout-minutes", type=float, default=60.0)
     p.add_argument("--proceed-on-timeout", action="store_true", help="run STEP even when jobs are still running")
     p.add_argument("--poll-seconds", type=float, default=2.0)
+    p.add_argument("--no-resume", action="store_true", help="leave the pools paused after STEP (the host is being removed)")
     p.add_argument("--reload", action="store_true", help="run STEP (the renderer), reload fireactions, drain pools it no longer has")
     p.add_argument("step", nargs=argparse.REMAINDER, help="-- COMMAND: the step to run once drained (with --reload: the renderer)")
     args = p.parse_args(argv)
@@ -294,6 +295,8 @@ def main(argv=None):
             return EXIT_TIMEOUT
         log(f"{line}; proceeding anyway (deploy.drainProceedOnTimeout)")
     rc = subprocess.call(step) if step else 0
+    if args.no_resume:
+        return rc
     try:
         resume(fa, pools)
     except DrainError as e:
