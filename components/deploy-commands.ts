@@ -559,6 +559,56 @@ function toplevelAttr(a: Pick<SwitchCommandArgs, "flake" | "host">): string {
 }
 
 /**
+ * Before a switch: does the new system need a reboot? Its kernel, initrd and kernel modules
+ * (what NixOS links as <toplevel>/kernel, /initrd, /kernel-modules) against the running boot's
+ * (/run/booted-system). Sets $reboot and says which host reboots and why. A host without
+ * /run/booted-system (no NixOS boot yet) does not reboot.
+ */
+export function rebootCheckLines(a: SwitchCommandArgs): string[] {
+  const apply = 'h: let c = h.config; in "${c.boot.kernelPackages.kernel}/${c.system.boot.loader.kernelFile} ${c.system.build.initialRamdisk}/${c.system.boot.loader.initrdFile} ${c.system.modulesTree}"';
+  return [
+    "reboot=no",
+    `boot_want=$(nix eval --raw --impure ${shellQuote(`${a.flake}#nixosConfigurations."${a.host}"`)} --apply ${shellQuote(apply)}) ${orFail(`${a.host}: evaluating its kernel failed`)}`,
+    `boot_have=$(ssh $ssh_opts ${a.sshUser}@${a.host} 'for l in kernel initrd kernel-modules; do readlink -f /run/booted-system/$l || echo -; done' 2>/dev/null | tr '\n' ' ') || boot_have=""`,
+    'set -- $boot_have',
+    'if [ $# -eq 3 ] && [ "$1" != - ]; then',
+    '  why=""',
+    '  i=0; for w in $boot_want; do',
+    '    i=$((i + 1)); eval "h=\\${$i}"',
+    '    case $i in 1) n=kernel;; 2) n=initrd;; *) n="kernel modules";; esac',
+    '    [ "$w" = "$h" ] || why="${why:+$why, }$n"',
+    '  done',
+    `  if [ -n "$why" ]; then reboot=yes; echo "${a.host}: reboots: its $why differ from /run/booted-system"; fi`,
+    "fi",
+  ];
+}
+
+/**
+ * The reboot path: after a `boot` activation, the profile must be the new system; then the host
+ * drains and reboots (runner-fleet-reboot), and the wave waits until it runs the new system at
+ * its pinned host key (every ssh here uses $ssh_opts), bounded by the switch timeout.
+ */
+export function rebootLines(a: SwitchCommandArgs): string[] {
+  const ssh = `ssh $ssh_opts ${a.sshUser}@${a.host}`;
+  const drain = [`--timeout-minutes ${a.drainTimeoutMinutes ?? 60}`, ...(a.drainProceedOnTimeout ? ["--proceed-on-timeout"] : [])].join(" ");
+  return [
+    `want=$(nix eval --raw --impure ${shellQuote(`${toplevelAttr(a)}.outPath`)}) ${orFail(`${a.host}: evaluating its system failed`)}`,
+    `have=$(${ssh} readlink -f /nix/var/nix/profiles/system) ${orFail(`${a.host}: cannot read /nix/var/nix/profiles/system`)}`,
+    `[ "$have" = "$want" ] || { echo "${a.host}: /nix/var/nix/profiles/system is $have, not the system it was given ($want): the deploy did not take" >&2; exit 1; }`,
+    // The drain fails (and nothing reboots) when jobs still run at the timeout.
+    `rc=0; ${ssh} sudo -n /run/current-system/sw/bin/runner-fleet-reboot ${drain} || rc=$?`,
+    // 255: the connection dropped as the host went down; anything else from the drain is a failure.
+    'case $rc in 0|255) ;; *) exit 1;; esac',
+    `deadline=$(( $(date +%s) + ${a.switchTimeoutMinutes * 60} ))`,
+    `until [ "$(${ssh} readlink -f /run/booted-system 2>/dev/null)" = "$want" ]; do`,
+    `  [ "$(date +%s)" -lt "$deadline" ] || { echo "${a.host}: did not come back running $want within ${a.switchTimeoutMinutes} minutes" >&2; exit 1; }`,
+    "  sleep 5",
+    "done",
+    `echo "${a.host}: rebooted into $want"`,
+  ];
+}
+
+/**
  * After the tool: the host must run the system it was given (deploy-rs can exit 0 after rolling
  * back, deploy-rs issue #214), then the runner units the switch left alone (restartIfChanged =
  * false) restart where they changed, fireactions after a drain (runner-fleet-restart-changed).
@@ -617,8 +667,19 @@ export function switchCommand(a: SwitchCommandArgs): string {
     "export ssh_opts remote_build",
     'cat > "$work/inventory.json"',
     'export RUNNER_FLEET_INVENTORY="$work/inventory.json"',
-    `( timeout ${a.switchTimeoutMinutes}m sh -c ${shellQuote(deployToolCommand(a))} ) ${orFail(`deploy of ${a.host} failed`)}`,
-    ...postSwitchLines(a),
+    ...(activationOf(a) === "switch" ? [
+      ...rebootCheckLines(a),
+      'if [ "$reboot" = yes ]; then',
+      `  ( timeout ${a.switchTimeoutMinutes}m sh -c ${shellQuote(deployToolCommand({ ...a, boot: true }))} ) ${orFail(`deploy of ${a.host} failed`)}`,
+      ...rebootLines(a).map((l) => `  ${l}`),
+      "else",
+      `  ( timeout ${a.switchTimeoutMinutes}m sh -c ${shellQuote(deployToolCommand(a))} ) ${orFail(`deploy of ${a.host} failed`)}`,
+      ...postSwitchLines(a).map((l) => `  ${l}`),
+      "fi",
+    ] : [
+      `( timeout ${a.switchTimeoutMinutes}m sh -c ${shellQuote(deployToolCommand(a))} ) ${orFail(`deploy of ${a.host} failed`)}`,
+      ...postSwitchLines(a),
+    ]),
   ].join("\n");
 }
 

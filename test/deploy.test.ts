@@ -96,6 +96,8 @@ const postSwitchFakes = {
   ssh: `echo "$*" | sed 's/.*deploy@alpha //' >> "$OUT/ssh.log"; case "$*" in *readlink*) echo "\${FAKE_HAVE:-${SYSTEM}}";; *restart-changed*) exit \${FAKE_DRAIN:-0};; esac`,
 };
 
+const BOOTED = "for l in kernel initrd kernel-modules; do readlink -f /run/booted-system/$l || echo -; done";
+
 describe("switch command, executed with a fake deploy", () => {
   // One argument per line, so the test sees exactly what deploy-rs would get.
   const fakeDeploy = 'cp "$RUNNER_FLEET_INVENTORY" "$OUT/seen.json"; cp "$RUNNER_FLEET_INVENTORY" "$OUT/inv-path"; echo "$RUNNER_FLEET_INVENTORY" > "$OUT/inv-path"; printf "%s\\n" "$@" > "$OUT/args"; exit ${FAKE_EXIT:-0}';
@@ -154,7 +156,7 @@ describe("switch command, executed with a fake deploy", () => {
   it("then restarts the changed runner units after a drain with deploy.drainTimeoutMinutes; a timeout fails the step", () => {
     const r = run({ drainTimeoutMinutes: 25 }, { deploy: fakeDeploy });
     const calls = fs.readFileSync(path.join(r.dir, "ssh.log"), "utf8").trim().split("\n");
-    expect(calls).toEqual(["readlink -f /run/current-system", "readlink -f /nix/var/nix/profiles/system", "sudo -n /run/current-system/sw/bin/runner-fleet-restart-changed --timeout-minutes 25"]);
+    expect(calls).toEqual([BOOTED, "readlink -f /run/current-system", "readlink -f /nix/var/nix/profiles/system", "sudo -n /run/current-system/sw/bin/runner-fleet-restart-changed --timeout-minutes 25"]);
     const proceed = run({ drainProceedOnTimeout: true }, { deploy: fakeDeploy });
     expect(fs.readFileSync(path.join(proceed.dir, "ssh.log"), "utf8")).toContain("--timeout-minutes 60 --proceed-on-timeout");
     const timedOut = run({}, { deploy: fakeDeploy }, { FAKE_DRAIN: "3" });
@@ -169,6 +171,35 @@ describe("switch command, executed with a fake deploy", () => {
     expect(fs.readFileSync(path.join(trial.dir, "ssh.log"), "utf8").trim().split("\n")).toEqual([
       "readlink -f /run/current-system", "sudo -n /run/current-system/sw/bin/runner-fleet-restart-changed --timeout-minutes 60",
     ]);
+  });
+
+  it("a new kernel, initrd or modules: says which host reboots and why, boots, drains and reboots, waits for the new system", () => {
+    const rebootFakes = {
+      nix: `case "$*" in *--apply*) echo "/k/bzImage /i/initrd /m-new";; *) echo ${SYSTEM};; esac`,
+      ssh: [
+        `echo "$*" | sed 's/.*deploy@alpha //' >> "$OUT/ssh.log"`,
+        'case "$*" in',
+        '  *booted-system/\$l*) printf "/k/bzImage\\n/i/initrd\\n/m-old\\n";;',
+        `  *profiles/system*) echo ${SYSTEM};;`,
+        '  *runner-fleet-reboot*) exit ${FAKE_REBOOT:-255};;',
+        `  *"readlink -f /run/booted-system"*) n=$(cat "$OUT/n" 2>/dev/null || echo 0); echo $((n + 1)) > "$OUT/n"; [ "$n" -ge 1 ] && echo ${SYSTEM} || echo /old;;`,
+        "esac",
+      ].join("\n"),
+      sleep: "exit 0",
+    };
+    const r = run({}, { deploy: fakeDeploy, ...rebootFakes });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("alpha: reboots: its kernel modules differ from /run/booted-system");
+    expect(r.stdout).toContain(`alpha: rebooted into ${SYSTEM}`);
+    expect(argsOf(r.dir)).toContain("--boot");
+    const calls = fs.readFileSync(path.join(r.dir, "ssh.log"), "utf8").trim().split("\n");
+    expect(calls).toContain("sudo -n /run/current-system/sw/bin/runner-fleet-reboot --timeout-minutes 60");
+    expect(calls.some((c) => c.includes("restart-changed"))).toBe(false); // a fresh boot restarts everything anyway
+
+    // The drain timed out: nothing reboots, the wave fails.
+    const stuck = run({}, { deploy: fakeDeploy, ...rebootFakes }, { FAKE_REBOOT: "3" });
+    expect(stuck.code).toBe(1);
+    expect(fs.readFileSync(path.join(stuck.dir, "ssh.log"), "utf8")).not.toMatch(/readlink -f \/run\/booted-system$/m);
   });
 
   it("deploy-rs has no test activation: the toplevel is built, copied over the pinned ssh, and switched with `test`", () => {
@@ -634,7 +665,10 @@ describe("FleetDeploy under mocks", async () => {
     expect(alpha.triggers[0]).toBe(deploy.flakeHash);
     expect(alpha.triggers[1]).toBe(cmd.sha256(alpha.stdin));
     expect(Object.keys(JSON.parse(alpha.stdin).hosts)).toEqual(["alpha"]);
-    expect(alpha.create).not.toContain("--boot");
+    // alpha switches live unless its kernel changed (then it boots: the reboot path).
+    expect(alpha.create).toMatch(/if \[ "\$reboot" = yes \]; then\n.*--boot/);
+    expect(alpha.create.split("\nelse\n")[1]).not.toContain("--boot");
+    expect(gamma.create).not.toContain("$reboot");
     expect(gamma.create).toContain(`--boot '\\''./nix#"gamma"'\\''`);
     expect(gamma.create).toContain("--magic-rollback false");
   });

@@ -162,6 +162,22 @@ let
     '';
   };
 
+  reboot = pkgs.writeShellApplication {
+    name = "runner-fleet-reboot";
+    runtimeInputs = [ pkgs.systemd drain ];
+    text = ''
+      # Usage: runner-fleet-reboot [runner-fleet-drain options]. A reboot the deploy asked for
+      # (the new system's kernel, initrd or modules differ): drain fireactions first (its pools
+      # start fresh after the boot); forgejo/gitea runners finish their jobs as systemd stops
+      # them (shutdown_timeout). A failed drain reboots nothing.
+      if systemctl is-active --quiet fireactions.service; then
+        runner-fleet-drain --no-resume "$@"
+      fi
+      echo "runner-fleet-reboot: rebooting"
+      systemctl reboot
+    '';
+  };
+
   seed = pkgs.writeShellApplication {
     name = "runner-fleet-seed";
     runtimeInputs = [ seedFiles bootstrap ];
@@ -177,7 +193,7 @@ let
   };
 in
 {
-  environment.systemPackages = [ bootstrap applyPools seed renderer restartChanged retire drain ];
+  environment.systemPackages = [ bootstrap applyPools seed renderer restartChanged retire reboot drain ];
 
   systemd.tmpfiles.rules = [
     "d ${etcDir} 0755 root root -"
