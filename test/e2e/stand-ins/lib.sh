@@ -9,7 +9,7 @@
 #                               inventory in $RUNNER_FLEET_INVENTORY, sends it over SSH and runs
 #                               the activate-rs stand-in through the deploy user's sudo rule.
 # standin_toplevel FLAKE HOST   prints the store path that system gets on the host
-#                               (/nix/store/<hash of the system>-nixos-system-HOST): what the
+#                               (/nix/store/<hash of the system and the inventory>-nixos-system-HOST): what the
 #                               nix stand-in answers for the host's toplevel.
 
 STANDIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,7 +45,7 @@ standin_toplevel() {
   # shellcheck disable=SC2064
   trap "rm -rf '$work'" RETURN
   standin_system_json "$flake" "$host" "$work/system.json" || return 1
-  echo "/nix/store/$(sha256sum < "$work/system.json" | cut -c1-32)-nixos-system-$host"
+  echo "/nix/store/$(cat "$work/system.json" "$RUNNER_FLEET_INVENTORY" | sha256sum | cut -c1-32)-nixos-system-$host"
 }
 
 standin_activate() {
@@ -57,7 +57,8 @@ standin_activate() {
   # shellcheck disable=SC2064
   trap "rm -rf '$work'" RETURN
   standin_system_json "$flake" "$host" "$work/system.json" || return 1
-  toplevel="/nix/store/$(sha256sum < "$work/system.json" | cut -c1-32)-nixos-system-$host"
+  # A real system changes with its inventory entry too (tags, roles...): so does this path.
+  toplevel="/nix/store/$(cat "$work/system.json" "$RUNNER_FLEET_INVENTORY" | sha256sum | cut -c1-32)-nixos-system-$host"
   python3 - "$work/system.json" "$work/system" <<'PY' || return 1
 import json, os, sys
 system = json.load(open(sys.argv[1]))
