@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import {
-  appKeyPair, freePort, poolEntry, renderConfig, startFireactions, startGitHub, waitFor, FIREACTIONS_STANDIN,
+  appKeyPair, poolEntry, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
   type FireactionsStandIn, type GitHubStandIn,
 } from "./stand-ins/support";
 
@@ -35,13 +35,9 @@ afterAll(async () => {
 });
 
 async function host(name: string, pools: unknown[]) {
-  const sub = join(dir, name);
-  const bind = `127.0.0.1:${await freePort()}`;
-  const metrics = `127.0.0.1:${await freePort()}`;
-  const config = renderConfig({ dir: sub, pools, appId: APP_ID, keyFile: keys.key, bind, metrics });
-  const fa = await startFireactions({ config, root: join(sub, "root"), githubApi: gh.url, api: bind, metrics });
-  running.push(fa);
-  return { fa, config, sub, bind, metrics };
+  const h = await startStandInHost({ dir: join(dir, name), pools, appId: APP_ID, keyFile: keys.key, githubApi: gh.url });
+  running.push(h.fa);
+  return h;
 }
 
 function drain(config: string, args: string[]): Promise<{ code: number; stderr: string }> {

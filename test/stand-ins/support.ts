@@ -185,3 +185,16 @@ export async function startFireactions(opts: { config: string; root: string; git
     stop: (signal = "SIGTERM") => stopProcess(proc, signal),
   };
 }
+
+/**
+ * One "host": our renderer writes its config (free loopback ports for the API and metrics) under
+ * `dir`, and the fireactions stand-in runs it against `githubApi`. `rerender` writes new pools.
+ */
+export async function startStandInHost(o: { dir: string; pools: unknown[]; appId: number; keyFile: string; githubApi: string }) {
+  const bind = `127.0.0.1:${await freePort()}`;
+  const metrics = `127.0.0.1:${await freePort()}`;
+  const render = (pools: unknown[]) => renderConfig({ dir: o.dir, pools, appId: o.appId, keyFile: o.keyFile, bind, metrics });
+  const config = render(o.pools);
+  const fa = await startFireactions({ config, root: join(o.dir, "root"), githubApi: o.githubApi, api: bind, metrics });
+  return { fa, config, sub: o.dir, bind, metrics, rerender: render };
+}

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  appKeyPair, freePort, poolEntry, renderConfig, sleep, startFireactions, startGitHub, waitFor, FIREACTIONS_STANDIN,
+  appKeyPair, poolEntry, sleep, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
   type FireactionsStandIn, type GitHubStandIn,
 } from "../support";
 
@@ -31,14 +31,9 @@ afterAll(async () => {
 });
 
 async function start(name: string, pools: unknown[]) {
-  const sub = join(dir, name);
-  const bind = `127.0.0.1:${await freePort()}`;
-  const metrics = `127.0.0.1:${await freePort()}`;
-  const config = renderConfig({ dir: sub, pools, appId: APP_ID, keyFile: keys.key, bind, metrics });
-  const fa = await startFireactions({ config, root: join(sub, "root"), githubApi: gh.url, api: bind, metrics });
-  running.push(fa);
-  const rerender = (next: unknown[]) => renderConfig({ dir: sub, pools: next, appId: APP_ID, keyFile: keys.key, bind, metrics });
-  return { fa, rerender };
+  const h = await startStandInHost({ dir: join(dir, name), pools, appId: APP_ID, keyFile: keys.key, githubApi: gh.url });
+  running.push(h.fa);
+  return h;
 }
 
 const pool = async (fa: FireactionsStandIn, name: string) => (await fa.pools()).find((p) => p.name === name);
