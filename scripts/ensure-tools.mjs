@@ -20,6 +20,8 @@ const NEEDED = {
   "ssh-agent": "openssh-client", // the deploy key lives in an agent, as in real use
   dnsmasq: "dnsmasq-base", // the runner VMs' DNS forwarder and static DHCP, run by test/nftables.test.ts
   busybox: "busybox", // its DHCP client (udhcpc) plays the guest there
+  flake8: "flake8", // nixpkgs' Python writers run it on the host programs (test/scaler.test.ts)
+  promtool: "prometheus", // checks the scaler's metrics text (test/scaler.test.ts)
 };
 /** Needed by `npm run engine` (OpenBao's venv), installed alongside with --engine. */
 const ENGINE = { "python3 -m venv": "python3-venv" };
