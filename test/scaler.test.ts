@@ -143,23 +143,30 @@ describe("console-log parsing", () => {
 // ---- the decision rule --------------------------------------------------------------------
 
 const poolCase = fc
-  .record({ min: fc.integer({ min: 1, max: 1000 }), extra: fc.integer({ min: 0, max: 1000 }), current: fc.nat(1200), busy: fc.nat(1200), paused: fc.boolean() })
-  .map(({ min, extra, current, busy, paused }) => ({ min, max: Math.min(1000, min + extra), current, busy, paused }));
+  .record({ min: fc.integer({ min: 1, max: 1000 }), extra: fc.integer({ min: 0, max: 1000 }), current: fc.nat(1200), busy: fc.nat(1200), paused: fc.boolean(), kept: fc.nat(1000) })
+  .map(({ min, extra, current, busy, paused, kept }) => {
+    const max = Math.min(1000, min + extra);
+    // What fireactions' own loop keeps: its min_runners, the same as ours once reloaded.
+    return { min, max, current, busy, paused, kept: kept % 3 === 0 ? min : Math.min(kept, max) };
+  });
 
-describe("decide(min, max, current, busy, paused)", () => {
+describe("decide(min, max, current, busy, paused, kept)", () => {
   it("never exceeds max, never scales a paused pool, and reaches min(max, busy + min)", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(poolCase, { minLength: 1, maxLength: 50 }), async (cases) => {
-        const out: [number, number][] = await py.ask("decide", { cases: cases.map((c) => [c.min, c.max, c.current, c.busy, c.paused]) });
+        const out: [number, number][] = await py.ask("decide", { cases: cases.map((c) => [c.min, c.max, c.current, c.busy, c.paused, c.kept]) });
         cases.forEach((c, i) => {
           const [desired, add] = out[i];
           const busy = Math.min(c.busy, c.current);
+          // What the pool holds once fireactions has topped it up to its own minimum.
+          const base = c.paused ? c.current : Math.max(c.current, c.kept);
           expect(desired).toBe(Math.min(c.max, busy + c.min));
           expect(add).toBeGreaterThanOrEqual(0);
-          if (add > 0) expect(c.current + add).toBeLessThanOrEqual(c.max);
+          if (add > 0) expect(base + add).toBe(desired);
+          expect(base + add).toBeLessThanOrEqual(Math.max(c.max, base)); // never past max
           if (c.paused) expect(add).toBe(0);
-          else expect(c.current + add).toBeGreaterThanOrEqual(desired);
-          // It only adds: never asks for fewer VMs, and adds nothing once idle >= min.
+          else expect(base + add).toBeGreaterThanOrEqual(desired);
+          // It only adds, and nothing once idle >= min.
           if (c.current - busy >= c.min) expect(add).toBe(0);
         });
       }),
@@ -168,8 +175,10 @@ describe("decide(min, max, current, busy, paused)", () => {
   });
 
   it("keeps min idle on top of the busy runners (worked examples)", async () => {
-    expect(await py.ask("decide", { cases: [[2, 5, 2, 0, false], [2, 5, 2, 2, false], [2, 5, 4, 4, false], [2, 5, 3, 1, true], [1, 1, 0, 0, false]] }))
-      .toEqual([[2, 0], [4, 2], [5, 1], [3, 0], [1, 1]]);
+    const cases = [[2, 5, 2, 0, false, 2], [2, 5, 2, 2, false, 2], [2, 5, 4, 4, false, 2], [2, 5, 3, 1, true, 2], [1, 1, 0, 0, false, 0],
+      [2, 5, 0, 0, false, 2], [3, 8, 1, 1, false, 2]];
+    // ... and below fireactions' own minimum it leaves the VMs up to that minimum to fireactions' loop.
+    expect(await py.ask("decide", { cases })).toEqual([[2, 0], [4, 2], [5, 1], [3, 0], [1, 1], [2, 0], [4, 2]]);
   });
 
   // A closed loop: fireactions v0.4.0's Pool (server/pool.go: Start tops up to min every
@@ -201,7 +210,7 @@ describe("decide(min, max, current, busy, paused)", () => {
           fireactionsTopUp();
           assign();
           const size = idle + busy;
-          const [[, add]] = await py.ask("decide", { cases: [[min, max, size, busy, paused]] });
+          const [[, add]] = await py.ask("decide", { cases: [[min, max, size, busy, paused, min]] });
           if (paused) expect(add).toBe(0);
           if (add > 0) {
             expect(size + add).toBeLessThanOrEqual(max); // never past maxRunners

@@ -103,18 +103,21 @@ def occupied(states):
     return sum(1 for s in states if s in (BUSY, DONE))
 
 
-def decide(min_runners, max_runners, current, busy, paused):
-    """The pool's desired size and how many VMs to add now.
+def decide(min_runners, max_runners, current, busy, paused, kept=0):
+    """The pool's desired size and how many VMs to request now.
 
     desired = min(max, busy + min): minRunners idle runners on top of the busy ones, never
-    more than maxRunners VMs. A paused pool is never scaled (fireactions' scale route does
-    not check the pause itself). Nothing is ever removed: VMs leave when their job ends.
+    more than maxRunners VMs. `kept` is what fireactions' own loop keeps (its min_runners):
+    the scaler requests only the VMs above that, so the two never race for the same VM. A
+    paused pool is never scaled (fireactions' scale route does not check the pause itself).
+    Nothing is ever removed: VMs leave when their job ends.
     """
     busy = max(0, min(busy, current))
     desired = min(max_runners, busy + min_runners)
-    if paused or current >= desired:
+    base = max(current, 0 if paused else kept)
+    if paused or base >= desired:
         return desired, 0
-    return desired, desired - current
+    return desired, desired - base
 
 
 # ---- pools.json ------------------------------------------------------------------------
@@ -331,7 +334,7 @@ class Scaler:
         self.limits = {}
         self.views = {}
         self.lock = threading.Lock()
-        self.up = False
+        self.up = None  # unknown until the first call: the first failure is logged too
         self.said = {}
         self.pools_stat = None
 
@@ -368,11 +371,12 @@ class Scaler:
         try:
             reported = self.api.pools()
         except ApiError as e:
+            if self.up is not False:
+                log(f"fireactions API at {self.args.api} unreachable ({e}); retrying with backoff")
             self.up = False
-            self.say("api", f"fireactions API at {self.args.api} unreachable ({e}); retrying with backoff")
             return False
-        if not self.up:
-            self.say("api", f"fireactions API at {self.args.api} reachable")
+        if self.up is False:
+            log(f"fireactions API at {self.args.api} reachable")
         self.up = True
         with self.lock:
             limits = dict(self.limits)
@@ -400,23 +404,26 @@ class Scaler:
             self.say(f"observe:{name}", f"pool {name}: {e}; not scaled this time")
             return
         self.say(f"observe:{name}", None)
-        desired, add = decide(lo, hi, current, busy, paused)
+        kept = min(pool["min_runners"], pool["max_runners"])
+        desired, add = decide(lo, hi, current, busy, paused, kept)
         view.last = {"current": current, "busy": busy, "idle": current - busy, "desired": desired,
                      "min_runners": lo, "max_runners": hi, "paused": 1 if paused else 0}
         if add > 0 and not view.scaling:
             log(f"pool {name}: {current - busy} idle < min {lo} (busy {busy}, current {current}, max {hi}): adding {add}")
             view.scaling = True
-            threading.Thread(target=self.scale_up, args=(view, add, hi), daemon=True).start()
+            threading.Thread(target=self.scale_up, args=(view, add, desired, kept), daemon=True).start()
 
-    def scale_up(self, view, add, hi):
-        """Adds up to `add` VMs, one scale call each, re-checking pause and size before every call."""
+    def scale_up(self, view, add, target, kept):
+        """Up to `add` scale calls, each after re-reading the pool: none once it is paused, at
+        `target`, or below what fireactions itself keeps (its own loop fills that first)."""
         try:
             for _ in range(add):
                 pool = self.api.pool(view.name)
-                if pool["status"]["state"] == "Paused" or pool["cur_runners"] >= hi:
+                cur = pool["cur_runners"]
+                if pool["status"]["state"] == "Paused" or cur >= target or cur < kept:
                     return
                 self.api.scale(view.name)
-                if self.api.pool(view.name)["cur_runners"] <= pool["cur_runners"]:
+                if self.api.pool(view.name)["cur_runners"] <= cur:
                     # fireactions answered 200 without a new VM (its own bound) or the VM died at once.
                     return
                 view.scale_ups += 1
