@@ -56,9 +56,9 @@ DONE = "done"
 MAX_LINE = 64 * 1024
 # At most this much of one console log is read per tick (a huge log is caught up over ticks).
 READ_CHUNK = 1024 * 1024
-# The live VM list is re-read at least this often (seconds), in case one VM left and another
-# came between two passes.
-LIST_EVERY = 5.0
+# The live VM list is re-read at least this often (seconds), in case a VM died without a job
+# and another started between two passes (a VM that ran a job is re-listed as it finishes).
+LIST_EVERY = 30.0
 
 POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):([0-9]{1,5})$")
@@ -481,7 +481,8 @@ def serve_metrics(scaler, address, stop):
         scaler.say("metrics", f"metrics on http://{address}/metrics")
         httpd.daemon_threads = True
         httpd.scaler = scaler
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        # A long poll interval: it only bounds shutdown(), which is never called; requests wake it.
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 3600}, daemon=True).start()
         return httpd
     return None
 
