@@ -324,7 +324,8 @@ class PoolView:
             self.live_size, self.listed_at = current, now
         for tail in self.tails.values():
             tail.poll()
-        return occupied(t.state for t in self.tails.values())
+        states = [t.state for t in self.tails.values()]
+        return occupied(states), states.count(DONE)
 
 
 class Scaler:
@@ -398,7 +399,8 @@ class Scaler:
         current = pool["cur_runners"]
         paused = pool["status"]["state"] == "Paused"
         try:
-            busy = min(view.observe(self.api, current, time.monotonic()), current)
+            busy, finishing = view.observe(self.api, current, time.monotonic())
+            busy = min(busy, current)
         except ApiError as e:
             view.failures += 1
             self.say(f"observe:{name}", f"pool {name}: {e}; not scaled this time")
@@ -408,7 +410,10 @@ class Scaler:
         desired, add = decide(lo, hi, current, busy, paused, kept)
         view.last = {"current": current, "busy": busy, "idle": current - busy, "desired": desired,
                      "min_runners": lo, "max_runners": hi, "paused": 1 if paused else 0}
-        if add > 0 and not view.scaling:
+        # fireactions v0.4.0's own loop computes its top-up before it takes the pool's lock
+        # (pool.go l.124, l.166): a VM leaving while a scale call holds the lock would make it
+        # add one VM too many. Runners that finished their job leave next, so wait for them.
+        if add > 0 and not view.scaling and finishing == 0:
             log(f"pool {name}: {current - busy} idle < min {lo} (busy {busy}, current {current}, max {hi}): adding {add}")
             view.scaling = True
             threading.Thread(target=self.scale_up, args=(view, add, desired, kept), daemon=True).start()
