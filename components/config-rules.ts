@@ -132,6 +132,17 @@ const oneForgeRunner: Rule = {
   },
 };
 
+const oneActivation: Rule = {
+  name: "oneActivation",
+  why: "trial activates with `test` (no boot entry) and boot with `boot` (nothing live): one host cannot do both",
+  needs: ["hosts"],
+  check(r) {
+    for (const [name, host] of sorted(r.hosts)) {
+      if (host.trial && host.boot) r.problem(`hosts.${name}.trial`, "cannot be combined with boot: choose test activation (trial) or boot activation (boot)");
+    }
+  },
+};
+
 /** The one list of names nix/ reserves; nix/lib reads the same file. */
 const reservedNames = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "nix", "lib", "reserved-names.json"), "utf8")) as {
   colmena: string[]; templateRoles: string[]; arches: string[];
@@ -519,7 +530,7 @@ const deployFlakeExists: Rule = {
 
 /** Every rule, in the order they run. */
 export const RULES: readonly Rule[] = [
-  poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, hostNamesUsable, addressesUnique,
+  poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
   regionsKnown, spreadGroupsFit, dataVolumesValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
   imagesConfigured, rolesHaveServices, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,

@@ -112,6 +112,7 @@ const hostCommon = {
   protect: z.boolean().default(false),
   replaceOnImageChange: z.boolean().default(false),
   boot: z.boolean().default(false),
+  trial: z.boolean().default(false),
 };
 
 const DataVolumeSchema = z.strictObject({
@@ -211,6 +212,9 @@ const DeploySchema = z.strictObject({
   installTimeoutMinutes: int(1, 1440).default(45),
   switchTimeoutMinutes: int(1, 1440).default(30),
   remoteBuild: z.enum(REMOTE_BUILDS).default("auto"),
+  // How long a drain waits for running jobs before a runner restart, reboot or removal.
+  drainTimeoutMinutes: int(1, 1440).default(60),
+  drainProceedOnTimeout: z.boolean().default(false),
 });
 
 /** The whole stack config: one key per `runner-fleet:<key>`. Secrets are checked for presence only. */
@@ -454,6 +458,7 @@ function hostModel(name: string, host: HostConfig, facts: HostFacts, ctx: LoadCo
     protect: host.protect,
     replaceOnImageChange: host.replaceOnImageChange,
     boot: host.boot,
+    trial: host.trial,
     ...facts,
   };
   switch (host.provider) {

@@ -496,16 +496,37 @@ export interface SwitchCommandArgs {
   remoteBuild: RemoteBuildSetting;
   /** Activate on next boot instead of now. */
   boot: boolean;
+  /**
+   * `switch-to-configuration test` instead: active now, no boot entry, so a reboot reverts it
+   * (hosts.<name>.trial, or RUNNER_FLEET_ACTIVATION=test for one run). Wins over `boot`.
+   */
+  trial?: boolean;
   confirmTimeout: number;
   activationTimeout: number;
   switchTimeoutMinutes: number;
+  /** deploy.drainTimeoutMinutes: how long the drain before a runner restart waits for jobs. */
+  drainTimeoutMinutes?: number;
+  /** deploy.drainProceedOnTimeout: restart anyway when jobs are still running at the timeout. */
+  drainProceedOnTimeout?: boolean;
 }
+
+export type Activation = "switch" | "boot" | "test";
+export const activationOf = (a: Pick<SwitchCommandArgs, "boot" | "trial">): Activation => (a.trial ? "test" : a.boot ? "boot" : "switch");
 
 /**
  * The deploy tool's own command line (no timeout, no inventory plumbing). It runs in switchCommand's
  * shell, which sets $ssh_opts (pinned host key, address) and $build_on_target.
  */
 export function deployToolCommand(a: SwitchCommandArgs): string {
+  if (a.trial && a.tool === "deploy-rs") {
+    // deploy-rs has no `test` activation: build the toplevel, copy it over the pinned SSH and
+    // run its switch-to-configuration test (the deploy user's sudo rule allows exactly that).
+    return [
+      `toplevel=$(nix build --no-link --print-out-paths --impure ${shellQuote(toplevelAttr(a))})`,
+      `NIX_SSHOPTS="$ssh_opts" nix copy --to ${shellQuote(`ssh://${a.sshUser}@${a.host}`)} "$toplevel"`,
+      `ssh $ssh_opts ${a.sshUser}@${a.host} sudo -n "$toplevel/bin/switch-to-configuration" test`,
+    ].join(" && ");
+  }
   if (a.tool === "deploy-rs") {
     // --hostname overrides every node of an invocation: exactly one node per invocation. It is
     // the host's name; $ssh_opts maps it to the address (HostName) and pins its key, replacing
@@ -529,7 +550,37 @@ export function deployToolCommand(a: SwitchCommandArgs): string {
   }
   // colmena finds the hive in the flake of its working directory; SSH_CONFIG_FILE (colmena adds
   // `-F` with it) pins the key and maps the target to the address.
-  return `cd ${shellQuote(a.flake)} && colmena apply ${a.boot ? "boot" : "switch"} --on ${a.host} $remote_build --impure`;
+  return `cd ${shellQuote(a.flake)} && colmena apply ${activationOf(a)} --on ${a.host} $remote_build --impure`;
+}
+
+/** The flake attribute of a host's NixOS system (what both tools activate). */
+function toplevelAttr(a: Pick<SwitchCommandArgs, "flake" | "host">): string {
+  return `${a.flake}#nixosConfigurations."${a.host}".config.system.build.toplevel`;
+}
+
+/**
+ * After the tool: the host must run the system it was given (deploy-rs can exit 0 after rolling
+ * back, deploy-rs issue #214), then the runner units the switch left alone (restartIfChanged =
+ * false) restart where they changed, fireactions after a drain (runner-fleet-restart-changed).
+ * `switch` checks /run/current-system and the system profile, `test` the first, `boot` the second.
+ */
+export function postSwitchLines(a: SwitchCommandArgs): string[] {
+  const activation = activationOf(a);
+  const ssh = `ssh $ssh_opts ${a.sshUser}@${a.host}`;
+  const links = activation === "test" ? ["/run/current-system"] : activation === "boot" ? ["/nix/var/nix/profiles/system"] : ["/run/current-system", "/nix/var/nix/profiles/system"];
+  const lines = [`want=$(nix eval --raw --impure ${shellQuote(`${toplevelAttr(a)}.outPath`)}) ${orFail(`${a.host}: evaluating its system failed`)}`];
+  for (const link of links) {
+    lines.push(
+      `have=$(${ssh} readlink -f ${link}) ${orFail(`${a.host}: cannot read ${link}`)}`,
+      `[ "$have" = "$want" ] || { echo "${a.host}: ${link} is $have, not the system it was given ($want): the deploy did not take (rolled back?)" >&2; exit 1; }`,
+    );
+  }
+  if (activation !== "boot") {
+    const drain = [`--timeout-minutes ${a.drainTimeoutMinutes ?? 60}`, ...(a.drainProceedOnTimeout ? ["--proceed-on-timeout"] : [])].join(" ");
+    // The drain prints its own `<host>: N jobs still running ...` line on timeout.
+    lines.push(`${ssh} sudo -n /run/current-system/sw/bin/runner-fleet-restart-changed ${drain} || exit 1`);
+  }
+  return lines;
 }
 
 /**
@@ -567,6 +618,7 @@ export function switchCommand(a: SwitchCommandArgs): string {
     'cat > "$work/inventory.json"',
     'export RUNNER_FLEET_INVENTORY="$work/inventory.json"',
     `( timeout ${a.switchTimeoutMinutes}m sh -c ${shellQuote(deployToolCommand(a))} ) ${orFail(`deploy of ${a.host} failed`)}`,
+    ...postSwitchLines(a),
   ].join("\n");
 }
 
@@ -576,6 +628,16 @@ export function switchCommand(a: SwitchCommandArgs): string {
 /** Remote: install the pools.json on stdin. The deploy user may sudo exactly this command. */
 export function poolsCommand(host: string, minutes = 10): string {
   return `timeout ${minutes}m sudo -n /run/current-system/sw/bin/runner-fleet-apply-pools ${orFail(`pool update on ${host} failed`)}`;
+}
+
+/**
+ * Remote, on delete: drain the host before it goes (runner-fleet-retire: fireactions drained and
+ * left paused, forgejo/gitea runners stopped after their running jobs). A timeout fails the
+ * delete, so the machine stays.
+ */
+export function retireCommand(host: string, drainTimeoutMinutes: number, proceedOnTimeout: boolean): string {
+  const opts = [`--timeout-minutes ${drainTimeoutMinutes}`, ...(proceedOnTimeout ? ["--proceed-on-timeout"] : [])].join(" ");
+  return `timeout ${drainTimeoutMinutes + 1}m sudo -n /run/current-system/sw/bin/runner-fleet-retire ${opts} ${orFail(`${host}: draining before removal failed; the machine was not removed`)}`;
 }
 
 // ---------------------------------------------------------------------------------------------

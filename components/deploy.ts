@@ -41,11 +41,13 @@ import {
   parallelWarning,
   poolsCommand,
   readinessCommand,
+  retireCommand,
   seedCommand,
   seedTriggerHash,
   seedWithoutPools,
   sha256,
   switchCommand,
+  type Activation,
 } from "./deploy-commands";
 import type { HostOutputs } from "./hosts/types";
 import { buildInventory, renderInventoryJson } from "./inventory";
@@ -87,11 +89,11 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const { model } = args;
     const d = model.deploy;
     const outputs = validate(args);
+    const activation = activationOverride(process.env.RUNNER_FLEET_ACTIVATION);
 
     this.flakeHash = flakeHashOf(d.flake, args.baseDir ?? path.resolve(__dirname, ".."), d.tool);
     const waves = deployWaves(model.hosts, d.batchSize);
     this.waves = waves.map((wave) => wave.map((h) => h.name));
-    const dialErrorLimit = dialErrorLimitFor(d.readyTimeoutMinutes);
     const parallel = process.env.PULUMI_NODEJS_PARALLEL;
     const tooFew = parallelWarning(d.batchSize, model.hosts.length, parallel ? Number(parallel) : undefined);
     if (tooFew) pulumi.log.warn(tooFew, this);
@@ -100,145 +102,208 @@ export class FleetDeploy extends pulumi.ComponentResource {
     for (const wave of waves) {
       const thisWave: pulumi.Resource[] = [];
       for (const host of wave) {
-        const out = outputs.get(host.name)!;
-        const stock = host.image === "stock";
-        const seedJson = host.provider === "existing" ? args.seedFiles[host.name] : undefined;
-        // Only this host's part of the inventory: its bytes are what the switch evaluates, and
-        // it depends on this host's address alone (not on every host of the fleet).
-        const inventory = pulumi
-          .all([out.publicAddress, out.privateAddress])
-          .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
-
-        // The host's SSH host key, pinned by every connection below (issue 14 item 7).
-        const hostKey = this.hostKeyOf(host, out, model);
-        const pinned = { [HOST_KEY_ENV]: hostKey };
-
-        // A stock image knows only root (the provider put our key there); ours knows the deploy user.
-        const ready = new remote.Command(`${host.name}-ready`, {
-          connection: { host: out.publicAddress, user: stock ? "root" : d.sshUser, dialErrorLimit, hostKey },
-          create: readinessCommand(host.name, d.readyTimeoutMinutes),
-          triggers: [out.identity],
-          addPreviousOutputInEnv: false,
-        }, {
-          parent: this,
-          customTimeouts: { create: `${d.readyTimeoutMinutes}m` },
-          // Once per machine: a new timeout setting alone must not re-run it (after an install,
-          // root may no longer log in). A new machine or address still does.
-          ignoreChanges: ["create", "connection.dialErrorLimit", "connection.hostKey"],
-        });
-
-        let install: local.Command | undefined;
-        if (stock) {
-          install = new local.Command(`${host.name}-install`, {
-            create: out.publicAddress.apply((address) => installCommand({
-              host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
-              installTimeoutMinutes: d.installTimeoutMinutes, readyTimeoutMinutes: d.readyTimeoutMinutes,
-              // No cloud-init wrote /etc/runner-fleet on an existing machine: the seed files go instead.
-              filesFrom: seedJson ? "stdin" : "machine",
-            })),
-            stdin: seedJson
-              ? pulumi.secret(pulumi.all([seedJson, inventory]).apply(([seed, inv]) => installStdin(seed, inv)))
-              : inventory,
-            environment: pinned,
-            // A reinstall wipes the disk: only a new machine triggers one.
-            triggers: [out.identity],
-            // The script copies the wrapped secret_id; keep whatever it prints out of logs and plain state.
-            logging: "stderr",
-            addPreviousOutputInEnv: false,
-          }, {
-            parent: this,
-            dependsOn: [ready],
-            customTimeouts: { create: `${d.installTimeoutMinutes + d.readyTimeoutMinutes + 7}m` },
-            additionalSecretOutputs: ["stdout", "stderr"],
-          });
-        }
-
-        const entryHash = inventory.apply(sha256);
-        const sw = new local.Command(`${host.name}-switch`, {
-          create: out.publicAddress.apply((address) => switchCommand({
-            tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
-            boot: host.boot, confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout, switchTimeoutMinutes: d.switchTimeoutMinutes,
-          })),
-          stdin: inventory,
-          environment: pinned,
-          // The previous deploy log is not needed, and over 128 KiB it would break exec.
-          addPreviousOutputInEnv: false,
-          // What makes this host's system: the flake sources and its own inventory entry.
-          triggers: [this.flakeHash, entryHash],
-        }, {
-          parent: this,
-          // Wave N starts when all of wave N-1 has switched; a failure there stops the rollout.
-          dependsOn: [ready, ...(install ? [install] : []), ...previousWave],
-          customTimeouts: { create: `${d.switchTimeoutMinutes + 1}m`, update: `${d.switchTimeoutMinutes + 1}m` },
-        });
+        const step = this.hostContext(host, outputs.get(host.name)!, args, activation);
+        const ready = this.readyStep(step);
+        const install = this.installStep(step, ready);
+        const sw = this.switchStep(step, [ready, ...(install ? [install] : []), ...previousWave]);
         this.switches[host.name] = sw;
         thisWave.push(sw);
-
-        let seed: remote.Command | undefined;
-        if (seedJson) {
-          // After the first switch, which installs runner-fleet-seed and the deploy user's sudo right.
-          seed = new remote.Command(`${host.name}-seed`, {
-            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit, hostKey },
-            create: seedCommand(host.name, SEED_TIMEOUT_MINUTES),
-            // A change outside the triggers (a new wrapped token, mostly) runs this no-op, not the
-            // seed: the host has unwrapped the old one already. The seed would keep its secret_id
-            // anyway, but it would restart vault-agent and the runners for nothing.
-            update: "true",
-            // Fireactions hosts get pools.json from their pools push, so a pool edit leaves this alone.
-            stdin: pulumi.secret(host.roles.includes("fireactions") ? seedJson.apply(seedWithoutPools) : seedJson),
-            // Unsecret: the hash covers the host facts and role_id only (SEED_UNTRIGGERED).
-            triggers: [out.identity, pulumi.unsecret(seedJson.apply(seedTriggerHash))],
-            logging: "none",
-            // The environment would carry the previous (secret) output into the host's session.
-            addPreviousOutputInEnv: false,
-          }, {
-            parent: this,
-            dependsOn: [sw],
-            additionalSecretOutputs: ["stdout", "stderr"],
-            customTimeouts: { create: `${SEED_TIMEOUT_MINUTES + 1}m`, update: `${SEED_TIMEOUT_MINUTES + 1}m` },
-          });
-        }
-
-        // A host first reached on trust (a stock cloud image scanned before its install, an
-        // existing machine without hostKey) publishes its own key to Vault once bootstrapped
-        // (cloud-init on first boot; the seed on existing machines), and that must be the key
-        // every connection so far was pinned to (--copy-host-keys keeps it across an install).
-        // The pool push and the next wave wait for this check.
-        let keyCheck: local.Command | undefined;
-        const trustedOnFirstUse = host.provider === "existing" ? !host.hostKey : stock;
-        if (trustedOnFirstUse) {
-          keyCheck = new local.Command(`${host.name}-host-key-check`, {
-            create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
-            environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: hostKey },
-            triggers: [out.identity],
-            addPreviousOutputInEnv: false,
-          }, {
-            parent: this,
-            dependsOn: [seed ?? sw],
-            customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
-          });
-          thisWave.push(keyCheck);
-        }
-
-        if (host.roles.includes("fireactions")) {
-          const pools = args.poolsJson[host.name];
-          new remote.Command(`${host.name}-pools`, {
-            connection: { host: out.publicAddress, user: d.sshUser, dialErrorLimit, hostKey },
-            create: poolsCommand(host.name, POOLS_TIMEOUT_MINUTES),
-            stdin: pools,
-            triggers: [sha256(pools)],
-            addPreviousOutputInEnv: false,
-          }, {
-            parent: this,
-            dependsOn: [sw, ...(seed ? [seed] : []), ...(keyCheck ? [keyCheck] : [])],
-            customTimeouts: { create: `${POOLS_TIMEOUT_MINUTES + 1}m`, update: `${POOLS_TIMEOUT_MINUTES + 1}m` },
-          });
-        }
+        const seed = this.seedStep(step, sw);
+        const keyCheck = this.keyCheckStep(step, seed ?? sw);
+        if (keyCheck) thisWave.push(keyCheck);
+        this.poolsStep(step, [sw, ...(seed ? [seed] : []), ...(keyCheck ? [keyCheck] : [])]);
+        this.retireStep(step, sw);
       }
       previousWave = thisWave;
     }
 
     this.registerOutputs({ waves: this.waves, flakeHash: this.flakeHash });
+  }
+
+  /** What every step of one host needs: its outputs, inventory entry, pinned key, seed files. */
+  private hostContext(host: HostModel, out: HostOutputs, args: FleetDeployArgs, activation: Activation | undefined): HostStep {
+    const { model } = args;
+    // Only this host's part of the inventory: its bytes are what the switch evaluates, and
+    // it depends on this host's address alone (not on every host of the fleet).
+    const inventory = pulumi
+      .all([out.publicAddress, out.privateAddress])
+      .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
+    // The host's SSH host key, pinned by every connection below (issue 14 item 7).
+    const hostKey = this.hostKeyOf(host, out, model);
+    return {
+      host, out, model, inventory, hostKey,
+      d: model.deploy,
+      stock: host.image === "stock",
+      seedJson: host.provider === "existing" ? args.seedFiles[host.name] : undefined,
+      poolsJson: args.poolsJson[host.name],
+      dialErrorLimit: dialErrorLimitFor(model.deploy.readyTimeoutMinutes),
+      trial: activation ? activation === "test" : host.trial,
+      boot: activation ? activation === "boot" : host.boot,
+    };
+  }
+
+  /** The deploy user's connection to the host, its key pinned. */
+  private connection(s: HostStep, user = s.d.sshUser) {
+    return { host: s.out.publicAddress, user, dialErrorLimit: s.dialErrorLimit, hostKey: s.hostKey };
+  }
+
+  /** <host>-ready: wait until the machine has booted. A stock image knows only root (the provider put our key there). */
+  private readyStep(s: HostStep): remote.Command {
+    return new remote.Command(`${s.host.name}-ready`, {
+      connection: this.connection(s, s.stock ? "root" : s.d.sshUser),
+      create: readinessCommand(s.host.name, s.d.readyTimeoutMinutes),
+      triggers: [s.out.identity],
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      customTimeouts: { create: `${s.d.readyTimeoutMinutes}m` },
+      // Once per machine: a new timeout setting alone must not re-run it (after an install,
+      // root may no longer log in). A new machine or address still does.
+      ignoreChanges: ["create", "connection.dialErrorLimit", "connection.hostKey"],
+    });
+  }
+
+  /** <host>-install: nixos-anywhere onto a stock image, once per machine. */
+  private installStep(s: HostStep, ready: pulumi.Resource): local.Command | undefined {
+    if (!s.stock) return undefined;
+    const { d, host } = s;
+    return new local.Command(`${host.name}-install`, {
+      create: s.out.publicAddress.apply((address) => installCommand({
+        host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
+        installTimeoutMinutes: d.installTimeoutMinutes, readyTimeoutMinutes: d.readyTimeoutMinutes,
+        // No cloud-init wrote /etc/runner-fleet on an existing machine: the seed files go instead.
+        filesFrom: s.seedJson ? "stdin" : "machine",
+      })),
+      stdin: s.seedJson
+        ? pulumi.secret(pulumi.all([s.seedJson, s.inventory]).apply(([seed, inv]) => installStdin(seed, inv)))
+        : s.inventory,
+      environment: { [HOST_KEY_ENV]: s.hostKey },
+      // A reinstall wipes the disk: only a new machine triggers one.
+      triggers: [s.out.identity],
+      // The script copies the wrapped secret_id; keep whatever it prints out of logs and plain state.
+      logging: "stderr",
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      dependsOn: [ready],
+      customTimeouts: { create: `${d.installTimeoutMinutes + d.readyTimeoutMinutes + 7}m` },
+      additionalSecretOutputs: ["stdout", "stderr"],
+    });
+  }
+
+  /**
+   * <host>-switch: deploy-rs or colmena for this one host, then the system check and the drained
+   * restart of changed runner units (postSwitchLines). Wave N starts when all of wave N-1 has
+   * switched; a failure there stops the rollout.
+   */
+  private switchStep(s: HostStep, dependsOn: pulumi.Resource[]): local.Command {
+    const { d, host } = s;
+    const entryHash = s.inventory.apply(sha256);
+    // The switch may wait for a drain before restarting fireactions.
+    const minutes = d.switchTimeoutMinutes + d.drainTimeoutMinutes + 2;
+    return new local.Command(`${host.name}-switch`, {
+      create: s.out.publicAddress.apply((address) => switchCommand({
+        tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
+        boot: s.boot, trial: s.trial, confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout,
+        switchTimeoutMinutes: d.switchTimeoutMinutes, drainTimeoutMinutes: d.drainTimeoutMinutes, drainProceedOnTimeout: d.drainProceedOnTimeout,
+      })),
+      stdin: s.inventory,
+      environment: { [HOST_KEY_ENV]: s.hostKey },
+      // The previous deploy log is not needed, and over 128 KiB it would break exec.
+      addPreviousOutputInEnv: false,
+      // What makes this host's system: the flake sources and its own inventory entry.
+      triggers: [this.flakeHash, entryHash],
+    }, {
+      parent: this,
+      dependsOn,
+      customTimeouts: { create: `${minutes}m`, update: `${minutes}m` },
+    });
+  }
+
+  /** <host>-seed: existing machines only, after the first switch (which installs runner-fleet-seed and the sudo right). */
+  private seedStep(s: HostStep, sw: pulumi.Resource): remote.Command | undefined {
+    const { host, seedJson } = s;
+    if (!seedJson) return undefined;
+    return new remote.Command(`${host.name}-seed`, {
+      connection: this.connection(s),
+      create: seedCommand(host.name, SEED_TIMEOUT_MINUTES),
+      // A change outside the triggers (a new wrapped token, mostly) runs this no-op, not the
+      // seed: the host has unwrapped the old one already. The seed would keep its secret_id
+      // anyway, but it would restart vault-agent and the runners for nothing.
+      update: "true",
+      // Fireactions hosts get pools.json from their pools push, so a pool edit leaves this alone.
+      stdin: pulumi.secret(host.roles.includes("fireactions") ? seedJson.apply(seedWithoutPools) : seedJson),
+      // Unsecret: the hash covers the host facts and role_id only (SEED_UNTRIGGERED).
+      triggers: [s.out.identity, pulumi.unsecret(seedJson.apply(seedTriggerHash))],
+      logging: "none",
+      // The environment would carry the previous (secret) output into the host's session.
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      dependsOn: [sw],
+      additionalSecretOutputs: ["stdout", "stderr"],
+      customTimeouts: { create: `${SEED_TIMEOUT_MINUTES + 1}m`, update: `${SEED_TIMEOUT_MINUTES + 1}m` },
+    });
+  }
+
+  /**
+   * <host>-host-key-check: a host first reached on trust (a stock cloud image scanned before its
+   * install, an existing machine without hostKey) publishes its own key to Vault once
+   * bootstrapped (cloud-init on first boot; the seed on existing machines), and that must be the
+   * key every connection so far was pinned to (--copy-host-keys keeps it across an install).
+   * The pool push and the next wave wait for this check.
+   */
+  private keyCheckStep(s: HostStep, after: pulumi.Resource): local.Command | undefined {
+    const { host, model, d } = s;
+    const trustedOnFirstUse = host.provider === "existing" ? !host.hostKey : s.stock;
+    if (!trustedOnFirstUse) return undefined;
+    return new local.Command(`${host.name}-host-key-check`, {
+      create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
+      environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: s.hostKey },
+      triggers: [s.out.identity],
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      dependsOn: [after],
+      customTimeouts: { create: `${d.readyTimeoutMinutes + 1}m` },
+    });
+  }
+
+  /** <host>-pools: push pools.json (fireactions hosts), on every pool edit; the host reloads fireactions. */
+  private poolsStep(s: HostStep, dependsOn: pulumi.Resource[]): void {
+    if (!s.host.roles.includes("fireactions")) return;
+    new remote.Command(`${s.host.name}-pools`, {
+      connection: this.connection(s),
+      create: poolsCommand(s.host.name, POOLS_TIMEOUT_MINUTES),
+      stdin: s.poolsJson,
+      triggers: [sha256(s.poolsJson)],
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      dependsOn,
+      customTimeouts: { create: `${POOLS_TIMEOUT_MINUTES + 1}m`, update: `${POOLS_TIMEOUT_MINUTES + 1}m` },
+    });
+  }
+
+  /**
+   * <host>-retire: nothing on create; on delete (`config rm`, `destroy`, and the old machine of
+   * a replacement: the trigger is the machine's identity) it drains the host before the machine
+   * goes. It depends on the host's outputs, so the engine deletes it before the machine.
+   */
+  private retireStep(s: HostStep, sw: pulumi.Resource): void {
+    const { host, d } = s;
+    if (!host.roles.some((r) => RUNNER_ROLES.includes(r))) return;
+    new remote.Command(`${host.name}-retire`, {
+      connection: this.connection(s),
+      create: "true",
+      delete: retireCommand(host.name, d.drainTimeoutMinutes, d.drainProceedOnTimeout),
+      triggers: [s.out.identity],
+      addPreviousOutputInEnv: false,
+    }, {
+      parent: this,
+      dependsOn: [sw],
+      customTimeouts: { delete: `${d.drainTimeoutMinutes + 2}m` },
+    });
   }
 
   /**
@@ -269,6 +334,31 @@ export class FleetDeploy extends pulumi.ComponentResource {
     });
     return lookup.stdout.apply((s) => (s ?? "").trim());
   }
+}
+
+/** Roles whose runners a removal must drain first. */
+const RUNNER_ROLES: readonly string[] = ["fireactions", "forgejo-runner", "gitea-runner"];
+
+interface HostStep {
+  host: HostModel;
+  out: HostOutputs;
+  model: FleetModel;
+  d: FleetModel["deploy"];
+  inventory: pulumi.Output<string>;
+  hostKey: pulumi.Output<string>;
+  stock: boolean;
+  seedJson: pulumi.Output<string> | undefined;
+  poolsJson: string;
+  dialErrorLimit: number;
+  trial: boolean;
+  boot: boolean;
+}
+
+/** RUNNER_FLEET_ACTIVATION: one run's activation for every host (test, boot or switch). */
+export function activationOverride(value: string | undefined): Activation | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (value === "test" || value === "boot" || value === "switch") return value;
+  throw new Error(`RUNNER_FLEET_ACTIVATION: must be test, boot or switch, got ${JSON.stringify(value)}`);
 }
 
 /**

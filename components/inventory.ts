@@ -44,6 +44,8 @@ export interface Inventory {
   github?: { organization: string; url: string };
   forgejo?: { url: string; labels: string[] };
   gitea?: { url: string; labels: string[] };
+  /** deploy.drainTimeoutMinutes: forgejo/gitea runners wait this long for jobs when stopped. */
+  drain: { timeoutMinutes: number };
   hosts: Record<string, InventoryHost>;
 }
 
@@ -83,6 +85,7 @@ export function buildInventory(model: FleetModel, addresses: Record<string, Host
     ...(model.github ? { github: { organization: model.github.organization, url: model.github.url } } : {}),
     ...(model.forgejo ? { forgejo: model.forgejo } : {}),
     ...(model.gitea ? { gitea: model.gitea } : {}),
+    drain: { timeoutMinutes: model.deploy.drainTimeoutMinutes },
     hosts,
   };
 }

@@ -58,6 +58,8 @@ interface HostBase {
   replaceOnImageChange: boolean;
   /** Activate new configurations on next boot instead of switching live. */
   boot: boolean;
+  /** Activate with `switch-to-configuration test`: live now, no boot entry (a reboot reverts it). */
+  trial: boolean;
   arch: Arch;
   vcpus: number;
   memoryMib: number;
@@ -166,6 +168,9 @@ export interface FleetModel {
     switchTimeoutMinutes: number;
     /** Where systems are built: auto (on the target when its arch differs from the deploy machine's), always, never. */
     remoteBuild: RemoteBuild;
+    /** How long a drain waits for running jobs before it fails (or, opted in, proceeds). */
+    drainTimeoutMinutes: number;
+    drainProceedOnTimeout: boolean;
   };
   capacity: { reserveVcpus: number; reserveMemoryMib: number };
   unsafe: { githubAppKeyInUserData: boolean };

@@ -89,13 +89,20 @@ function runWithFakes(command: string, fakes: Record<string, string>, stdin: str
   return { code: r.status, stderr: r.stderr, stdout: r.stdout, dir };
 }
 
+// The post-switch check: `nix eval` gives the built toplevel, the host's links point at it.
+const SYSTEM = "/nix/store/0000000000000000000000000000000a-nixos-system-alpha";
+const postSwitchFakes = {
+  nix: `echo "nix $*" >> "$OUT/nix.log"; case "$1" in eval|build) echo ${SYSTEM};; esac; exit 0`,
+  ssh: `echo "$*" | sed 's/.*deploy@alpha //' >> "$OUT/ssh.log"; case "$*" in *readlink*) echo "\${FAKE_HAVE:-${SYSTEM}}";; *restart-changed*) exit \${FAKE_DRAIN:-0};; esac`,
+};
+
 describe("switch command, executed with a fake deploy", () => {
   // One argument per line, so the test sees exactly what deploy-rs would get.
   const fakeDeploy = 'cp "$RUNNER_FLEET_INVENTORY" "$OUT/seen.json"; cp "$RUNNER_FLEET_INVENTORY" "$OUT/inv-path"; echo "$RUNNER_FLEET_INVENTORY" > "$OUT/inv-path"; printf "%s\\n" "$@" > "$OUT/args"; exit ${FAKE_EXIT:-0}';
   const fakeColmena = 'printf "%s\\n" "$@" > "$OUT/args"; pwd > "$OUT/pwd"; cp "$SSH_CONFIG_FILE" "$OUT/ssh_config"';
   const fakeUname = (m: string) => `[ "$1" = -m ] && echo ${m}`;
   const run = (args: Partial<SwitchArgs>, fakes: Record<string, string>, env: Record<string, string> = {}) =>
-    runWithFakes(cmd.switchCommand({ ...switchArgs, ...args }), fakes, '{"version":1}\n', { RF_HOST_KEY: HOST_KEY, ...env });
+    runWithFakes(cmd.switchCommand({ ...switchArgs, ...args }), { ...postSwitchFakes, ...fakes }, '{"version":1}\n', { RF_HOST_KEY: HOST_KEY, ...env });
   const argsOf = (dir: string) => fs.readFileSync(path.join(dir, "args"), "utf8").trimEnd().split("\n");
 
   it("hands the tool the inventory from stdin through RUNNER_FLEET_INVENTORY and removes it after", () => {
@@ -127,6 +134,50 @@ describe("switch command, executed with a fake deploy", () => {
     expect(flags("aarch64", "auto", "arm64")).toBe(false);
     expect(flags("x86_64", "always", "x86_64")).toBe(true);
     expect(flags("aarch64", "never", "x86_64")).toBe(false);
+  });
+
+  it("after the switch the host must run the built system: a deploy that rolled back and exited 0 fails with both paths", () => {
+    const ok = run({}, { deploy: fakeDeploy });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(ok.dir, "nix.log"), "utf8")).toContain(`eval --raw --impure ./nix#nixosConfigurations."alpha".config.system.build.toplevel.outPath`);
+    const rolledBack = run({}, { deploy: fakeDeploy }, { FAKE_HAVE: "/nix/store/0000000000000000000000000000000b-nixos-system-alpha-old" });
+    expect(rolledBack.code).toBe(1);
+    expect(rolledBack.stderr.trim()).toBe(
+      `alpha: /run/current-system is /nix/store/0000000000000000000000000000000b-nixos-system-alpha-old, not the system it was given (${SYSTEM}): the deploy did not take (rolled back?)`,
+    );
+    // colmena is checked the same way.
+    const colmena = run({ tool: "colmena", flake: "." }, { colmena: fakeColmena }, { FAKE_HAVE: "/nix/store/x-old" });
+    expect(colmena.code).toBe(1);
+    expect(colmena.stderr).toMatch(/^alpha: \/run\/current-system is \/nix\/store\/x-old, not the system it was given/);
+  });
+
+  it("then restarts the changed runner units after a drain with deploy.drainTimeoutMinutes; a timeout fails the step", () => {
+    const r = run({ drainTimeoutMinutes: 25 }, { deploy: fakeDeploy });
+    const calls = fs.readFileSync(path.join(r.dir, "ssh.log"), "utf8").trim().split("\n");
+    expect(calls).toEqual(["readlink -f /run/current-system", "readlink -f /nix/var/nix/profiles/system", "sudo -n /run/current-system/sw/bin/runner-fleet-restart-changed --timeout-minutes 25"]);
+    const proceed = run({ drainProceedOnTimeout: true }, { deploy: fakeDeploy });
+    expect(fs.readFileSync(path.join(proceed.dir, "ssh.log"), "utf8")).toContain("--timeout-minutes 60 --proceed-on-timeout");
+    const timedOut = run({}, { deploy: fakeDeploy }, { FAKE_DRAIN: "3" });
+    expect(timedOut.code).toBe(1);
+  });
+
+  it("boot checks the system profile only and restarts nothing now; test checks the running system only", () => {
+    const boot = run({ boot: true }, { deploy: fakeDeploy });
+    expect(fs.readFileSync(path.join(boot.dir, "ssh.log"), "utf8").trim()).toBe("readlink -f /nix/var/nix/profiles/system");
+    const trial = run({ trial: true, tool: "colmena", flake: "." }, { colmena: fakeColmena });
+    expect(argsOf(trial.dir)).toEqual(["apply", "test", "--on", "alpha", "--no-build-on-target", "--impure"]);
+    expect(fs.readFileSync(path.join(trial.dir, "ssh.log"), "utf8").trim().split("\n")).toEqual([
+      "readlink -f /run/current-system", "sudo -n /run/current-system/sw/bin/runner-fleet-restart-changed --timeout-minutes 60",
+    ]);
+  });
+
+  it("deploy-rs has no test activation: the toplevel is built, copied over the pinned ssh, and switched with `test`", () => {
+    const r = run({ trial: true, boot: true }, { deploy: "echo deploy-rs must not run >&2; exit 9" });
+    expect(r.code, r.stderr).toBe(0);
+    const nix = fs.readFileSync(path.join(r.dir, "nix.log"), "utf8");
+    expect(nix).toContain(`nix build --no-link --print-out-paths --impure ./nix#nixosConfigurations."alpha".config.system.build.toplevel`);
+    expect(nix).toContain("nix copy --to ssh://deploy@alpha");
+    expect(fs.readFileSync(path.join(r.dir, "ssh.log"), "utf8").split("\n")[0]).toBe(`sudo -n ${SYSTEM}/bin/switch-to-configuration test`);
   });
 
   it("colmena: --build-on-target or --no-build-on-target, and an ssh_config pinning the key for name and address", () => {
@@ -281,7 +332,8 @@ describe("seed files (existing machines)", () => {
 
   it("the deploy user's sudo rules (nix/lib/deploy-sudo.json, read by common.nix) allow the commands the deploy step sudoes", () => {
     const { commands } = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "nix", "lib", "deploy-sudo.json"), "utf8"));
-    for (const line of [cmd.seedCommand("gamma"), cmd.poolsCommand("gamma")]) {
+    const restart = cmd.postSwitchLines({ ...switchArgs }).at(-1)!.replace("ssh $ssh_opts deploy@alpha ", "");
+    for (const line of [cmd.seedCommand("gamma"), cmd.poolsCommand("gamma"), cmd.retireCommand("gamma", 5, false), restart]) {
       const program = /sudo -n (\S+)/.exec(line)![1];
       expect(commands).toContain(program);
     }
@@ -549,9 +601,9 @@ describe("FleetDeploy under mocks", async () => {
   it("creates ready/install/switch/pools per host as the host needs", () => {
     const names = captured.filter((c) => c.type.startsWith("command:")).map((c) => c.name).sort();
     expect(names).toEqual([
-      "alpha-host-key", "alpha-pools", "alpha-ready", "alpha-switch",
-      "beta-host-key", "beta-host-key-check", "beta-install", "beta-ready", "beta-switch",
-      "gamma-host-key", "gamma-host-key-check", "gamma-pools", "gamma-ready", "gamma-seed", "gamma-switch",
+      "alpha-host-key", "alpha-pools", "alpha-ready", "alpha-retire", "alpha-switch",
+      "beta-host-key", "beta-host-key-check", "beta-install", "beta-ready", "beta-retire", "beta-switch",
+      "gamma-host-key", "gamma-host-key-check", "gamma-pools", "gamma-ready", "gamma-retire", "gamma-seed", "gamma-switch",
     ]);
     expect(deploy.waves).toEqual([["alpha"], ["beta"], ["gamma"]]);
   });
@@ -625,8 +677,25 @@ describe("FleetDeploy under mocks", async () => {
 
   it("no command gets its previous output in the environment (a deploy log can exceed exec's limit, and outputs may be secret)", () => {
     const commands = resources.filter((r) => r.type.startsWith("command:") && /^(alpha|beta|gamma)-/.test(r.name));
-    expect(commands.length).toBe(15);
+    expect(commands.length).toBe(18);
     for (const r of commands) expect((reveal(r.inputs) as Record<string, unknown>).addPreviousOutputInEnv, r.name).toBe(false);
+  });
+
+  it("retire: nothing on create; on delete (removal, destroy, the old machine of a replacement) it drains the host first", () => {
+    const retire = recorded("alpha-retire").inputs;
+    expect(retire.create).toBe("true");
+    expect(retire.delete).toBe(cmd.retireCommand("alpha", 60, false));
+    expect(retire.delete).toBe("timeout 61m sudo -n /run/current-system/sw/bin/runner-fleet-retire --timeout-minutes 60 || { echo 'alpha: draining before removal failed; the machine was not removed' >&2; exit 1; }");
+    expect(retire.triggers).toEqual(["id-alpha"]);
+    expect(retire.connection).toMatchObject({ host: "203.0.113.10", user: "deploy" });
+    expect(opt("alpha-retire")?.opts.customTimeouts).toEqual({ delete: "62m" });
+  });
+
+  it("the switch waits for the drain too: its timeout covers switch and drain", () => {
+    expect(opt("alpha-switch")?.opts.customTimeouts).toEqual({ create: "92m", update: "92m" });
+    const create = recorded("alpha-switch").inputs.create as string;
+    expect(create).toContain("runner-fleet-restart-changed --timeout-minutes 60");
+    expect(recorded("gamma-switch").inputs.create).not.toContain("runner-fleet-restart-changed"); // boot: nothing restarts now
   });
 
   it("pools: pushed to fireactions hosts over stdin, keyed on the pools.json hash, after the switch", () => {

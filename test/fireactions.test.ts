@@ -257,7 +257,7 @@ describe("render-fireactions-config.py", () => {
 
   it("accepts every flag roles/fireactions.nix passes it", () => {
     const role = readFileSync(roleNix, "utf8");
-    const call = role.slice(role.indexOf("${lib.getExe renderer}"), role.indexOf("'';", role.indexOf("${lib.getExe renderer}")));
+    const call = /renderFlags = \[([\s\S]*?)\];/.exec(role)![1];
     const flags = [...call.matchAll(/(--[a-z-]+)/g)].map((m) => m[1]);
     expect(flags).toEqual(["--pools", "--app-id-file", "--app-key-file", "--out", "--mode", "--firecracker", "--kernel"]);
     const help = execFileSync("python3", [renderer, "--help"], { encoding: "utf8" });

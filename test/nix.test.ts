@@ -867,8 +867,8 @@ describe("the e2e hosts' fireactions stand-in", () => {
   const flags = (text: string) => [...new Set(text.match(/--[a-z][a-z-]*/g) ?? [])].sort();
   it("renders the config with exactly the flags roles/fireactions.nix passes", () => {
     const module = readFileSync(join(nixDir, "modules", "roles", "fireactions.nix"), "utf8");
-    const preStart = /preStart = ''([\s\S]*?)'';/.exec(module)?.[1];
-    const standIn = /restart_fireactions\(\) \{([\s\S]*?)\n\}/.exec(readFileSync(join(root, "test", "e2e", "host", "systemctl"), "utf8"))?.[1];
+    const preStart = /renderFlags = \[([\s\S]*?)\];/.exec(module)?.[1];
+    const standIn = /render_fireactions\(\) \{([\s\S]*?)\n\}/.exec(readFileSync(join(root, "test", "e2e", "host", "systemctl"), "utf8"))?.[1];
     expect(preStart && standIn).toBeTruthy();
     expect(flags(standIn!)).toEqual(flags(preStart!));
   });

@@ -10,4 +10,6 @@ rec {
   secretsDir = "/run/secrets";
   hostJson = "${etcDir}/host.json";
   sshHostKeyPub = "/etc/ssh/ssh_host_ed25519_key.pub";
+  # Which unit file each runner unit started from (lib/record-unit.nix); per boot.
+  unitsDir = "/run/runner-fleet/units";
 }

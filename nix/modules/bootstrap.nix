@@ -4,6 +4,9 @@
 #   runner-fleet-apply-pools  install a new pools.json from stdin
 #   runner-fleet-seed         install the files cloud-init writes elsewhere
 #                             (existing machines) from stdin, then bootstrap
+#   runner-fleet-restart-changed  after a switch: restart the runner units the switch left
+#                             alone (restartIfChanged = false) because their definition
+#                             changed, fireactions after a drain (runner-fleet-drain)
 # plus a path unit so any change to pools.json is picked up without a reboot.
 {
   config,
@@ -17,6 +20,11 @@ let
   fireactions = config.services.fireactions.enable;
   renderer = pkgs.callPackage ../pkgs/render-fireactions-config.nix { };
   seedFiles = pkgs.callPackage ../pkgs/runner-fleet-seed.nix { };
+  drain = pkgs.callPackage ../pkgs/runner-fleet-drain.nix { };
+  # The units whose restart would stop running jobs; a switch does not restart them
+  # (restartIfChanged = false in their roles) and each records, when it starts, the unit
+  # file it started from (lib/record-unit.nix), so restart-changed sees which ones are stale.
+  runnerUnits = [ "fireactions" "gitea-runner-forgejo" "gitea-runner-gitea" ];
 
   bootstrap = pkgs.writeShellApplication {
     name = "runner-fleet-bootstrap";
@@ -100,9 +108,57 @@ let
       mv -f "$tmp" ${etcDir}/pools.json
       trap - EXIT
       ${lib.optionalString fireactions ''
-        # Restart now (the path unit would too) so a failure reaches the caller.
-        systemctl restart fireactions.service
+        # Apply now (the path unit would too) so a failure reaches the caller. A running
+        # fireactions reloads (ExecReload: runner-fleet-drain --reload): pools change in place,
+        # nothing is restarted, no job is killed. A stopped one starts.
+        systemctl reload-or-restart fireactions.service
       ''}
+    '';
+  };
+
+  restartChanged = pkgs.writeShellApplication {
+    name = "runner-fleet-restart-changed";
+    runtimeInputs = [ pkgs.coreutils pkgs.systemd drain ];
+    text = ''
+      # Usage: runner-fleet-restart-changed [runner-fleet-drain options, e.g. --timeout-minutes 60]
+      # A failed drain (jobs still running at the timeout) leaves the unit as it is and fails.
+      rc=0
+      for unit in ${lib.concatStringsSep " " runnerUnits}; do
+        file=/etc/systemd/system/$unit.service
+        [ -e "$file" ] || continue
+        systemctl is-active --quiet "$unit.service" || continue
+        now=$(readlink -f "$file")
+        started=$(cat "${paths.unitsDir}/$unit" 2>/dev/null || true)
+        [ "$now" = "$started" ] && continue
+        if [ "$unit" = fireactions ]; then
+          echo "runner-fleet-restart-changed: fireactions.service changed: draining, then restarting it"
+          runner-fleet-drain "$@" -- systemctl restart fireactions.service || rc=$?
+        else
+          # forgejo-runner stops gracefully: it waits up to its shutdown_timeout for running jobs.
+          echo "runner-fleet-restart-changed: $unit.service changed: restarting it (running jobs finish first)"
+          systemctl restart "$unit.service" || rc=$?
+        fi
+      done
+      exit "$rc"
+    '';
+  };
+
+  retire = pkgs.writeShellApplication {
+    name = "runner-fleet-retire";
+    runtimeInputs = [ pkgs.systemd drain ];
+    text = ''
+      # Usage: runner-fleet-retire [runner-fleet-drain options]. Before the host is removed or
+      # replaced: drain fireactions and leave its pools paused; stop the forgejo/gitea runners,
+      # which finish their running jobs first (shutdown_timeout). Fails when jobs still run.
+      if systemctl is-active --quiet fireactions.service; then
+        runner-fleet-drain --no-resume "$@"
+      fi
+      for unit in ${lib.concatStringsSep " " (builtins.filter (u: u != "fireactions") runnerUnits)}; do
+        if systemctl is-active --quiet "$unit.service"; then
+          echo "runner-fleet-retire: stopping $unit.service (running jobs finish first)"
+          systemctl stop "$unit.service"
+        fi
+      done
     '';
   };
 
@@ -121,7 +177,7 @@ let
   };
 in
 {
-  environment.systemPackages = [ bootstrap applyPools seed renderer ];
+  environment.systemPackages = [ bootstrap applyPools seed renderer restartChanged retire drain ];
 
   systemd.tmpfiles.rules = [
     "d ${etcDir} 0755 root root -"
@@ -160,10 +216,13 @@ in
   };
 
   systemd.services.runner-fleet-pools = lib.mkIf fireactions {
-    description = "Restart fireactions with a freshly rendered config";
+    description = "Reload fireactions with a freshly rendered config";
     serviceConfig = {
       Type = "oneshot";
-      ExecStart = "${pkgs.systemd}/bin/systemctl restart fireactions.service";
+      # Reload, never restart: a restart stops every microVM and the jobs in them. A new
+      # GitHub App key reaches fireactions at its next restart (v0.4.0 makes its GitHub client
+      # once, at start: docs/upstream.md).
+      ExecStart = "${pkgs.systemd}/bin/systemctl reload-or-restart fireactions.service";
     };
   };
 }

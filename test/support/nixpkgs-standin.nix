@@ -11,13 +11,16 @@ let
   names = [
     "awscli2" "azure-cli" "bash" "cni-plugins" "coreutils" "curl" "e2fsprogs" "firecracker"
     "forgejo-runner" "gawk" "git" "gitea-actions-runner" "gnused" "hcloud" "hcloud-upload-image"
-    "htop" "iproute2" "iptables" "jq" "lvm2" "nix" "nixos-anywhere" "nodejs" "openssh" "systemd"
+    "htop" "iproute2" "iptables" "jq" "lvm2" "nix" "nixos-anywhere" "nodejs" "openssh" "openssl" "systemd"
     "thin-provisioning-tools" "util-linux" "vault" "wget"
   ];
 in
 builtins.listToAttrs (map (n: { name = n; value = pkg n; }) names)
 // {
   writeShellApplication = args: pkg args.name // { inherit (args) text runtimeInputs; };
-  callPackage = path: args: pkg (baseNameOf (toString path));
+  # imagePath: the guest kernel package (nix/pkgs/firecracker-guest-kernel.nix) carries one.
+  callPackage = path: args: pkg (baseNameOf (toString path)) // { imagePath = "vmlinux"; };
   writers.writePython3Bin = name: _: _: pkg name;
+  writeShellScript = name: text: pkg name // { inherit text; };
+  runtimeShell = "/nix/store/00000000000000000000000000000000-bash/bin/bash";
 }

@@ -10,6 +10,7 @@
 let
   inherit (config.runnerFleet) host;
   renderer = pkgs.callPackage ../../pkgs/render-fireactions-config.nix { };
+  drain = pkgs.callPackage ../../pkgs/runner-fleet-drain.nix { };
   # The guest boots without an initrd: its kernel has virtio and ext4 built in.
   guestKernel = pkgs.callPackage ../../pkgs/firecracker-guest-kernel.nix { };
   kernelImage = "${guestKernel}/${guestKernel.imagePath}";
@@ -21,6 +22,16 @@ let
     name = "fireactions-cni-plugins";
     paths = [ pkgs.cni-plugins tcRedirectTap dhcpHost ];
   };
+  # The config is rendered at every start (preStart) and reload (ExecReload).
+  renderFlags = [
+    "--pools" "/etc/runner-fleet/pools.json"
+    "--app-id-file" "/run/secrets/github-app-id"
+    "--app-key-file" "/run/secrets/github-app-key.pem"
+    "--out" config.services.fireactions.configFile "--mode" "0640"
+    "--firecracker" (lib.getExe pkgs.firecracker)
+    "--kernel" kernelImage
+  ];
+  renderCommand = "${lib.getExe renderer} ${lib.escapeShellArgs renderFlags}";
   # Bridge, subnet, gateway, CNI config and DNS forwarder settings, as data.
   vmNet = import ../../lib/vm-network.nix;
 in
@@ -51,15 +62,17 @@ in
     services.fireactions = {
       enable = true;
       path = [ pkgs.firecracker ];
-      preStart = ''
-        ${lib.getExe renderer} \
-          --pools /etc/runner-fleet/pools.json \
-          --app-id-file /run/secrets/github-app-id \
-          --app-key-file /run/secrets/github-app-key.pem \
-          --out ${config.services.fireactions.configFile} --mode 0640 \
-          --firecracker ${lib.getExe pkgs.firecracker} \
-          --kernel ${kernelImage}
-      '';
+      preStart = renderCommand;
+    };
+
+    systemd.services.fireactions = {
+      # A switch must not restart it: that stops every microVM and the jobs in them
+      # (v0.4.0 server.go Run -> Pool.Stop). runner-fleet-restart-changed restarts it after a
+      # drain when its unit changed; pool edits reload it (ExecReload) and restart nothing.
+      restartIfChanged = false;
+      serviceConfig.ExecStartPre = (import ../../lib/record-unit.nix { inherit pkgs; unit = "fireactions"; });
+      # Render, POST /api/v1/reload, pause and drain the pools that left the config.
+      serviceConfig.ExecReload = "${lib.getExe drain} --config ${config.services.fireactions.configFile} --reload -- ${renderCommand}";
     };
 
     systemd.tmpfiles.rules = [

@@ -14,6 +14,9 @@ let
   # it whenever the stack config sets runner-fleet:forgejo / runner-fleet:gitea.
   urlOf = kind: inventory.${kind}.url or "https://${kind}.invalid";
   labelsOf = kind: inventory.${kind}.labels or [ "native-nix:host" ];
+  # deploy.drainTimeoutMinutes: how long a stop waits for running jobs (forgejo-runner's own
+  # [runner].shutdown_timeout: on TERM it stops polling and waits that long; docs/upstream.md).
+  drainMinutes = inventory.drain.timeoutMinutes or 60;
 
   mkInstance = kind: {
     enable = true;
@@ -34,6 +37,18 @@ let
       config.nix.package
     ];
     settings.runner.capacity = 4;
+    settings.runner.shutdown_timeout = "${toString drainMinutes}m";
+  };
+
+  # The unit of an instance (nixpkgs' gitea-actions-runner module names it so).
+  unitOf = kind: "gitea-runner-${kind}";
+  gracefulUnit = kind: {
+    # A switch must not restart it mid-job; runner-fleet-restart-changed restarts it after the
+    # switch, and the stop then waits for running jobs (shutdown_timeout). systemd must not
+    # kill it first: TimeoutStopSec outlasts shutdown_timeout.
+    restartIfChanged = false;
+    serviceConfig.TimeoutStopSec = "${toString (drainMinutes + 2)}min";
+    serviceConfig.ExecStartPre = (import ../../lib/record-unit.nix { inherit pkgs; unit = unitOf kind; });
   };
 
   enabled = kind: builtins.elem "${kind}-runner" host.roles;
@@ -55,11 +70,13 @@ in
     (lib.mkIf (enabled "forgejo") {
       services.gitea-actions-runner.package = pkgs.forgejo-runner;
       services.gitea-actions-runner.instances.forgejo = mkInstance "forgejo";
+      systemd.services.${unitOf "forgejo"} = gracefulUnit "forgejo";
       warnings = lib.optional (!(inventory ? forgejo)) "runner-fleet: inventory has no forgejo.url; ${host.name}'s runner cannot register";
     })
     (lib.mkIf (enabled "gitea") {
       services.gitea-actions-runner.package = pkgs.gitea-actions-runner;
       services.gitea-actions-runner.instances.gitea = mkInstance "gitea";
+      systemd.services.${unitOf "gitea"} = gracefulUnit "gitea";
       warnings = lib.optional (!(inventory ? gitea)) "runner-fleet: inventory has no gitea.url; ${host.name}'s runner cannot register";
     })
   ];

@@ -47,9 +47,12 @@ let
   pkgs = {
     writeShellApplication = { name, text, runtimeInputs ? [ ], ... }:
       { inherit name text runtimeInputs; kind = "shell"; outPath = "/run/current-system/sw"; };
-    callPackage = file: args: import file ({
+    # Like nixpkgs' callPackage: a package gets the arguments it asks for.
+    callPackage = file: args: let f = import file; in f (builtins.intersectAttrs (builtins.functionArgs f) {
       writers.writePython3Bin = name: opts: text:
         { inherit name text; kind = "python3"; runtimeInputs = [ ]; outPath = "/run/current-system/sw"; };
+      # Debian's openssl on the test hosts (runner-fleet-drain signs the GitHub App JWT with it).
+      openssl = { outPath = "/usr"; };
     } // args);
     coreutils = tool "coreutils";
     jq = tool "jq";

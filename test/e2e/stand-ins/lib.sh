@@ -3,11 +3,14 @@
 #
 # standin_record TOOL ARGS...   appends {tool, argv, stdin, cwd, inventory} as one JSON line
 #                               to $RF_E2E_STANDIN_LOG (default /tmp/rf-e2e/stand-ins.log)
-# standin_activate FLAKE HOST ADDRESS USER
+# standin_activate FLAKE HOST ADDRESS USER [switch|boot|test]
 #                               builds the host's "system" from FLAKE (host/system.nix: the
 #                               host programs and vault-agent config of nix/modules) for the
 #                               inventory in $RUNNER_FLEET_INVENTORY, sends it over SSH and runs
 #                               the activate-rs stand-in through the deploy user's sudo rule.
+# standin_toplevel FLAKE HOST   prints the store path that system gets on the host
+#                               (/nix/store/<hash of the system>-nixos-system-HOST): what the
+#                               nix stand-in answers for the host's toplevel.
 
 STANDIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STANDIN_HOST_DIR="$STANDIN_DIR/../host"
@@ -27,18 +30,34 @@ print(json.dumps({"time": time.time(), "tool": tool, "argv": argv, "stdin": stdi
 PY
 }
 
-standin_activate() {
-  # STANDIN_SSH_EXTRA (an array, may be empty) comes first: ssh keeps the first value of an option,
-  # so a caller's pinned host key wins over the defaults here.
-  local flake host=$2 address=$3 user=$4 work
-  flake=$(cd "$1" && pwd -P)
+standin_system_json() {
+  local flake=$1 host=$2 out=$3
   [ -n "${RUNNER_FLEET_INVENTORY:-}" ] && [ -s "$RUNNER_FLEET_INVENTORY" ] || { echo "stand-in: RUNNER_FLEET_INVENTORY is not set" >&2; return 1; }
+  NIX_REMOTE=dummy:// HOME="$(dirname "$out")" NIX_CONFIG="" nix-instantiate --eval --strict --json \
+    --argstr flake "$flake" --argstr inventoryFile "$RUNNER_FLEET_INVENTORY" --argstr host "$host" \
+    "$STANDIN_HOST_DIR/system.nix" > "$out" || { echo "stand-in: evaluating $host's system failed" >&2; return 1; }
+}
+
+standin_toplevel() {
+  local flake host=$2 work
+  flake=$(cd "$1" && pwd -P)
   work=$(mktemp -d)
   # shellcheck disable=SC2064
   trap "rm -rf '$work'" RETURN
-  NIX_REMOTE=dummy:// HOME="$work" NIX_CONFIG="" nix-instantiate --eval --strict --json \
-    --argstr flake "$flake" --argstr inventoryFile "$RUNNER_FLEET_INVENTORY" --argstr host "$host" \
-    "$STANDIN_HOST_DIR/system.nix" > "$work/system.json" || { echo "stand-in: evaluating $host's system failed" >&2; return 1; }
+  standin_system_json "$flake" "$host" "$work/system.json" || return 1
+  echo "/nix/store/$(sha256sum < "$work/system.json" | cut -c1-32)-nixos-system-$host"
+}
+
+standin_activate() {
+  # STANDIN_SSH_EXTRA (an array, may be empty) comes first: ssh keeps the first value of an option,
+  # so a caller's pinned host key wins over the defaults here.
+  local flake host=$2 address=$3 user=$4 mode=${5:-switch} work toplevel
+  flake=$(cd "$1" && pwd -P)
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$work'" RETURN
+  standin_system_json "$flake" "$host" "$work/system.json" || return 1
+  toplevel="/nix/store/$(sha256sum < "$work/system.json" | cut -c1-32)-nixos-system-$host"
   python3 - "$work/system.json" "$work/system" <<'PY' || return 1
 import json, os, sys
 system = json.load(open(sys.argv[1]))
@@ -63,5 +82,5 @@ for name, unit in system.get("units", {}).items():
         json.dump(unit, f, indent=2, sort_keys=True)
 PY
   tar -C "$work/system" -cf "$work/system.tar" bin etc
-  ssh ${STANDIN_SSH_EXTRA[@]+"${STANDIN_SSH_EXTRA[@]}"} "${STANDIN_SSH[@]}" "$user@$address" "sudo -n $STANDIN_ACTIVATE activate $host" < "$work/system.tar"
+  ssh ${STANDIN_SSH_EXTRA[@]+"${STANDIN_SSH_EXTRA[@]}"} "${STANDIN_SSH[@]}" "$user@$address" "sudo -n $STANDIN_ACTIVATE activate $host $toplevel $mode" < "$work/system.tar"
 }
