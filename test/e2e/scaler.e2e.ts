@@ -83,6 +83,13 @@ beforeAll(() => {
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: fs.readFileSync(key, "utf8").trim() }));
   const pub = fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim();
   ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", pub, "--stack", STACK]));
+  // The GitHub stand-in on the host's address, and the fireactions daemon: host/systemctl runs
+  // the fireactions stand-in where /etc/runner-fleet/e2e-fireactions names it (the real daemon
+  // needs KVM).
+  ok(onHost(HOST, [
+    `setsid -f python3 ${STANDINS}/github/github_standin.py --listen ${ADDR}:${GH_PORT} --app-id 4242 --app-public-key ${RF}/scaler-app-pub.pem --lost-after 5 </dev/null >>/var/log/github-standin.log 2>&1`,
+    `printf 'standin=%s\ngithub_api=%s\n' ${STANDINS}/fireactions/fireactions_standin.py ${GH} > /etc/runner-fleet/e2e-fireactions`,
+  ].join("\n")));
 }, 300_000);
 
 afterAll(() => {
@@ -112,14 +119,6 @@ describe("on-demand scaling on a test host", () => {
 
   it("with fireactions running, the pool rests at minRunners", async (ctx) => {
     needsUp(ctx);
-    // fireactions' daemon on the host: the stand-in (the real one needs KVM), unless the host's
-    // systemctl already runs it.
-    if (onHost(HOST, "python3 -c 'import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:8080/healthz\", timeout=2)'").status !== 0) {
-      ok(onHost(HOST, [
-        `setsid -f python3 ${STANDINS}/github/github_standin.py --listen ${ADDR}:${GH_PORT} --app-id 4242 --app-public-key ${RF}/scaler-app-pub.pem --lost-after 5 </dev/null >>/var/log/github-standin.log 2>&1`,
-        `setsid -f python3 ${STANDINS}/fireactions/fireactions_standin.py --config /run/fireactions/config.yaml --root / --github-api http://${ADDR}:${GH_PORT} </dev/null >>/var/log/fireactions.log 2>&1`,
-      ].join("\n")));
-    }
     await until("the pool at 2 with the scaler's view", () => {
       try {
         return size() === 2 && metric("desired") === 2 && metric("idle") === 2;
@@ -141,7 +140,7 @@ describe("on-demand scaling on a test host", () => {
     await until("the scaler's view: 3 busy, 2 idle", () => metric("busy") === 3 && metric("idle") === 2 && metric("desired") === 5, 10);
     await until("the jobs done", () => allDone(jobs), 60);
     await until("back at 2", () => size() === 2, 20);
-    expect(hostFile(HOST, "/var/log/fireactions.log") ?? "").not.toMatch(/Forcefully stopped/);
+    expect(hostFile(HOST, "/var/log/fireactions-daemon.log") ?? "").not.toMatch(/Forcefully stopped/);
     expect(pool().status.state).toBe("Active");
   });
 
