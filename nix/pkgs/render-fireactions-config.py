@@ -43,6 +43,10 @@ IMAGE_PULL_POLICY = "ifnotpresent"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 # Pool names become containerd namespaces and directory names; runner-fleet's host/pool name rule.
 POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The scaler (runner-fleet-scaler.py) reads the Actions runner's lines from each VM's console
+# log. Runner images log the runner to the guest's journal, which journald forwards to the
+# console only when asked; the kernel command line asks (docs/upstream.md, #20).
+JOURNAL_TO_CONSOLE = "systemd.journald.forward_to_console=1"
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):([0-9]{1,5})$")
 
 
@@ -108,6 +112,12 @@ def validate_pools(pools):
     return pools
 
 
+def with_journal_on_console(kernel_args):
+    if any(a.startswith("systemd.journald.forward_to_console") for a in kernel_args.split()):
+        return kernel_args
+    return f"{kernel_args} {JOURNAL_TO_CONSOLE}".strip()
+
+
 def render_pool(pool, host):
     runner = pool["runner"]
     fc = pool["firecracker"]
@@ -128,7 +138,7 @@ def render_pool(pool, host):
         "firecracker": {
             "binary_path": host["firecracker"],
             "kernel_image_path": host["kernel"],
-            "kernel_args": fc["kernelArgs"],
+            "kernel_args": with_journal_on_console(fc["kernelArgs"]),
             "machine_config": {
                 "vcpu_count": fc["vcpuCount"],
                 "mem_size_mib": fc["memSizeMib"],

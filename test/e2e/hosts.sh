@@ -60,6 +60,7 @@ build_layer() {
   local layer=$RF/layer/usr-bin
   mkdir -p "$layer"
   install -m 0755 "$HERE/host/systemctl" "$layer/systemctl"
+  install -m 0755 "$HERE/host/unit-supervise" "$layer/unit-supervise"
   # nixpkgs' vault is what bootstrap.nix puts on PATH; OpenBao's CLI speaks the same API.
   ln -sf "$(command -v bao)" "$layer/vault"
   [ -e /usr/bin/cloud-init ] && mknod "$layer/cloud-init" c 0 0

@@ -36,6 +36,7 @@ let
   vmNet = import ../../lib/vm-network.nix;
 in
 {
+  imports = [ ../scaler.nix ];
   options.runnerFleet.fireactions = {
     bridge = lib.mkOption {
       type = lib.types.str;

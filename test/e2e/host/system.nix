@@ -5,6 +5,9 @@
 #               -apply-pools, -seed, render-fireactions-config, runner-fleet-seed-files):
 #               their script text exactly as the module writes it, with nixpkgs' builders
 #               replaced by stubs that keep name, text and kind.
+#   units       on fireactions hosts, the runner-fleet-scaler service of nix/modules/scaler.nix
+#               (its ExecStart and restart settings, as the module sets them; the option
+#               defaults come from the module's own options), which host/systemctl runs.
 #   vaultAgent  the settings nix/modules/vault-agent.nix gives services.vault-agent for this
 #               host, plus the pid_file default NixOS' vault-agent module adds; NixOS writes
 #               them to a JSON file and runs `vault agent -config <file>`.
@@ -74,9 +77,26 @@ let
     config.runnerFleet = { inherit inventory; host = hostEntry; };
   };
   settings = agentModule.services.vault-agent.instances.runner-fleet.settings;
+
+  scalerModule = import "${flake}/modules/scaler.nix" {
+    inherit lib pkgs;
+    config.runnerFleet = {
+      host = hostEntry;
+      scaler = builtins.mapAttrs (_: o: o.default) scalerModule.options.runnerFleet.scaler;
+    };
+  };
+  scalerProgram = pkgs.callPackage "${flake}/pkgs/runner-fleet-scaler.nix" { };
+  scalerUnit = scalerModule.config.systemd.services.runner-fleet-scaler;
 in
 {
-  inherit programs;
+  programs = programs ++ lib.optional fireactions { inherit (scalerProgram) name text kind; };
+  units = lib.optionalAttrs fireactions {
+    runner-fleet-scaler = {
+      inherit (scalerUnit.serviceConfig) ExecStart Restart RestartSec;
+      StartLimitBurst = scalerUnit.startLimitBurst;
+      StartLimitIntervalSec = scalerUnit.startLimitIntervalSec;
+    };
+  };
   vaultAgent = { pid_file = "/run/vault-agent/runner-fleet.pid"; } // settings;
   vaultAgentUnit = agentModule.systemd.services."vault-agent-runner-fleet";
 }

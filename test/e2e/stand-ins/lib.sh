@@ -65,6 +65,7 @@ system = json.load(open(sys.argv[1]))
 out = sys.argv[2]
 os.makedirs(f"{out}/bin")
 os.makedirs(f"{out}/etc/vault-agent")
+os.makedirs(f"{out}/etc/runner-fleet-e2e/units")
 # What nixpkgs' writeShellApplication and writers.writePython3Bin put before the text
 # (the interpreter here is Debian's; PATH holds the system's programs first).
 preamble = {
@@ -76,6 +77,10 @@ for p in system["programs"]:
         f.write(preamble[p["kind"]] + p["text"])
 with open(f"{out}/etc/vault-agent/runner-fleet.json", "w") as f:
     json.dump(system["vaultAgent"], f, indent=2, sort_keys=True)
+# The services host/systemctl runs (their unit settings, as JSON).
+for name, unit in system.get("units", {}).items():
+    with open(f"{out}/etc/runner-fleet-e2e/units/{name}.json", "w") as f:
+        json.dump(unit, f, indent=2, sort_keys=True)
 PY
   tar -C "$work/system" -cf "$work/system.tar" bin etc
   ssh ${STANDIN_SSH_EXTRA[@]+"${STANDIN_SSH_EXTRA[@]}"} "${STANDIN_SSH[@]}" "$user@$address" "sudo -n $STANDIN_ACTIVATE activate $host $toplevel $mode" < "$work/system.tar"
