@@ -13,7 +13,7 @@ import {
   AWS_REGIONS, AZURE_LOCATIONS, DIGITALOCEAN_REGIONS, DIGITALOCEAN_SPACES_REGIONS, EBS_VOLUME_RULES,
   HETZNER_SPREAD_GROUP_MAX, lookupInstance,
 } from "./catalog";
-import type { HostConfig, LoadContext, ParsedConfig, Section } from "./config";
+import type { HostConfig, LoadContext, ParsedConfig, Section } from "./config-schema";
 import { normalAddress, normalCidr } from "./config-values";
 import { isLocalFlake } from "./deploy-commands";
 import { resolveImageSource } from "./images/source";
