@@ -1,7 +1,7 @@
 /**
- * Stack config -> validated fleet model. One zod schema per part of the config, then the named
- * rules that span keys (config-rules.ts: pools that exist, regions, KVM, capacity, images,
- * secrets). Every problem is collected and reported at once as `runner-fleet:<key path>: <what
+ * Stack config -> validated fleet model. Each part is parsed against its schema
+ * (config-schema.ts), then the named rules that span keys run (config-rules.ts: pools that exist,
+ * regions, KVM, capacity, images, secrets). Every problem is collected and reported at once as `runner-fleet:<key path>: <what
  * is wrong>`, even when other parts fail the schema; no message quotes a secret, and nothing here
  * touches the Pulumi runtime.
  */
@@ -17,8 +17,7 @@ import { normalizeHostKey } from "./deploy-commands";
 import { PROVIDERS, type FleetModel, type HostModel } from "./model";
 import { renderPoolsJson } from "./pools";
 
-export { FleetConfigSchema, SECRET_KEYS };
-export type { FleetConfig, FleetConfigInput, HostConfig, LoadContext, ParsedConfig, PoolConfig, Section } from "./config-schema";
+export { SECRET_KEYS };
 
 export const PROJECT = "runner-fleet";
 

@@ -15,7 +15,7 @@ function sources(dir: string): string[] {
 }
 
 /** Relative imports and re-exports of one file, resolved to files. */
-export function localImports(file: string, text: string): string[] {
+function localImports(file: string, text: string): string[] {
   const found: string[] = [];
   for (const m of text.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s+"(\.{1,2}\/[^"]+)"/gms)) {
     const base = path.resolve(path.dirname(file), m[1]);
@@ -26,7 +26,7 @@ export function localImports(file: string, text: string): string[] {
 }
 
 /** Every cycle as a list of files, found by depth-first search. */
-export function cycles(graph: Map<string, string[]>): string[][] {
+function cycles(graph: Map<string, string[]>): string[][] {
   const out: string[][] = [];
   const state = new Map<string, "open" | "done">();
   const stack: string[] = [];

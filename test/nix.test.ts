@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { FleetConfigSchema } from "../components/config";
+import { FleetConfigSchema } from "../components/config-schema";
 import { baseConfig } from "./support/fixtures";
 
 const root = resolve(__dirname, "..");
