@@ -85,6 +85,20 @@ export function mergeHostsFile(raw: Record<string, unknown>, baseDir: string): R
   return { ...rest, hosts: { ...inline, ...parsed } };
 }
 
+/**
+ * Problems with the deploy machine's environment, as config problems are reported. VAULT_NAMESPACE
+ * is refused: the Vault provider would honour it, but hosts log in with their AppRole at the root
+ * namespace (bootstrap, vault-agent and host.json carry no namespace), so their roles would not
+ * be found and every host would be locked out.
+ */
+export function environmentProblems(env: NodeJS.ProcessEnv): string[] {
+  const problems: string[] = [];
+  if (env.VAULT_NAMESPACE) {
+    problems.push(`VAULT_NAMESPACE: Vault namespaces are not supported (hosts log in at the root namespace); unset it and point runner-fleet:vault.address at a root-namespace mount`);
+  }
+  return problems;
+}
+
 export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
   const all = pulumi.runtime.allConfig();
   const baseDir = path.resolve(__dirname, "..");
@@ -92,15 +106,23 @@ export function loadFleet(): { model: FleetModel; secrets: FleetSecrets } {
   const secretKeysSet = new Set(Object.values(SECRET_KEYS).filter((k) => inline[k] !== undefined && inline[k] !== ""));
   let model: FleetModel;
   try {
-    model = buildFleetModel(mergeHostsFile(inline, baseDir), {
-      stack: pulumi.getStack(),
-      secretsSet: secretKeysSet,
-      awsRegion: all["aws:region"],
-      azureLocation: all["azure-native:location"],
-      baseDir,
-      requireImageFiles: process.env[OFFLINE_ENV] !== "1" && !pulumi.runtime.isDryRun(),
-      secureKeys: secureConfigKeys(all),
-    });
+    // The environment's problems first, then the config's: every problem at once.
+    const envProblems = environmentProblems(process.env);
+    try {
+      model = buildFleetModel(mergeHostsFile(inline, baseDir), {
+        stack: pulumi.getStack(),
+        secretsSet: secretKeysSet,
+        awsRegion: all["aws:region"],
+        azureLocation: all["azure-native:location"],
+        baseDir,
+        requireImageFiles: process.env[OFFLINE_ENV] !== "1" && !pulumi.runtime.isDryRun(),
+        secureKeys: secureConfigKeys(all),
+      });
+    } catch (err) {
+      if (err instanceof ConfigError && envProblems.length) throw new ConfigError([...envProblems, ...err.problems]);
+      throw err;
+    }
+    if (envProblems.length) throw new ConfigError(envProblems);
   } catch (err) {
     if (err instanceof ConfigError) {
       // RunError ends the program with this message alone: no stack trace, no source dump.

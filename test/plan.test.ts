@@ -112,6 +112,24 @@ describe("plan with bad config", () => {
     expect(result.stderr).not.toMatch(/^\s+at /m);
   });
 
+  it("refuses VAULT_NAMESPACE in one line, listed with the config's own problems (#24 item 4)", async () => {
+    const cfg = baseConfig();
+    cfg.vault.mount = "/bad//";
+    const result = await runPlan(["--config", writeStackFile(cfg)], { ...process.env, VAULT_NAMESPACE: "team-a" });
+    expect(result.code).toBe(1);
+    const lines = result.stderr.trim().split("\n");
+    expect(lines[0]).toMatch(/^invalid stack config \(2 problems\):$/);
+    expect(lines[1]).toMatch(/^VAULT_NAMESPACE: Vault namespaces are not supported \(hosts log in at the root namespace\)/);
+    expect(lines[2]).toMatch(/^runner-fleet:vault\.mount: /);
+    // Alone, it is still refused; unset, the same stack plans.
+    const good = writeStackFile(baseConfig());
+    const alone = await runPlan(["--config", good], { ...process.env, VAULT_NAMESPACE: "team-a" });
+    expect(alone.code).toBe(1);
+    expect(alone.stderr.trim().split("\n")).toEqual([expect.stringMatching(/problem\):$/), expect.stringMatching(/^VAULT_NAMESPACE: /)]);
+    const { VAULT_NAMESPACE: _, ...without } = process.env;
+    expect((await runPlan(["--config", good], without)).code).toBe(0);
+  });
+
   it("rejects a missing stack and bad arguments with usage", async () => {
     const missing = await runPlan(["--stack", "nosuch"]);
     expect(missing.code).toBe(1);

@@ -89,10 +89,10 @@ export interface PlanResult {
 }
 
 /** Runs `npm run plan` (the tsx entry point directly, to skip npm's start-up). */
-export async function runPlan(args: string[]): Promise<PlanResult> {
+export async function runPlan(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<PlanResult> {
   const tsx = path.join(ROOT, "node_modules", ".bin", "tsx");
   try {
-    const { stdout, stderr } = await promisify(execFile)(tsx, ["scripts/plan.ts", ...args], { cwd: ROOT, maxBuffer: 256 * 1024 * 1024 });
+    const { stdout, stderr } = await promisify(execFile)(tsx, ["scripts/plan.ts", ...args], { cwd: ROOT, env, maxBuffer: 256 * 1024 * 1024 });
     return { code: 0, stdout, stderr };
   } catch (err: any) {
     return { code: err.code ?? 1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" };
