@@ -9,6 +9,7 @@ import * as command from "@pulumi/command";
 import * as vault from "@pulumi/vault";
 import { SECRET_KEYS } from "./config";
 import { durationSeconds as parseDuration } from "./config-values";
+import { deployWaves } from "./deploy-commands";
 import type { FleetSecrets } from "./load";
 import type { FleetModel, HostModel, SecretName } from "./model";
 import { kvPaths, policyFor } from "./vault-paths";
@@ -38,6 +39,31 @@ export function durationSeconds(duration: string): number {
   const seconds = parseDuration(duration);
   if (seconds === undefined) throw new Error(`${JSON.stringify(duration)} is not a duration such as "90s", "30m" or "2h"`);
   return seconds;
+}
+
+/** Vault's default system max TTL (768h): a longer child token is capped to it anyway. */
+export const MAX_CHILD_TOKEN_SECONDS = 768 * 3600;
+const DAY_SECONDS = 86_400;
+
+/**
+ * The Vault provider's `maxLeaseTtlSeconds`: the TTL of the one child token it creates the first
+ * time it needs a client, never renewed (terraform-provider-vault internal/provider/meta.go). The
+ * engine runs the deletes of replaced and removed resources at the end of an `up`, so the token
+ * must outlive the whole rollout, not the default 1200 s. Bound: every wave one after the other,
+ * each host's chain of step timeouts (host key, ready, install, switch with its drain, seed, key
+ * check, pools push), then the retire drains; rounded up to whole days (cloud machines' own
+ * creation has no timeout of ours), at most 768h.
+ */
+export function providerMaxLeaseTtlSeconds(model: Pick<FleetModel, "hosts" | "deploy">): number {
+  const d = model.deploy;
+  const chain = (h: HostModel) =>
+    (d.readyTimeoutMinutes + 1) + d.readyTimeoutMinutes
+    + (h.image === "stock" ? d.installTimeoutMinutes + d.readyTimeoutMinutes + 7 : 0)
+    + (d.switchTimeoutMinutes + d.drainTimeoutMinutes + 2) + 11 + (d.readyTimeoutMinutes + 1) + 11;
+  const waves = deployWaves(model.hosts, d.batchSize);
+  const minutes = waves.reduce((sum, wave) => sum + Math.max(0, ...wave.map(chain)), 0) + d.drainTimeoutMinutes + 2;
+  const days = Math.max(1, Math.ceil((minutes * 60) / DAY_SECONDS));
+  return Math.min(days * DAY_SECONDS, MAX_CHILD_TOKEN_SECONDS);
 }
 
 /** Vault lowercases policy names; doing it here keeps the resource free of spurious diffs. */
@@ -122,8 +148,10 @@ export class FleetVault extends pulumi.ComponentResource {
     if (needed.has("githubApp") && !model.github?.appId) throw new Error("FleetVault: runner-fleet:github.appId is required by the fireactions role");
 
     // No token here: the provider reads VAULT_TOKEN from the environment, so it never lands in
-    // config or state.
-    const provider = new vault.Provider(name, { address: model.vault.address }, { parent: this });
+    // config or state. Its child token must last the whole `up` (providerMaxLeaseTtlSeconds).
+    const provider = new vault.Provider(name, {
+      address: model.vault.address, maxLeaseTtlSeconds: providerMaxLeaseTtlSeconds(model),
+    }, { parent: this });
     const child = { parent: this, provider };
 
     // Outputs of the created mounts (not the plain strings) so writes wait for the mounts.
@@ -199,13 +227,25 @@ export class FleetVault extends pulumi.ComponentResource {
       const secretId = new vault.approle.AuthBackendRoleSecretId(`${host.name}-secret-id`, {
         backend,
         roleName: role.roleName,
+        // Both explicit: upstream's Read writes ttl and num_uses back from Vault, and the bridge
+        // diffs the config against that state. Unset, a non-zero secretIdTtl read back would
+        // force a new secret_id (ttl is ForceNew) on every up, destroying the host's one.
+        ttl: durationSeconds(model.vault.secretIdTtl),
+        numUses: 0,
         wrappingTtl: model.vault.wrapTtl,
         // Without the wrapped accessor a fresh secret_id is made whenever the wrapping token has
         // expired or been used, i.e. on nearly every run, and user-data would change each time.
         withWrappedAccessor: true,
         metadata: JSON.stringify({ host: host.name, stack }),
         ...(cidrs.length ? { cidrLists: cidrs } : {}),
-      }, { ...child, additionalSecretOutputs: ["secretId", "wrappingToken"] });
+      }, {
+        ...child, additionalSecretOutputs: ["secretId", "wrappingToken"],
+        // All three only shape the secret_id made at creation: a new vault.wrapTtl or secretIdTtl
+        // applies to new secret_ids instead of re-issuing (and destroying) every one. The bridge
+        // drops ignored keys from its config-vs-state diff too, so a stack made before ttl was
+        // set (state ttl read back, no ttl input) keeps its secret_ids as well.
+        ignoreChanges: ["wrappingTtl", "ttl", "numUses"],
+      });
 
       this.hostAccess.set(host.name, { roleId: role.roleId, wrappedSecretId: pulumi.secret(secretId.wrappingToken), secrets: hostSecrets });
     }

@@ -13,7 +13,7 @@ import type { FleetModel, HostModel } from "../components/model";
 import { hostKvPaths, policyFor, secretFilesFor, sshHostKeyApiPath } from "../components/vault-paths";
 
 const { resources } = installMocks({ stack: "test", ...mockConfig(baseConfig()) });
-const { FleetVault, boundCidrs, durationSeconds, policyName, randomHexCommand } = await import("../components/vault");
+const { FleetVault, MAX_CHILD_TOKEN_SECONDS, boundCidrs, durationSeconds, policyName, providerMaxLeaseTtlSeconds, randomHexCommand } = await import("../components/vault");
 
 const T = {
   mount: "vault:index/mount:Mount",
@@ -84,6 +84,23 @@ describe("pure helpers", () => {
     expect(boundCidrs(host("named"))).toEqual([]);
     expect(boundCidrs(host("metal"))).toEqual([]);
     expect(boundCidrs(host("gitea"))).toEqual([]);
+  });
+
+  it("gives the provider's child token the whole rollout: waves of step timeouts, in days, at most 768h (#24 item 1)", () => {
+    const model = modelFrom(fullConfig());
+    const hosts = (n: number) => Array.from({ length: n }, (_, i) => ({ ...model.hosts[0], name: `h${i}`, image: "nix" as const }));
+    const deploy = { ...model.deploy, batchSize: 10 };
+    // One wave of the defaults: minutes, so a day.
+    expect(providerMaxLeaseTtlSeconds({ hosts: hosts(10), deploy })).toBe(86_400);
+    // The README's 1,000 hosts in waves of 10 at default timeouts: 100 waves of 2h05 (not 1200 s).
+    const perWave = (deploy.readyTimeoutMinutes + 1) + deploy.readyTimeoutMinutes + deploy.switchTimeoutMinutes + deploy.drainTimeoutMinutes + 2 + 11 + deploy.readyTimeoutMinutes + 1 + 11;
+    const minutes = 100 * perWave + deploy.drainTimeoutMinutes + 2;
+    expect(providerMaxLeaseTtlSeconds({ hosts: hosts(1000), deploy })).toBe(Math.ceil(minutes / 1440) * 86_400);
+    // Stock images add their install; one host a wave at the longest timeouts hits the cap.
+    const stock = hosts(1).map((h) => ({ ...h, image: "stock" as const }));
+    expect(providerMaxLeaseTtlSeconds({ hosts: stock, deploy })).toBe(86_400);
+    const slow = { ...deploy, batchSize: 1, switchTimeoutMinutes: 1440, drainTimeoutMinutes: 1440 };
+    expect(providerMaxLeaseTtlSeconds({ hosts: hosts(1000), deploy: slow })).toBe(MAX_CHILD_TOKEN_SECONDS);
   });
 
   it("lowercases policy names as Vault does", () => {
@@ -202,6 +219,7 @@ describe("FleetVault resources (mocks)", () => {
     const provider = one(rs, T.provider, "va");
     expect(provider.inputs.address).toBe("https://vault.example.org:8200");
     expect(provider.inputs).not.toHaveProperty("token");
+    expect(Number(provider.inputs.maxLeaseTtlSeconds)).toBe(providerMaxLeaseTtlSeconds(model));
   });
 
   it("creates the KV v2 mount and the AppRole auth backend", () => {
@@ -297,6 +315,8 @@ describe("FleetVault resources (mocks)", () => {
     for (const host of model.hosts) {
       const sid = one(rs, T.secretId, `${host.name}-secret-id`).inputs;
       expect(sid).toMatchObject({ backend: "approle", roleName: `test-${host.name}`, wrappingTtl: "2h", withWrappedAccessor: true });
+      // Set explicitly: Vault's read-back values must match the config (#24 item 3).
+      expect(sid).toMatchObject({ ttl: 0, numUses: 0 });
       expect(JSON.parse(sid.metadata as string)).toEqual({ host: host.name, stack: "test" });
       expect(sid.cidrLists).toEqual(boundCidrs(host).length ? boundCidrs(host) : undefined);
     }

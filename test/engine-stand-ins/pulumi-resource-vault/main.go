@@ -19,7 +19,13 @@
 //	vault:kv/getSecretV2:getSecretV2   (function) GET <mount>/data/<name>[?version=N]
 //
 // The provider authenticates with its `token` input or VAULT_TOKEN and, unless skipChildToken,
-// first creates a child token of 1200s like upstream's default max_lease_ttl_seconds.
+// first creates a child token as upstream's internal/provider/meta.go does: TTL and explicit max
+// TTL of maxLeaseTtlSeconds (else TERRAFORM_VAULT_MAX_TTL, else 1200 s), not renewable, made once
+// on first use and never refreshed.
+// A secret_id's ttl and numUses are read back from Vault into state after create, and diffed
+// against state (not the old inputs), as the bridge diffs the Terraform config against the
+// resource's state: an unset ttl against a read-back non-zero one forces a new secret_id. An
+// ignoreChanges key is left out of the diff, as the bridge drops it from the Terraform diff.
 // Deviation: a changed Mount or AuthBackend path replaces the resource here; upstream remounts it
 // in place (path is not ForceNew there). Refresh (Read) notices an object that is gone, not drift
 // in its fields. Not implemented: import, every other resource.
@@ -34,7 +40,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -191,7 +199,7 @@ type provider struct {
 func main() { serve.Provider(&provider{Base: serve.Base{Version: Version}}) }
 
 func (p *provider) DiffConfig(_ context.Context, req plugin.DiffConfigRequest) (plugin.DiffConfigResponse, error) {
-	return serve.Diff(req.OldInputs, req.NewInputs, []string{"address", "token", "skipChildToken", "namespace"}, nil), nil
+	return serve.Diff(req.OldInputs, req.NewInputs, []string{"address", "token", "skipChildToken", "namespace", "maxLeaseTtlSeconds"}, nil), nil
 }
 
 func (p *provider) Configure(_ context.Context, req plugin.ConfigureRequest) (plugin.ConfigureResponse, error) {
@@ -223,8 +231,10 @@ func (p *provider) api() (*client, error) {
 		return nil, fmt.Errorf("vault: no token: set VAULT_TOKEN or the provider's token")
 	}
 	if !boolean(p.config, "skipChildToken") {
+		ttl := maxLeaseTTL(p.config)
 		resp, err := c.call("POST", "auth/token/create", map[string]any{
-			"display_name": "terraform", "ttl": "1200s", "explicit_max_ttl": "1200s"}, "")
+			"display_name": "terraform", "ttl": fmt.Sprintf("%ds", ttl), "explicit_max_ttl": fmt.Sprintf("%ds", ttl),
+			"renewable": false}, "")
 		if err != nil {
 			return nil, fmt.Errorf("vault: creating child token: %w", err)
 		}
@@ -233,6 +243,28 @@ func (p *provider) api() (*client, error) {
 	}
 	p.client = c
 	return c, nil
+}
+
+// maxLeaseTTL is upstream's GetResourceDataInt(d, "max_lease_ttl_seconds", "TERRAFORM_VAULT_MAX_TTL",
+// 1200) (internal/provider/meta.go): a non-zero provider input, else the environment variable
+// when it is a number, else 1200. The engine may hand a provider's non-string inputs over
+// JSON-encoded, so a string holding a number counts as the number.
+func maxLeaseTTL(config resource.PropertyMap) int {
+	v := serve.Plain(config["maxLeaseTtlSeconds"])
+	n := 0
+	switch {
+	case v.IsNumber():
+		n = int(v.NumberValue())
+	case v.IsString():
+		n, _ = strconv.Atoi(v.StringValue())
+	}
+	if n != 0 {
+		return n
+	}
+	if env, err := strconv.Atoi(os.Getenv("TERRAFORM_VAULT_MAX_TTL")); err == nil {
+		return env
+	}
+	return 1200
 }
 
 func (p *provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.CheckResponse, error) {
@@ -250,7 +282,39 @@ func (p *provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.Che
 
 func (p *provider) Diff(_ context.Context, req plugin.DiffRequest) (plugin.DiffResponse, error) {
 	k := kinds[req.Type]
-	return serve.Diff(req.OldInputs, req.NewInputs, k.inputs, k.replace), nil
+	olds, news := req.OldInputs, req.NewInputs
+	if req.Type == "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId" {
+		// Read-back fields: the config against state, an unset number as its zero (SDKv2's
+		// schemaMap.diffString takes Type.Zero() for a value missing from the config).
+		olds, news = olds.Copy(), news.Copy()
+		for _, f := range readBackSecretIDFields {
+			key := resource.PropertyKey(f)
+			olds[key] = zeroIfNull(req.OldOutputs[key])
+			news[key] = zeroIfNull(news[key])
+		}
+	}
+	// As the bridge: an ignored property's difference between config and state is dropped from
+	// the Terraform diff too (pulumi-terraform-bridge pkg/tfbridge/diff.go computeIgnoreChanges),
+	// not only reset to its old input by the engine. Top-level keys are all runner-fleet ignores.
+	keys := []string{}
+	for _, key := range k.inputs {
+		if !slices.Contains(req.IgnoreChanges, key) {
+			keys = append(keys, key)
+		}
+	}
+	return serve.Diff(olds, news, keys, k.replace), nil
+}
+
+// readBackSecretIDFields are the secret_id inputs upstream's Read sets from Vault's
+// secret-id-accessor/lookup (resource_approle_auth_backend_role_secret_id.go, FieldTTL and
+// FieldNumUses from secret_id_ttl and secret_id_num_uses).
+var readBackSecretIDFields = []string{"ttl", "numUses"}
+
+func zeroIfNull(v resource.PropertyValue) resource.PropertyValue {
+	if p := serve.Plain(v); p.IsNull() || (p.IsNumber() && p.NumberValue() == 0) {
+		return resource.NewNumberProperty(0)
+	}
+	return v
 }
 
 func (p *provider) Create(_ context.Context, req plugin.CreateRequest) (plugin.CreateResponse, error) {
@@ -419,6 +483,11 @@ func createSecretID(c *client, _ string, in resource.PropertyMap) (resource.ID, 
 	if cidrs := strList(in, "cidrLists"); len(cidrs) > 0 {
 		body["cidr_list"] = strings.Join(cidrs, ",")
 	}
+	for f, vault := range map[string]string{"ttl": "ttl", "numUses": "num_uses"} {
+		if v := serve.Plain(in[resource.PropertyKey(f)]); v.IsNumber() && v.NumberValue() != 0 {
+			body[vault] = int(v.NumberValue())
+		}
+	}
 	path := rolePath(in) + "/secret-id"
 	if s := str(in, "secretId"); s != "" {
 		path, body["secret_id"] = rolePath(in)+"/custom-secret-id", s
@@ -446,7 +515,21 @@ func createSecretID(c *client, _ string, in resource.PropertyMap) (resource.ID, 
 	}
 	outs["accessor"] = accessor
 	id := fmt.Sprintf("backend=%s::role=%s::accessor=%s", backendOf(in), str(in, "roleName"), accessor)
-	return resource.ID(id), withOutputs(in, outs), nil
+	out := withOutputs(in, outs)
+	if wrapTTL != "" && !boolean(in, "withWrappedAccessor") {
+		return resource.ID(id), out, nil // upstream's Read learns nothing more of a wrapped token
+	}
+	// Upstream's Create ends in Read, which looks the secret_id up and keeps its ttl and num_uses.
+	look, err := c.call("POST", rolePath(in)+"/secret-id-accessor/lookup", map[string]any{"secret_id_accessor": accessor}, "")
+	if err != nil {
+		return "", nil, err
+	}
+	data, _ := look["data"].(map[string]any)
+	for f, vault := range map[string]string{"ttl": "secret_id_ttl", "numUses": "secret_id_num_uses"} {
+		n, _ := data[vault].(float64)
+		out[resource.PropertyKey(f)] = resource.NewNumberProperty(n)
+	}
+	return resource.ID(id), out, nil
 }
 
 func writeRole(c *client, path string, in resource.PropertyMap) (string, error) {
