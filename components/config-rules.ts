@@ -528,12 +528,26 @@ const deployFlakeExists: Rule = {
   },
 };
 
+const legacyNamesAreHosts: Rule = {
+  name: "legacyNamesAreHosts",
+  why: "a name kept for a host the stack does not have would be a typo, and that host would be renamed",
+  needs: ["hosts", "vault"],
+  check(r) {
+    const listed = r.sections.vault?.legacyNames;
+    if (!Array.isArray(listed)) return;
+    listed.forEach((name, i) => {
+      if (!Object.prototype.hasOwnProperty.call(r.hosts, name)) r.problem(`vault.legacyNames[${i}]`, `${name} is not a host of this stack`);
+    });
+  },
+};
+
 /** Every rule, in the order they run. */
 export const RULES: readonly Rule[] = [
   poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
   regionsKnown, spreadGroupsFit, dataVolumesValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
   imagesConfigured, rolesHaveServices, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,
+  legacyNamesAreHosts,
 ];
 
 /** Runs every rule whose sections parsed. */

@@ -182,6 +182,9 @@ const VaultSchema = z.strictObject({
   secretIdTtl: duration(0).default("0s"),
   tokenTtl: duration(1).default("1h"),
   externalSecrets: uniqueList(z.enum(SECRET_NAMES)).default([]),
+  // Stacks made before #24 item 14: true (every host) or the hosts that keep the old
+  // `runner-fleet-<stack>-<host>` policy and `<stack>-<host>` AppRole until they are re-created.
+  legacyNames: z.union([z.boolean(), uniqueList(Name)]).default(false),
 });
 
 const DeploySchema = z.strictObject({

@@ -155,6 +155,8 @@ export interface FleetModel {
     secretIdTtl: string;
     tokenTtl: string;
     externalSecrets: SecretName[];
+    /** true, or the hosts whose policy and AppRole keep the pre-#24 names (vaultNames). */
+    legacyNames: boolean | string[];
   };
   deploy: {
     tool: DeployTool;

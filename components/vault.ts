@@ -66,13 +66,40 @@ export function providerMaxLeaseTtlSeconds(model: Pick<FleetModel, "hosts" | "de
   return Math.min(days * DAY_SECONDS, MAX_CHILD_TOKEN_SECONDS);
 }
 
-/** Vault lowercases policy names; doing it here keeps the resource free of spurious diffs. */
-export function policyName(stack: string, host: string): string {
-  return `runner-fleet-${stack}-${host}`.toLowerCase();
+/**
+ * A stack name in a Vault object name. Vault lowercases policy names, and Pulumi stack names may
+ * hold capitals and `_`: `_` becomes `__` and a capital `_` and its lowercase, so two stacks never
+ * map to one name (`Ci` -> `_ci`, `_ci` -> `__ci`).
+ */
+export function vaultStackName(stack: string): string {
+  return stack.replace(/_/g, "__").replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
-export function roleName(stack: string, host: string): string {
-  return `${stack}-${host}`;
+/**
+ * A host's policy and AppRole name: `runner-fleet.<stack>.<host>`. Host names cannot contain `.`
+ * (config-schema.ts Name), so the last `.` always ends the stack name: stack `ci` with host
+ * `eu-a` and stack `ci-eu` with host `a` get different names. Pre-#24 names joined both with
+ * `-` and could collide; `legacy` keeps them for stacks whose hosts were bootstrapped with them.
+ */
+export function vaultNames(stack: string, host: string, legacy = false): { policy: string; role: string } {
+  if (legacy) return { policy: `runner-fleet-${stack}-${host}`.toLowerCase(), role: `${stack}-${host}` };
+  const name = `runner-fleet.${vaultStackName(stack)}.${host}`;
+  return { policy: name, role: name };
+}
+
+/** Whether vault.legacyNames keeps this host's pre-#24 names. */
+export function usesLegacyNames(model: Pick<FleetModel, "vault">, host: string): boolean {
+  const legacy = model.vault.legacyNames;
+  return legacy === true || (Array.isArray(legacy) && legacy.includes(host));
+}
+
+/** Vault lowercases policy names; the names here are lowercase already, so no spurious diffs. */
+export function policyName(stack: string, host: string, legacy = false): string {
+  return vaultNames(stack, host, legacy).policy;
+}
+
+export function roleName(stack: string, host: string, legacy = false): string {
+  return vaultNames(stack, host, legacy).role;
 }
 
 /**
@@ -202,17 +229,18 @@ export class FleetVault extends pulumi.ComponentResource {
       }
 
       // External secrets are still granted: the policy covers every file the host renders.
+      const names = vaultNames(stack, host.name, usesLegacyNames(model, host.name));
       const policy = new vault.Policy(`${host.name}-policy`, {
-        name: policyName(stack, host.name), policy: policyFor(host, model),
+        name: names.policy, policy: policyFor(host, model),
       }, child);
-      this.policyNames[host.name] = policyName(stack, host.name);
+      this.policyNames[host.name] = names.policy;
 
       const cidrs = boundCidrs(host);
       const bound = cidrs.length ? { secretIdBoundCidrs: cidrs, tokenBoundCidrs: cidrs } : {};
       const tokenTtl = durationSeconds(model.vault.tokenTtl);
       const role = new vault.approle.AuthBackendRole(`${host.name}-approle`, {
         backend,
-        roleName: roleName(stack, host.name),
+        roleName: names.role,
         tokenPolicies: [policy.name],
         tokenTtl,
         tokenMaxTtl: tokenTtl,

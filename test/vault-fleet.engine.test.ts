@@ -8,6 +8,8 @@
  *    child token short here; the program's maxLeaseTtlSeconds must win over it.
  *  - #24 item 3: with a non-zero secretIdTtl, Vault's read-back ttl must not re-issue (and so
  *    destroy) every secret_id on the next up; a wrapTtl edit must not either.
+ *  - #24 item 14: two stacks of the README's sharing guide on one OpenBao, whose old names met
+ *    (stack ci with host eu-a, stack ci-eu with host a), leave each other's objects alone.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
@@ -112,7 +114,7 @@ describe.skipIf(missing.length > 0)("the fleet's Vault component against OpenBao
     configure("long", fleetConfig(["a", "b"], vault), 0);
     const first = pulumi("long", "up", "--yes");
     expect(first.code, first.out).toBe(0);
-    expect((await api("GET", "sys/policies/acl/runner-fleet-long-b")).status).toBe(200);
+    expect((await api("GET", "sys/policies/acl/runner-fleet.long.b")).status).toBe(200);
 
     // Host b leaves and c joins: c's writes make the provider's child token, the rollout then
     // outlasts TERRAFORM_VAULT_MAX_TTL, and b's policy, role, secret_id and KV go at the end.
@@ -120,8 +122,8 @@ describe.skipIf(missing.length > 0)("the fleet's Vault component against OpenBao
     const second = pulumi("long", "up", "--yes");
     expect(second.code, second.out).toBe(0);
     expect(second.out).toMatch(/- \d+ deleted/);
-    expect((await api("GET", "sys/policies/acl/runner-fleet-long-b")).status).toBe(404);
-    expect((await api("GET", "auth/long-approle/role/long-b")).status).toBe(404);
+    expect((await api("GET", "sys/policies/acl/runner-fleet.long.b")).status).toBe(404);
+    expect((await api("GET", "auth/long-approle/role/runner-fleet.long.b")).status).toBe(404);
     expect((await api("GET", "long/metadata/hosts/b/forgejo-runner")).status).toBe(404);
 
     // The provider's child tokens carry the TTL the program derived, not TERRAFORM_VAULT_MAX_TTL.
@@ -145,10 +147,10 @@ describe.skipIf(missing.length > 0)("the fleet's Vault component against OpenBao
     configure("ttl", fleetConfig(["a"], vault), 0);
     const up = pulumi("ttl", "up", "--yes");
     expect(up.code, up.out).toBe(0);
-    const accessors = async () => (await api("LIST", "auth/ttl-approle/role/ttl-a/secret-id")).json.data?.keys as string[];
+    const accessors = async () => (await api("LIST", "auth/ttl-approle/role/runner-fleet.ttl.a/secret-id")).json.data?.keys as string[];
     const before = await accessors();
     expect(before).toHaveLength(1);
-    const looked = await api("POST", "auth/ttl-approle/role/ttl-a/secret-id-accessor/lookup", { secret_id_accessor: before[0] });
+    const looked = await api("POST", "auth/ttl-approle/role/runner-fleet.ttl.a/secret-id-accessor/lookup", { secret_id_accessor: before[0] });
     expect(looked.json.data.secret_id_ttl).toBe(3600);
 
     // Vault reports the ttl back; the next run must find nothing to do.
@@ -171,6 +173,48 @@ describe.skipIf(missing.length > 0)("the fleet's Vault component against OpenBao
     expect(await accessors()).toEqual(before);
   }, 300_000);
 
+  it("stacks ci (host eu-a) and ci-eu (host a) on one OpenBao neither read, overwrite nor delete each other's objects (#24 item 14)", async () => {
+    const shared = { address, mount: "shared", authMount: "shared-approle" };
+    newStack("ci");
+    configure("ci", fleetConfig(["eu-a"], shared), 0);
+    const ciUp = pulumi("ci", "up", "--yes");
+    expect(ciUp.code, ciUp.out).toBe(0);
+    const names = (stack: string) => JSON.parse(spawnSync("pulumi", ["stack", "output", "policyNames", "--json", "--stack", stack], { cwd: dir, env, encoding: "utf8" }).stdout) as Record<string, string>;
+    const ciPolicyName = names("ci")["eu-a"];
+    /** Everything of ci's host in Vault: its policy text, role (with role_id) and secret_ids. */
+    const ciObjects = async () => {
+      const roles = (await api("LIST", "auth/shared-approle/role")).json.data.keys as string[];
+      const role = roles.find((r) => r.startsWith("runner-fleet.ci.") || r === "ci-eu-a")!;
+      return {
+        policy: (await api("GET", `sys/policies/acl/${ciPolicyName}`)).json.data?.policy,
+        role: (await api("GET", `auth/shared-approle/role/${role}`)).json.data,
+        roleId: (await api("GET", `auth/shared-approle/role/${role}/role-id`)).json.data?.role_id,
+        secretIds: (await api("LIST", `auth/shared-approle/role/${role}/secret-id`)).json.data?.keys,
+        kv: (await api("GET", "shared/data/hosts/eu-a/forgejo-runner")).json.data?.data,
+      };
+    };
+    const before = await ciObjects();
+    expect(before.policy).toContain("shared/data/hosts/eu-a/forgejo-runner");
+    expect(before.secretIds).toHaveLength(1);
+
+    newStack("ci-eu");
+    configure("ci-eu", fleetConfig(["a"], { ...shared, createMount: false, createAuthMount: false }), 0);
+    const euUp = pulumi("ci-eu", "up", "--yes");
+    expect(euUp.code, euUp.out).toBe(0);
+    const euPolicyName = names("ci-eu").a;
+    expect(euPolicyName).not.toBe(ciPolicyName);
+    expect((await api("GET", `sys/policies/acl/${euPolicyName}`)).json.data.policy).toContain("shared/data/hosts/a/forgejo-runner");
+    expect(await ciObjects()).toEqual(before);
+    // ci sees nothing of ci-eu's run.
+    expect(pulumi("ci", "preview", "--expect-no-changes", "--refresh").code).toBe(0);
+
+    const destroy = pulumi("ci-eu", "destroy", "--yes");
+    expect(destroy.code, destroy.out).toBe(0);
+    expect((await api("GET", `sys/policies/acl/${euPolicyName}`)).status).toBe(404);
+    expect(await ciObjects()).toEqual(before);
+    expect(pulumi("ci", "preview", "--expect-no-changes", "--refresh").code).toBe(0);
+  }, 300_000);
+
   it("state from before #24 item 3 with a non-zero secretIdTtl: re-issued on every up then, kept now", async () => {
     newStack("legacy");
     const vault = { address, mount: "legacy", authMount: "legacy-approle", secretIdTtl: "1h" };
@@ -181,7 +225,7 @@ describe.skipIf(missing.length > 0)("the fleet's Vault component against OpenBao
     expect(old.code, old.out).toBe(0);
     expect(old.out).toMatch(/\+-\s*vault:appRole\/authBackendRoleSecretId:AuthBackendRoleSecretId: \(replace\)/);
     // This program on the same state: nothing to do, and up keeps the secret_id.
-    const sids = async () => (await api("LIST", "auth/legacy-approle/role/legacy-a/secret-id")).json.data?.keys as string[];
+    const sids = async () => (await api("LIST", "auth/legacy-approle/role/runner-fleet.legacy.a/secret-id")).json.data?.keys as string[];
     const before = await sids();
     configure("legacy", fleetConfig(["a"], vault), 0, false);
     const now = pulumi("legacy", "up", "--yes");

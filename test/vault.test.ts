@@ -13,7 +13,7 @@ import type { FleetModel, HostModel } from "../components/model";
 import { hostKvPaths, policyFor, secretFilesFor, sshHostKeyApiPath } from "../components/vault-paths";
 
 const { resources } = installMocks({ stack: "test", ...mockConfig(baseConfig()) });
-const { FleetVault, MAX_CHILD_TOKEN_SECONDS, boundCidrs, durationSeconds, policyName, providerMaxLeaseTtlSeconds, randomHexCommand } = await import("../components/vault");
+const { FleetVault, MAX_CHILD_TOKEN_SECONDS, boundCidrs, durationSeconds, policyName, providerMaxLeaseTtlSeconds, randomHexCommand, roleName, vaultNames } = await import("../components/vault");
 
 const T = {
   mount: "vault:index/mount:Mount",
@@ -103,8 +103,18 @@ describe("pure helpers", () => {
     expect(providerMaxLeaseTtlSeconds({ hosts: hosts(1000), deploy: slow })).toBe(MAX_CHILD_TOKEN_SECONDS);
   });
 
-  it("lowercases policy names as Vault does", () => {
-    expect(policyName("Prod", "h1")).toBe("runner-fleet-prod-h1");
+  it("names policies and roles runner-fleet.<stack>.<host>, lowercase, escaping the stack (#24 item 14)", () => {
+    expect(vaultNames("prod", "h1")).toEqual({ policy: "runner-fleet.prod.h1", role: "runner-fleet.prod.h1" });
+    // The README's collision: stack ci, host eu-a against stack ci-eu, host a.
+    expect(policyName("ci", "eu-a")).not.toBe(policyName("ci-eu", "a"));
+    expect(roleName("ci", "eu-a")).not.toBe(roleName("ci-eu", "a"));
+    // Vault lowercases policy names: stacks that differ by case or `_` stay apart.
+    const stacks = ["Prod", "prod", "_prod", "__prod", "p_rod", "pRod", "p.rod", "p-rod", "prod.h1"];
+    const names = stacks.flatMap((st) => ["h1", "rod", "h1-x"].map((h) => policyName(st, h)));
+    expect(new Set(names).size).toBe(names.length);
+    for (const n of names) expect(n).toBe(n.toLowerCase());
+    // Legacy names are the pre-#24 ones, as stacks made then have them.
+    expect(vaultNames("Prod", "h1", true)).toEqual({ policy: "runner-fleet-prod-h1", role: "Prod-h1" });
   });
 });
 
@@ -284,7 +294,7 @@ describe("FleetVault resources (mocks)", () => {
     expect(policies).toHaveLength(model.hosts.length);
     for (const host of model.hosts) {
       const p = one(rs, T.policy, `${host.name}-policy`);
-      expect(p.inputs.name).toBe(`runner-fleet-test-${host.name}`);
+      expect(p.inputs.name).toBe(`runner-fleet.test.${host.name}`);
       expect(p.inputs.policy).toBe(policyFor(host, model));
       for (const other of model.hosts.filter((h) => h.name !== host.name)) {
         expect(p.inputs.policy as string).not.toContain(`/hosts/${other.name}/`);
@@ -296,7 +306,7 @@ describe("FleetVault resources (mocks)", () => {
     for (const host of model.hosts) {
       const role = one(rs, T.role, `${host.name}-approle`).inputs;
       expect(role).toMatchObject({
-        backend: "approle", roleName: `test-${host.name}`, tokenPolicies: [`runner-fleet-test-${host.name}`],
+        backend: "approle", roleName: `runner-fleet.test.${host.name}`, tokenPolicies: [`runner-fleet.test.${host.name}`],
         tokenTtl: 3600, tokenMaxTtl: 3600, secretIdTtl: 0, secretIdNumUses: 0,
       });
       const cidrs = boundCidrs(host);
@@ -314,7 +324,7 @@ describe("FleetVault resources (mocks)", () => {
   it("wraps one secret_id per host, with the wrapped accessor, metadata and CIDRs", () => {
     for (const host of model.hosts) {
       const sid = one(rs, T.secretId, `${host.name}-secret-id`).inputs;
-      expect(sid).toMatchObject({ backend: "approle", roleName: `test-${host.name}`, wrappingTtl: "2h", withWrappedAccessor: true });
+      expect(sid).toMatchObject({ backend: "approle", roleName: `runner-fleet.test.${host.name}`, wrappingTtl: "2h", withWrappedAccessor: true });
       // Set explicitly: Vault's read-back values must match the config (#24 item 3).
       expect(sid).toMatchObject({ ttl: 0, numUses: 0 });
       expect(JSON.parse(sid.metadata as string)).toEqual({ host: host.name, stack: "test" });
@@ -342,6 +352,7 @@ describe("FleetVault with secrets kept in Vault and existing mounts (mocks)", ()
     cfg.vault = {
       address: "https://vault.internal:8200", mount: "teams/ci", createMount: false, authMount: "ci-hosts", createAuthMount: false,
       externalSecrets: ["githubApp", "giteaRunnerToken", "cacheSigningKey"], wrapTtl: "15m", secretIdTtl: "90s", tokenTtl: "30m",
+      legacyNames: ["b-metal", "b-cache"],
     };
     model = modelFrom(cfg, []);
     const start = resources.length;
@@ -371,7 +382,22 @@ describe("FleetVault with secrets kept in Vault and existing mounts (mocks)", ()
   it("uses the configured auth mount and lifetimes", () => {
     const role = one(rs, T.role, "b-gitea-approle").inputs;
     expect(role).toMatchObject({ backend: "ci-hosts", tokenTtl: 1800, tokenMaxTtl: 1800, secretIdTtl: 90 });
-    expect(one(rs, T.secretId, "b-gitea-secret-id").inputs).toMatchObject({ backend: "ci-hosts", wrappingTtl: "15m" });
+    expect(one(rs, T.secretId, "b-gitea-secret-id").inputs).toMatchObject({ backend: "ci-hosts", wrappingTtl: "15m", ttl: 90 });
+  });
+
+  it("keeps the pre-#24 names for the hosts vault.legacyNames lists, and only those", () => {
+    const names = (h: string) => [one(rs, T.policy, `${h}-policy`).inputs.name, one(rs, T.role, `${h}-approle`).inputs.roleName];
+    expect(names("b-metal")).toEqual(["runner-fleet-test-b-metal", "test-b-metal"]);
+    expect(names("b-cache")).toEqual(["runner-fleet-test-b-cache", "test-b-cache"]);
+    expect(names("b-gitea")).toEqual(["runner-fleet.test.b-gitea", "runner-fleet.test.b-gitea"]);
+  });
+
+  it("refuses a vault.legacyNames entry that is not a host, by key path", () => {
+    const cfg = baseConfig();
+    cfg.vault.legacyNames = ["metal", "gone"];
+    expect(() => modelFrom(cfg)).toThrow(/runner-fleet:vault\.legacyNames\[1\]: gone is not a host of this stack/);
+    cfg.vault.legacyNames = true;
+    expect(modelFrom(cfg).vault.legacyNames).toBe(true);
   });
 });
 

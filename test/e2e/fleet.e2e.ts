@@ -19,8 +19,9 @@ import {
 } from "./support";
 
 const VAULT_ON_BRIDGE = "https://10.231.0.1:8200";
-const POLICY = (host: string) => `runner-fleet-${STACK}-${host}`;
-const ROLE = (host: string) => `${STACK}-${host}`;
+// runner-fleet.<stack>.<host> for both (#24 item 14); STACK has no capital nor `_` to escape.
+const POLICY = (host: string) => `runner-fleet.${STACK}.${host}`;
+const ROLE = (host: string) => `runner-fleet.${STACK}.${host}`;
 
 // Canary secrets: their values must never show up outside Vault and the hosts' /run/secrets.
 const tag = randomBytes(6).toString("hex");
@@ -73,7 +74,7 @@ function stateResources(): Array<{ urn: string; type: string }> {
 }
 
 function policies(): string[] {
-  return baoJson<string[]>(["policy", "list"]).filter((p) => p.startsWith(`runner-fleet-${STACK}-`)).sort();
+  return baoJson<string[]>(["policy", "list"]).filter((p) => p.startsWith(`runner-fleet.${STACK}.`)).sort();
 }
 function roles(): string[] {
   const r = bao(["list", "-format=json", "auth/approle/role"]);
