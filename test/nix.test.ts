@@ -803,7 +803,7 @@ describe("runner-fleet-bootstrap, run", () => {
     const dir = mkdtempSync(join(scratch, "bootstrap-"));
     const bin = join(dir, "bin");
     for (const d of ["bin", "etc/runner-fleet/vault", "state", "ssh"]) mkdirSync(join(dir, d), { recursive: true });
-    writeFileSync(join(dir, "etc/runner-fleet/host.json"), JSON.stringify({ name: "aws-metal-1", vault: { address: "https://vault.test:8200", mount: "ci", authMount: "approle" } }));
+    writeFileSync(join(dir, "etc/runner-fleet/host.json"), JSON.stringify({ name: "aws-metal-1", stack: "ci", vault: { address: "https://vault.test:8200", mount: "ci", authMount: "approle" } }));
     writeFileSync(join(dir, "etc/runner-fleet/vault/role-id"), "role-1\n");
     writeFileSync(join(dir, "etc/runner-fleet/vault/wrapped-secret-id"), "wrap-token-1");
     writeFileSync(join(dir, "ssh/ssh_host_ed25519_key.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKey0 root@host\n");
@@ -811,6 +811,7 @@ describe("runner-fleet-bootstrap, run", () => {
     writeFileSync(join(bin, "vault"), `#!/usr/bin/env bash
 echo "argv: $* token=\${VAULT_TOKEN:-} addr=\${VAULT_ADDR:-}" >> "${dir}/vault.log"
 case "$1 $2" in
+  "write -field=creation_path") [ "$VAULT_TOKEN" = wrap-token-1 ] && [ ! -e "${dir}/unwrapped" ] && echo auth/approle/role/runner-fleet.ci.aws-metal-1/secret-id && exit 0; exit 2 ;;
   "unwrap -field=secret_id") [ "$VAULT_TOKEN" = wrap-token-1 ] && { [ -e "${dir}/unwrapped" ] && exit 2; touch "${dir}/unwrapped"; echo sid-1; exit 0; }; exit 2 ;;
   "write -field=token") in=$(jq -c . ); echo "login: $in" >> "${dir}/vault.log"; [ "$in" = '{"role_id":"role-1","secret_id":"sid-1"}' ] && echo tok-1 && exit 0; exit 2 ;;
   "kv get") [ -s "${dir}/published" ] && cat "${dir}/published" && exit 0; exit 2 ;;

@@ -28,7 +28,7 @@ let
 
   bootstrap = pkgs.writeShellApplication {
     name = "runner-fleet-bootstrap";
-    runtimeInputs = with pkgs; [ coreutils jq vault systemd ];
+    runtimeInputs = with pkgs; [ coreutils gnused jq vault systemd ];
     text = ''
       umask 077
       install -d -m 0700 ${stateDir}/vault
@@ -40,6 +40,10 @@ let
       mv -f ${paths.vaultEnv}.tmp ${paths.vaultEnv}
       export VAULT_ADDR="$addr"
 
+      mount=$(jq -er '.vault.mount' ${paths.hostJson})
+      auth=$(jq -er '.vault.authMount // "approle"' ${paths.hostJson})
+      name=$(jq -er '.name' ${paths.hostJson})
+
       # The wrapping token is single use: unwrap once, keep the secret_id.
       if [ ! -s ${paths.secretIdFile} ]; then
         wrapped=${paths.wrappedSecretIdFile}
@@ -47,6 +51,23 @@ let
           echo "runner-fleet-bootstrap: $wrapped is missing and no secret_id is stored" >&2
           exit 1
         fi
+        # Unwrap only a secret_id that this host's own AppRole made: a token wrapped anywhere
+        # else (another role's secret_id, or sys/wrapping/wrap handing this host someone's
+        # credentials) is refused before use. The role is runner-fleet.<stack>.<host>, the
+        # stack escaped as components/vault-paths.ts does, or the pre-#24 <stack>-<host>.
+        stack=$(jq -er '.stack' ${paths.hostJson})
+        estack=$(printf '%s' "$stack" | sed -e 's/_/__/g' -e 's/[A-Z]/_\L&/g')
+        if ! created=$(VAULT_TOKEN=$(cat "$wrapped") vault write -field=creation_path -f sys/wrapping/lookup); then
+          echo "runner-fleet-bootstrap: looking up the wrapping token failed (expired or already used?)" >&2
+          exit 1
+        fi
+        case "''${created,,}" in
+          "auth/$auth/role/runner-fleet.$estack.$name/secret-id" | "auth/$auth/role/''${stack,,}-$name/secret-id") ;;
+          *)
+            echo "runner-fleet-bootstrap: refusing the wrapped secret_id: it was made at $created, not at auth/$auth/role/runner-fleet.$estack.$name/secret-id" >&2
+            exit 1
+            ;;
+        esac
         # The token goes in through the environment, never on a command line.
         if ! secret_id=$(VAULT_TOKEN=$(cat "$wrapped") vault unwrap -field=secret_id); then
           echo "runner-fleet-bootstrap: unwrapping failed (expired or already used?)" >&2
@@ -64,9 +85,6 @@ let
       # deploy side reads and pins it (docs/contracts.md). Before the secrets
       # wait, so a host whose secrets cannot render can still be deployed to.
       # Credentials go in on stdin as JSON, never on a command line.
-      mount=$(jq -er '.vault.mount' ${paths.hostJson})
-      auth=$(jq -er '.vault.authMount // "approle"' ${paths.hostJson})
-      name=$(jq -er '.name' ${paths.hostJson})
       token=$(jq -n --rawfile r ${paths.roleIdFile} --rawfile s ${paths.secretIdFile} \
         '{role_id: ($r | rtrimstr("\n")), secret_id: ($s | rtrimstr("\n"))}' \
         | vault write -field=token "auth/$auth/login" -)
