@@ -269,14 +269,19 @@ export class FleetDeploy extends pulumi.ComponentResource {
     });
   }
 
-  /** <host>-pools: push pools.json (fireactions hosts), on every pool edit; the host reloads fireactions. */
+  /**
+   * <host>-pools: push pools.json (fireactions hosts), on every pool edit; the host reloads
+   * fireactions. The pools travel on stdin, an input: a pool edit is an update, which runs
+   * `create` again (pulumi-command runs create when no update is given). Only a new machine
+   * (the trigger) replaces it, so a preview never says "replace" next to a host for a pool edit.
+   */
   private poolsStep(s: HostStep, dependsOn: pulumi.Resource[]): void {
     if (!s.host.roles.includes("fireactions")) return;
     new remote.Command(`${s.host.name}-pools`, {
       connection: this.connection(s),
       create: poolsCommand(s.host.name, POOLS_TIMEOUT_MINUTES),
       stdin: s.poolsJson,
-      triggers: [sha256(s.poolsJson)],
+      triggers: [s.out.identity],
       addPreviousOutputInEnv: false,
     }, {
       parent: this,

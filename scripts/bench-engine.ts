@@ -7,7 +7,7 @@
  * 127.x address is loopback): an OpenBao dev server, one sshd whose ForceCommand reads stdin and
  * succeeds (readiness, seed and pool pushes reach a host at once), an ssh-agent with a
  * throwaway key, and test/bench-engine/bin/deploy, a deploy-rs stand-in that waits
- * RF_BENCH_SWITCH_SECONDS. Fleets are existing machines (scripts/bench-engine-fleet.ts).
+ * RF_BENCH_SWITCH_SECONDS, beside bin/nix, which answers the switch script's two `nix eval`s. Fleets are existing machines (scripts/bench-engine-fleet.ts).
  *
  * Per size, on a stack of its own:
  *   fresh preview            `pulumi preview` of a new stack
@@ -118,9 +118,10 @@ async function startHarness(work: string): Promise<Harness> {
       `AuthorizedKeysFile ${path.join(dir, "authorized_keys")}`,
       "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
       "UsePAM no", "StrictModes no", `PidFile ${path.join(dir, "sshd.pid")}`,
-      // Every remote step (readiness, seed, pools) reaches its host at once and succeeds: the
-      // bench measures the engine and the program around them, not the hosts.
-      "ForceCommand cat >/dev/null",
+      // Every remote step (readiness, seed, pools) reaches its host at once and succeeds, and
+      // the switch's checks find the system the nix stand-in names: the bench measures the
+      // engine and the program around them, not the hosts.
+      `ForceCommand ${path.join(ROOT, "test", "bench-engine", "host-command")}`,
       "MaxStartups 1000:30:1000", "MaxSessions 1000", "LogLevel ERROR",
     ].join("\n") + "\n");
     const sshd = spawn("ip", ["netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f", path.join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });

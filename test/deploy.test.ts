@@ -732,10 +732,12 @@ describe("FleetDeploy under mocks", async () => {
     expect(recorded("gamma-switch").inputs.create).not.toContain("runner-fleet-restart-changed"); // boot: nothing restarts now
   });
 
-  it("pools: pushed to fireactions hosts over stdin, keyed on the pools.json hash, after the switch", () => {
+  it("pools: pushed to fireactions hosts over stdin, replaced only with the machine, after the switch", () => {
     const pools = recorded("alpha-pools").inputs;
     expect(pools.create).toContain("sudo -n /run/current-system/sw/bin/runner-fleet-apply-pools");
-    expect(pools.triggers).toEqual([cmd.sha256(pools.stdin)]);
+    // A pool edit changes stdin alone: an update, which runs create again (#24 item 17).
+    expect(pools.triggers).toEqual(["id-alpha"]);
+    expect(pools.update).toBeUndefined();
     expect(JSON.parse(pools.stdin).map((p: any) => p.name)).toEqual(["large", "small"]);
     expect(pools.connection.user).toBe("deploy");
     expect(resources.some((r) => r.name === "beta-pools")).toBe(false);
