@@ -68,7 +68,7 @@ export function providerMaxLeaseTtlSeconds(model: Pick<FleetModel, "hosts" | "de
 
 /**
  * A stack name in a Vault object name. Vault lowercases policy names, and Pulumi stack names may
- * hold capitals and `_`: `_` becomes `__` and a capital `_` and its lowercase, so two stacks never
+ * hold capitals and `_`: `_` becomes `__` and a capital becomes `_` and its lowercase, so two stacks never
  * map to one name (`Ci` -> `_ci`, `_ci` -> `__ci`).
  */
 export function vaultStackName(stack: string): string {
