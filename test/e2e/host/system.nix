@@ -55,6 +55,7 @@ let
       openssl = { outPath = "/usr"; };
     } // args);
     coreutils = tool "coreutils";
+    gnused = tool "gnused";
     jq = tool "jq";
     vault = tool "vault";
     systemd = tool "systemd";
