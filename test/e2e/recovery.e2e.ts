@@ -2,8 +2,8 @@
  * A `pulumi up` killed mid-rollout (#24 item 16), with the real engine, OpenBao and the three
  * SSH test hosts: the CLI gets SIGKILL while a host's switch runs (the deploy-rs stand-in takes
  * RF_E2E_DEPLOY_SLEEP seconds). The backend keeps the stack locked; the README's recovery is
- * `pulumi cancel`, then `pulumi up`, which runs the interrupted switch again and converges, with
- * nothing lost: Vault's policies, roles, secret_ids and generated tokens, and the hosts' logins.
+ * `pulumi cancel`, `pulumi up` (which runs the interrupted switch again), then
+ * `pulumi refresh --clear-pending-creates` for the switch's pending create; nothing is lost: Vault's policies, roles, secret_ids and generated tokens, and the hosts' logins.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -103,10 +103,13 @@ describe("a pulumi up killed during a switch (#24 item 16)", () => {
     ok(pulumi(["cancel", "--yes", "--stack", STACK]));
     const again = pulumi(["up", "--yes", "--stack", STACK], { timeoutMs: 900_000 });
     expect(again.status, why(again.output)).toBe(0);
-    // The interrupted switch is a pending update; up runs it again, and the warning names it.
+    // A switch re-runs by replacement (its triggers changed), so the interrupted one is a
+    // pending create; up runs the switch again, and the warning names it.
     expect(again.output).toMatch(/pending operations from previous deployment/);
-    expect(again.output).toMatch(/e2e-cache-1-switch, interrupted while updating/);
+    expect(again.output).toMatch(/e2e-cache-1-switch, interrupted while creating/);
     expect(standinCalls().slice(calls).filter((c) => c.tool === "deploy" && deployedHost(c) === "e2e-cache-1").length).toBeGreaterThanOrEqual(2);
+    // A pending create stays until a refresh clears it (the README's last step).
+    ok(pulumi(["refresh", "--clear-pending-creates", "--yes", "--stack", STACK]));
 
     // Converged: the next preview has nothing to do and no pending operation left.
     const quiet = pulumi(["preview", "--expect-no-changes", "--stack", STACK]);
