@@ -252,3 +252,32 @@ describe("Prometheus scrapes the exporter and node exporter", () => {
     }
   }, 60_000);
 });
+
+describe("exporter: Vault from the host", () => {
+  it("reachable on any HTTP answer (a sealed Vault's 503 included), with its status; 0 when nothing answers", async () => {
+    let status = 200;
+    const paths: string[] = [];
+    const vault = createServer((req, res) => { paths.push(req.url!); res.statusCode = status; res.end("{}"); });
+    await new Promise<void>((ok) => vault.listen(0, "127.0.0.1", ok));
+    const root = mkdtempSync(join(scratch, "root-"));
+    const ex = await exporterOn(root, { vault: { address: `http://127.0.0.1:${(vault.address() as { port: number }).port}/` } });
+    const dead = await exporterOn(mkdtempSync(join(scratch, "root-")), { vault: { address: `http://127.0.0.1:${await freePort()}` } });
+    try {
+      let { text } = await ex.get();
+      expect(value(text, "runner_fleet_vault_reachable")).toBe(1);
+      expect(value(text, "runner_fleet_vault_health_status_code")).toBe(200);
+      expect(paths[0]).toBe("/v1/sys/health?standbyok=true&perfstandbyok=true");
+      status = 503;
+      ({ text } = await ex.get());
+      expect(value(text, "runner_fleet_vault_reachable")).toBe(1);
+      expect(value(text, "runner_fleet_vault_health_status_code")).toBe(503);
+      ({ text } = await dead.get());
+      expect(value(text, "runner_fleet_vault_reachable")).toBe(0);
+      expect(value(text, "runner_fleet_vault_health_status_code")).toBe(0);
+    } finally {
+      await ex.stop();
+      await dead.stop();
+      vault.close();
+    }
+  });
+});

@@ -6,7 +6,9 @@ GET /metrics serves this host's own series:
     differ from the booted system's, the rule the deploy reboots by), and when the last switch was;
   - the secrets vault-agent renders (present and non-empty, and when each was written), and
     whether all of them are, the condition runner-fleet-secrets waits for;
-  - the state of the units that matter (vault-agent, runner-fleet-secrets, the runners).
+  - the state of the units that matter (vault-agent, runner-fleet-secrets, the runners);
+  - whether Vault answers from this host (GET /v1/sys/health: any HTTP answer, sealed or
+    standby included, means reachable; its status code is exported too).
 GET /metrics/<name> relays a local endpoint that listens on loopback only (fireactions' metrics,
 the scaler's), so one port opened to the scrape sources serves all of them.
 
@@ -19,10 +21,12 @@ import http.server
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 PROFILE = "nix/var/nix/profiles/system"
@@ -114,6 +118,21 @@ def unit_facts(systemctl, units):
     return {u: states.get(u, states.get(f"{u}.service", "unknown")) for u in units}
 
 
+def vault_facts(vault):
+    """{"reachable", "status"} for {"address", "caFile"?}; None when no Vault is configured."""
+    if not vault or not vault.get("address"):
+        return None
+    url = vault["address"].rstrip("/") + "/v1/sys/health?standbyok=true&perfstandbyok=true"
+    ctx = ssl.create_default_context(cafile=vault.get("caFile") or None)
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
+            return {"reachable": True, "status": r.status}
+    except urllib.error.HTTPError as e:
+        return {"reachable": True, "status": e.code}
+    except (OSError, ValueError):
+        return {"reachable": False, "status": 0}
+
+
 # ---- rendering -------------------------------------------------------------------------
 
 def _label(value):
@@ -159,6 +178,11 @@ def render(facts):
     metric("unit_active", "gauge", "1 when the systemd unit is active", [((("unit", u),), st == "active") for u, st in sorted(units.items())])
     metric("unit_state", "gauge", "The unit's ActiveState, as a label", [((("unit", u), ("state", st)), 1) for u, st in sorted(units.items())])
 
+    vault = facts.get("vault")
+    if vault is not None:
+        metric("vault_reachable", "gauge", "1 when Vault answered GET /v1/sys/health from this host (any status)", [((), vault["reachable"])])
+        metric("vault_health_status_code", "gauge", "HTTP status of Vault's /v1/sys/health (200 active or standby, 501 not initialised, 503 sealed; 0 no answer)", [((), vault["status"])])
+
     relays = facts.get("relays", {})
     metric("relay_up", "gauge", "1 when the last relay of the local metrics endpoint answered", [((("source", n),), bool(up)) for n, up in sorted(relays.items())])
     return "\n".join(out) + "\n"
@@ -175,13 +199,14 @@ class Exporter:
         self.secrets = list(cfg.get("secrets", []))
         self.units = list(cfg.get("units", []))
         self.relays = dict(cfg.get("relays", {}))
+        self.vault = cfg.get("vault")
         # None until the first relay: its first answer (or failure) is logged.
         self.relay_up = {name: None for name in self.relays}
         self.lock = threading.Lock()
 
     def metrics(self):
         facts = {"nixos": nixos_facts(self.root), "secrets": secret_facts(self.root, self.secrets),
-                 "units": unit_facts(self.systemctl, self.units)}
+                 "units": unit_facts(self.systemctl, self.units), "vault": vault_facts(self.vault)}
         with self.lock:
             facts["relays"] = dict(self.relay_up)
         return render(facts)
@@ -244,7 +269,7 @@ def serve(exporter, address):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--listen", required=True, help="host:port to serve on")
-    p.add_argument("--config", required=True, help='JSON: {"secrets": [files], "units": [units], "relays": {name: url}}')
+    p.add_argument("--config", required=True, help='JSON: {"secrets": [files], "units": [units], "relays": {name: url}, "vault": {"address": url, "caFile": path}}')
     p.add_argument("--root", default="/", help="where /nix/var/nix/profiles and /run are (tests)")
     p.add_argument("--systemctl", default="systemctl")
     args = p.parse_args(argv)

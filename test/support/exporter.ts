@@ -20,6 +20,7 @@ export interface ExporterConfig {
   secrets?: string[];
   units?: string[];
   relays?: Record<string, string>;
+  vault?: { address: string; caFile?: string };
 }
 
 export async function startExporter(opts: { listen: string; root: string; config: ExporterConfig; systemctl?: string; configFile: string; python?: string[] }): Promise<ExporterProc> {
