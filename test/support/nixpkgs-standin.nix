@@ -22,6 +22,5 @@ builtins.listToAttrs (map (n: { name = n; value = pkg n; }) names)
   callPackage = path: args: pkg (baseNameOf (toString path)) // { imagePath = "vmlinux"; };
   writers.writePython3Bin = name: _: _: pkg name;
   writeShellScript = name: text: pkg name // { inherit text; };
-  writeText = name: text: pkg name // { inherit text; };
   runtimeShell = "/nix/store/00000000000000000000000000000000-bash/bin/bash";
 }
