@@ -11,11 +11,9 @@
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { parseArgs } from "node:util";
 import type { TargetGroup } from "../components/monitoring";
 
-const ROOT = path.resolve(__dirname, "..");
 const USAGE = "usage: npm run status -- --stack NAME [--json] [--prometheus URL] [--targets FILE] [--timeout SECONDS]";
 
 // ---- pure: metrics text, samples, rows ------------------------------------------------------
@@ -142,7 +140,7 @@ function readTargets(opts: Options): TargetGroup[] {
       fail(`${opts.targets}: ${(err as Error).message}`);
     }
   }
-  const r = spawnSync("pulumi", ["stack", "output", "--json", "prometheusTargets", "--stack", opts.stack, "--non-interactive"], { cwd: ROOT, encoding: "utf8" });
+  const r = spawnSync("pulumi", ["stack", "output", "--json", "prometheusTargets", "--stack", opts.stack, "--non-interactive"], { encoding: "utf8" }); // in the project directory, as npm run runs it
   if (r.error) fail(`pulumi: ${r.error.message} (is the Pulumi CLI on PATH?)`);
   if (r.status !== 0) fail(`pulumi stack output --stack ${opts.stack}: ${(r.stderr || r.stdout).trim().split("\n").pop()}`);
   try {
