@@ -137,6 +137,22 @@ describe("exporter: secrets and units", () => {
     }
   });
 
+  it("never serves a secret's content: only presence and time (the files are stat'ed, not read)", async () => {
+    const root = mkdtempSync(join(scratch, "root-"));
+    const planted = "PLANTED-SECRET-3c9a71";
+    writeRootFile(root, "run/secrets/token", planted);
+    chmodSync(join(root, "run/secrets/token"), 0o000);
+    const ex = await exporterOn(root, { secrets: ["/run/secrets/token"] });
+    try {
+      const { text } = await ex.get();
+      expect(value(text, 'runner_fleet_secret_present{file="/run/secrets/token"}')).toBe(1);
+      expect(text).not.toContain(planted);
+      expect(ex.log()).not.toContain(planted);
+    } finally {
+      await ex.stop();
+    }
+  });
+
   it("unit states from systemctl show; unknown (not a failed scrape) when systemctl cannot answer", async () => {
     const root = mkdtempSync(join(scratch, "root-"));
     const sc = fakeSystemctl({ "vault-agent-runner-fleet": "active", "gitea-runner-forgejo": "failed" });
