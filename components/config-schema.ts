@@ -235,6 +235,8 @@ export const FleetConfigSchema = z.strictObject({
     reserveMemoryMib: int(0, 1024 * 1024).default(2048),
   }).default({ reserveVcpus: 1, reserveMemoryMib: 2048 }),
   unsafe: z.strictObject({ githubAppKeyInUserData: z.boolean().default(false) }).default({ githubAppKeyInUserData: false }),
+  // Who may scrape the hosts' exporters (host firewall and every cloud's); none: nobody.
+  monitoring: z.strictObject({ allowCidrs: uniqueList(Cidr).default([]) }).default({ allowCidrs: [] }),
 });
 
 export type FleetConfigInput = z.input<typeof FleetConfigSchema>;

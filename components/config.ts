@@ -257,6 +257,7 @@ function fleetModel(parsed: ParsedConfig, derived: Derived, ctx: LoadContext): F
     deploy: cfg.deploy,
     capacity: cfg.capacity,
     unsafe: cfg.unsafe,
+    monitoring: cfg.monitoring,
     warnings: derived.warnings,
   };
 }

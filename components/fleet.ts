@@ -14,6 +14,7 @@ import { FleetImages } from "./images";
 import { buildInventory, renderInventoryJson, type HostAddresses } from "./inventory";
 import type { FleetSecrets } from "./load";
 import type { FleetModel, HostModel } from "./model";
+import { FleetMonitoring, type TargetGroup } from "./monitoring";
 import { renderPoolsJson } from "./pools";
 import { FleetVault } from "./vault";
 
@@ -35,6 +36,8 @@ export class Fleet extends pulumi.ComponentResource {
   readonly deployWaves: string[][];
   /** Each host's cloud-init user-data, by host name (secret: it carries a wrapped secret_id). */
   readonly userData: pulumi.Output<Record<string, string>>;
+  /** Prometheus file_sd targets: every host's exporters, labelled by stack, host, provider, region, roles, pools. */
+  readonly prometheusTargets: pulumi.Output<TargetGroup[]>;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:index:Fleet", name, {}, opts);
@@ -65,11 +68,12 @@ export class Fleet extends pulumi.ComponentResource {
       .all(hosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]).apply(([pub, priv]) => [h.name, { public: pub, private: priv ?? null }] as const)))
       .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);
     this.inventoryJson = this.addresses.apply((addresses) => renderInventoryJson(buildInventory(model, addresses)));
+    this.prometheusTargets = new FleetMonitoring("monitoring", { model, addresses: this.addresses }, { parent: this }).prometheusTargets;
 
     const deploy = new FleetDeploy("deploy", { model, hosts, poolsJson: this.poolsJson, seedFiles }, { parent: this });
     this.deployWaves = deploy.waves;
 
-    this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses, deployWaves: this.deployWaves });
+    this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses, deployWaves: this.deployWaves, prometheusTargets: this.prometheusTargets });
   }
 
   /**

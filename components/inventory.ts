@@ -46,6 +46,8 @@ export interface Inventory {
   gitea?: { url: string; labels: string[] };
   /** deploy.drainTimeoutMinutes: forgejo/gitea runners wait this long for jobs when stopped. */
   drain: { timeoutMinutes: number };
+  /** monitoring.allowCidrs: nix/modules/monitoring.nix opens the exporters' ports to these only. */
+  monitoring: { allowCidrs: string[] };
   hosts: Record<string, InventoryHost>;
 }
 
@@ -86,6 +88,7 @@ export function buildInventory(model: FleetModel, addresses: Record<string, Host
     ...(model.forgejo ? { forgejo: model.forgejo } : {}),
     ...(model.gitea ? { gitea: model.gitea } : {}),
     drain: { timeoutMinutes: model.deploy.drainTimeoutMinutes },
+    monitoring: { allowCidrs: model.monitoring.allowCidrs },
     hosts,
   };
 }

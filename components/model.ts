@@ -174,6 +174,8 @@ export interface FleetModel {
   };
   capacity: { reserveVcpus: number; reserveMemoryMib: number };
   unsafe: { githubAppKeyInUserData: boolean };
+  /** Networks allowed to scrape the hosts' exporters (nix/lib/monitoring.json ports). */
+  monitoring: { allowCidrs: string[] };
   /** Things that are allowed but worth a second look; printed by plan and `pulumi up`. */
   warnings: string[];
 }

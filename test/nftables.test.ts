@@ -23,6 +23,7 @@ const rulesNix = join(root, "nix", "lib", "nftables-rules.nix");
 const vmNetNix = join(root, "nix", "lib", "vm-network.nix");
 const dhcpHostPlugin = join(root, "nix", "pkgs", "cni-dhcp-host.sh");
 const BRIDGE = "fireactions0";
+const GUARD_PORTS: number[] = JSON.parse(readFileSync(join(root, "nix", "lib", "monitoring.json"), "utf8")).guardPorts;
 const GATEWAY = "10.200.0.1";
 
 let scratch = "";
@@ -307,6 +308,13 @@ const probes: Probe[] = [
   { what: "a VM reaches another VM on the bridge", from: "vm1", to: VM2, port: 80, guarded: false },
   { what: "the outside opens a connection to a VM", from: "out", to: VM1, port: 80, guarded: false },
   { what: "the outside reaches the host's sshd", from: "out", to: HOST_UPLINK, port: 22, guarded: true },
+  // Metrics ports (nix/lib/monitoring.json guardPorts): never from a VM, to this host or any other.
+  ...GUARD_PORTS.flatMap((port): Probe[] => [
+    { what: `a VM reaches metrics port ${port} at the host's uplink address`, from: "vm1", to: HOST_UPLINK, port, guarded: false },
+    { what: `a VM reaches metrics port ${port} at the bridge gateway`, from: "vm1", to: GATEWAY, port, guarded: false },
+    { what: `a VM reaches metrics port ${port} on another host's public address`, from: "vm1", to: OUT.internet, port, guarded: false },
+    { what: `the outside reaches the host's metrics port ${port}`, from: "out", to: HOST_UPLINK, port, guarded: true },
+  ]),
 ];
 
 function runProbes(): Record<string, boolean> {
@@ -330,8 +338,8 @@ beforeAll(async () => {
   buildTopology();
   mkdirSync(hostsDir());
   await Promise.all([
-    listen(ns.out, [80, 8200, 32526]),
-    listen(ns.host, [22]),
+    listen(ns.out, [80, 8200, 32526, ...GUARD_PORTS]),
+    listen(ns.host, [22, ...GUARD_PORTS]),
     listen(ns.vm1, [80]),
     listen(ns.vm2, [80]),
     startChild(ns.out, ["python3", "-c", DNS_SERVER, ANSWER, ...Object.values(OUT)], (c) => new Promise((ok) => c.stdout!.once("data", () => ok()))),

@@ -19,6 +19,12 @@
 let
   inherit (builtins) concatStringsSep;
 
+  # Metrics ports (lib/monitoring.json): node exporter, our exporter, fireactions' and the
+  # scaler's loopback endpoints. Dropped from VMs to any address, this host's and other hosts'
+  # public ones included, before anything else can accept them.
+  guardPorts = (builtins.fromJSON (builtins.readFile ./monitoring.json)).guardPorts;
+  metricsDrop = ''iifname "${bridge}" tcp dport { ${concatStringsSep ", " (map toString guardPorts)} } drop comment "runner VMs never reach metrics"'';
+
   # Destinations a VM must never be forwarded to.
   blocked4 = [
     "0.0.0.0/8" # "this network"
@@ -49,7 +55,7 @@ let
   '';
 in
 {
-  inherit blocked4 blocked6 gateway;
+  inherit blocked4 blocked6 gateway guardPorts;
 
   # Same shape as networking.nftables.tables.<name>: { family, content }.
   tables = {
@@ -62,6 +68,7 @@ in
         # Routed traffic; runs before the NixOS firewall, and a drop is final.
         chain forward {
           type filter hook forward priority filter - 10; policy accept;
+          ${metricsDrop}
           iifname "${bridge}" oifname "${bridge}" drop
           # Nothing from outside opens a connection to a VM.
           oifname "${bridge}" ct state established,related accept
@@ -77,6 +84,7 @@ in
         # address), nothing else.
         chain input {
           type filter hook input priority filter - 10; policy accept;
+          ${metricsDrop}
           iifname "${bridge}" ct state established,related accept
           iifname "${bridge}" ip daddr ${gateway} udp dport 53 accept
           iifname "${bridge}" ip daddr ${gateway} tcp dport 53 accept

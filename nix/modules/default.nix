@@ -10,6 +10,7 @@
     ./secrets.nix
     ./bootstrap.nix
     ./security.nix
+    ./monitoring.nix
     ./fireactions.nix
     ./roles/fireactions.nix
     ./roles/forgejo-runner.nix

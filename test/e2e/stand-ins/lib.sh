@@ -77,6 +77,11 @@ for p in system["programs"]:
         f.write(preamble[p["kind"]] + p["text"])
 with open(f"{out}/etc/vault-agent/runner-fleet.json", "w") as f:
     json.dump(system["vaultAgent"], f, indent=2, sort_keys=True)
+# Files the modules put in /etc (environment.etc), under etc/files/<path>.
+for rel, text in system.get("etc", {}).items():
+    os.makedirs(os.path.dirname(f"{out}/etc/files/{rel}"), exist_ok=True)
+    with open(f"{out}/etc/files/{rel}", "w") as f:
+        f.write(text)
 # The services host/systemctl runs (their unit settings, as JSON).
 for name, unit in system.get("units", {}).items():
     with open(f"{out}/etc/runner-fleet-e2e/units/{name}.json", "w") as f:
