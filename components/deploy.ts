@@ -49,6 +49,7 @@ import {
   switchCommand,
   type Activation,
 } from "./deploy-commands";
+import type { InventoryCache } from "./fleet-cache";
 import type { HostOutputs } from "./hosts/types";
 import { buildInventory, renderInventoryJson } from "./inventory";
 import type { FleetModel, HostModel } from "./model";
@@ -72,6 +73,8 @@ export interface FleetDeployArgs {
    * Secret: it carries the wrapped secret_id.
    */
   seedFiles: Record<string, pulumi.Output<string>>;
+  /** inventory.json `cache` (components/fleet-cache.ts): every host's substituters. */
+  cache?: pulumi.Input<InventoryCache>;
   /** Where a relative `deploy.flake` starts; defaults to the project root (Pulumi.yaml's directory). */
   baseDir?: string;
 }
@@ -126,8 +129,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
     // Only this host's part of the inventory: its bytes are what the switch evaluates, and
     // it depends on this host's address alone (not on every host of the fleet).
     const inventory = pulumi
-      .all([out.publicAddress, out.privateAddress])
-      .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
+      .all([out.publicAddress, out.privateAddress, args.cache])
+      .apply(([pub, priv, cache]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name], cache)));
     // The host's SSH host key, pinned by every connection below (issue 14 item 7).
     const hostKey = this.hostKeyOf(host, out, model);
     return {

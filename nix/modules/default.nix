@@ -14,5 +14,6 @@
     ./roles/fireactions.nix
     ./roles/forgejo-runner.nix
     ./roles/cache.nix
+    ./fleet-cache.nix
   ];
 }

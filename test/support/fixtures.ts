@@ -19,7 +19,9 @@ export const SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+
 export const PLANTED_SECRETS = {
   githubAppPrivateKey: "-----BEGIN RSA PRIVATE KEY-----\nPLANTED-APP-KEY-5f0c1d\n-----END RSA PRIVATE KEY-----\n",
   giteaRunnerToken: "PLANTED-GITEA-TOKEN-8a41be",
-  cacheSigningKey: "cache-1:PLANTED-SIGNING-KEY-77d2e0==",
+  gitlabRunnerToken: "glrt-PLANTED-GITLAB-TOKEN-3c9d71",
+  // A real Nix secret key (its public half is derived from it): the seed's base64 starts with the marker.
+  cacheSigningKey: "cache-1:PLANTEDSIGNINGKEY77d2e0AAAAAAAAAAAAAAAAABweiHKoi5Y3YeabjY6B3rIzdHAsKMIzl1mfVLTu6hMVxaA==",
 };
 
 /** A valid config (top-level keys without the project prefix) to start from. */
