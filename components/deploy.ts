@@ -340,7 +340,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
 }
 
 /** Roles whose runners a removal must drain first. */
-const RUNNER_ROLES: readonly string[] = ["fireactions", "forgejo-runner", "gitea-runner"];
+const RUNNER_ROLES: readonly string[] = ["fireactions", "forgejo-runner", "gitea-runner", "gitlab-runner"];
 
 interface HostStep {
   host: HostModel;
