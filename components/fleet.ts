@@ -10,6 +10,7 @@ import { renderSeedJson } from "./deploy-commands";
 import { createHost } from "./hosts";
 import { SharedNetworks } from "./hosts/network";
 import type { HostOutputs } from "./hosts/types";
+import { CachePush } from "./cache-push";
 import { FleetCache } from "./fleet-cache";
 import { FleetImages } from "./images";
 import { buildInventory, renderInventoryJson, type HostAddresses } from "./inventory";
@@ -68,7 +69,8 @@ export class Fleet extends pulumi.ComponentResource {
       .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);
     this.inventoryJson = pulumi.all([this.addresses, cache.inventory]).apply(([addresses, c]) => renderInventoryJson(buildInventory(model, addresses, undefined, c)));
 
-    const deploy = new FleetDeploy("deploy", { model, hosts, poolsJson: this.poolsJson, seedFiles, cache: cache.inventory }, { parent: this });
+    const push = new CachePush("cache-push", { model }, { parent: this });
+    const deploy = new FleetDeploy("deploy", { model, hosts, poolsJson: this.poolsJson, seedFiles, cache: cache.inventory, push }, { parent: this });
     this.deployWaves = deploy.waves;
 
     this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses, deployWaves: this.deployWaves });
