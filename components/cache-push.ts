@@ -1,6 +1,8 @@
 /**
  * Deploys fill the fleet cache: before a host's switch, `<host>-push-to-<cache>` builds its
- * system on the deploy machine and copies the closure to each cache host's store (`nix copy`
+ * system on the deploy machine and copies the closure to the first cache host's store (by name;
+ * hosts ask every cache host, so one copy serves them all, and one step per host keeps the
+ * deploy linear in hosts) (`nix copy`
  * over SSH as the deploy user, the cache's host key pinned). deploy-rs then copies the system
  * with --substitute-on-destination (docs/upstream.md), so the host fetches what the cache has
  * from the cache instead of from the deploy machine. The pushes of one wave run one after
@@ -98,8 +100,8 @@ export interface CachePushArgs {
 
 /** `<host>-push-to-<cache>` steps, made by the deploy before each switch (components/deploy.ts). */
 export class CachePush extends pulumi.ComponentResource {
-  /** Cache hosts pushed to (empty: no push steps). */
-  readonly caches: string[];
+  /** The cache host pushed to, or undefined (no push steps). */
+  readonly target: string | undefined;
   private readonly model: FleetModel;
 
   constructor(name: string, args: CachePushArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -107,17 +109,17 @@ export class CachePush extends pulumi.ComponentResource {
     this.model = args.model;
     const { cache } = args.model;
     // Pushing serves nobody unless hosts substitute from the cache.
-    this.caches = cache.useFleetCache && cache.push
-      ? args.model.hosts.filter((h) => h.roles.includes("cache") && cache.domains[h.name]).map((h) => h.name)
-      : [];
-    this.registerOutputs({ caches: this.caches });
+    this.target = cache.useFleetCache && cache.push
+      ? args.model.hosts.filter((h) => h.roles.includes("cache") && cache.domains[h.name]).map((h) => h.name).sort()[0]
+      : undefined;
+    this.registerOutputs({ target: this.target });
   }
 
-  /** The pushes of one host, to every cache host but itself; the host's switch depends on them. */
+  /** The push of one host (none for the target itself); the host's switch depends on it. */
   pushBefore(a: PushBeforeArgs, targets: CacheTarget[]): local.Command[] {
     const d = this.model.deploy;
     const minutes = d.switchTimeoutMinutes;
-    return targets.filter((t) => this.caches.includes(t.name) && t.name !== a.host.name).map((t) => new local.Command(`${a.host.name}-push-to-${t.name}`, {
+    return targets.filter((t) => t.name === this.target && t.name !== a.host.name).map((t) => new local.Command(`${a.host.name}-push-to-${t.name}`, {
       create: pulumi.output(t.address).apply((cacheAddress) => pushCommand({
         host: a.host.name, arch: a.host.arch, cache: t.name, cacheAddress, flake: d.flake, sshUser: d.sshUser,
         remoteBuild: d.remoteBuild, timeoutMinutes: minutes,

@@ -248,23 +248,24 @@ function fleetWithCache(cache: Record<string, unknown>): Record<string, any> {
   const cfg = baseConfig();
   const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+KzNVWOGAqW5r1NAY25uvw+QP";
   const existing = (address: string, roles: string[]) => ({ provider: "existing", address, arch: "x86_64", vcpus: 4, memoryMib: 8192, roles, hostKey: key });
-  cfg.hosts = { "cache-1": existing("192.0.2.20", ["cache"]), "web-1": existing("192.0.2.21", ["forgejo-runner"]), "web-2": existing("192.0.2.22", ["forgejo-runner"]) };
+  cfg.hosts = { "cache-1": existing("192.0.2.20", ["cache"]), "cache-2": existing("192.0.2.23", ["cache"]), "web-1": existing("192.0.2.21", ["forgejo-runner"]), "web-2": existing("192.0.2.22", ["forgejo-runner"]) };
   cfg.deploy = { tool: "deploy-rs", batchSize: 2 };
   cfg.cache = cache;
   return cfg;
 }
 
 describe("the program pushes before each switch and hands hosts the public key", () => {
-  it("makes <host>-push-to-<cache> for every other host, and puts only the public key in the inventory", async () => {
-    const doc = await planJson(fleetWithCache({ domains: { "cache-1": "cache-1.example.org" } }));
+  it("makes one <host>-push-to-<cache> per other host, to the first cache host, and puts only the public key in the inventory", async () => {
+    const doc = await planJson(fleetWithCache({ domains: { "cache-1": "cache-1.example.org", "cache-2": "cache-2.example.org" } }));
     const pushes = doc.resources.filter((r) => r.name.includes("-push-to-")).map((r) => r.name).sort();
-    expect(pushes).toEqual(["web-1-push-to-cache-1", "web-2-push-to-cache-1"]);
+    expect(pushes).toEqual(["cache-2-push-to-cache-1", "web-1-push-to-cache-1", "web-2-push-to-cache-1"]);
     const push = doc.resources.find((r) => r.name === "web-1-push-to-cache-1")!;
     expect(push.type).toBe("command:local:Command");
     expect(push.inputs.create).toContain('nix copy --to ssh://deploy@cache-1 "$toplevel"');
     const inventory = JSON.parse(doc.outputs.inventory ?? doc.outputs.inventoryJson);
     expect(inventory.cache.substituters).toEqual([
       { url: "https://cache-1.example.org", publicKey: nixPublicKeyOf(PLANTED_SECRETS.cacheSigningKey), priority: 30, host: "cache-1" },
+      { url: "https://cache-2.example.org", publicKey: nixPublicKeyOf(PLANTED_SECRETS.cacheSigningKey), priority: 30, host: "cache-2" },
     ]);
     const all = JSON.stringify(doc);
     expect(all).not.toContain("PLANTEDSIGNINGKEY77d2e0");
