@@ -1,7 +1,7 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
  *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
- *                 [--scaler-only | --no-scaler]
+ *                 [--scaler-only | --no-scaler] [--cache-only | --no-cache]
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -12,7 +12,9 @@
  * --engine adds the real-engine rows (scripts/bench-engine.ts; needs `npm run engine` and root);
  * --engine-only prints those alone. The scaler's rows (scripts/bench-scaler.ts: reaction time and
  * cost per host with 10 pools, against the fireactions stand-in) run by default; --scaler-only
- * prints those alone, --no-scaler skips them.
+ * prints those alone, --no-scaler skips them. The fleet cache's rows (scripts/bench-cache.ts:
+ * substitution with the module's settings against a store-to-store copy, and past a dead cache)
+ * likewise: --cache-only, --no-cache.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -21,6 +23,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { modelFrom, writeStackFile } from "../test/support/fixtures";
 import { benchEngine } from "./bench-engine";
+import { benchCache } from "./bench-cache";
 import { benchScaler } from "./bench-scaler";
 import { missingEngineBinaries } from "../engine/env";
 import { benchFleet } from "./bench-fleet";
@@ -140,9 +143,12 @@ async function main() {
       "rollout-seconds": { type: "string", default: "20" },
       "scaler-only": { type: "boolean", default: false },
       "no-scaler": { type: "boolean", default: false },
+      "cache-only": { type: "boolean", default: false },
+      "no-cache": { type: "boolean", default: false },
     },
   });
-  const scalerOnly = values["scaler-only"]!;
+  const cacheOnly = values["cache-only"]!;
+  const scalerOnly = values["scaler-only"]! || cacheOnly;
   const engineOnly = values["engine-only"]! || scalerOnly;
   const sizes = values.sizes!.split(",").map(Number);
   // --heap MiB raises V8's old-space limit for plan and floor alike (default: node's own, the
@@ -230,13 +236,18 @@ async function main() {
   const failures = rows.slice(1).flatMap((r) => r.slice(-2)).filter((v) => v === "FAIL").length
     + (tsc && !(tsc.wallSeconds < TSC_MAX_SECONDS && tsc.maxRssMib < TSC_MAX_MIB) ? 1 : 0);
   let engineFailures = 0;
-  if (!values["no-scaler"] && (scalerOnly || !values["engine-only"])) {
+  if (!values["no-scaler"] && !cacheOnly && (scalerOnly || !values["engine-only"])) {
     const scaler = await benchScaler({ work, log: (s) => process.stdout.write(s) });
     out.push(...scaler.lines);
     engineFailures += scaler.failures;
   }
+  if (!values["no-cache"] && (cacheOnly || !values["engine-only"])) {
+    const cache = await benchCache({ work, log: (s) => process.stdout.write(s) });
+    out.push(...cache.lines);
+    engineFailures += cache.failures;
+  }
   if (scalerOnly) {
-    // the scaler's rows only
+    // the scaler's (or the cache's) rows only
   } else if (values.engine || engineOnly) {
     process.stdout.write(`${out.join("\n")}\n\n`);
     out.length = 0;
