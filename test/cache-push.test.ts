@@ -13,7 +13,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pushCommand, PUSH_LOG_COLUMNS, PUSH_LOG_LINES } from "../components/cache-push";
 import { nixPublicKeyOf } from "../components/fleet-cache";
-import { baseConfig, PLANTED_SECRETS, planJson } from "./support/fixtures";
+import { baseConfig, existingHost, PLANTED_SECRETS, planJson } from "./support/fixtures";
 import { freePort } from "./support/free-port";
 
 const SSHD = ["/usr/sbin/sshd", "/usr/bin/sshd"].find((p) => fs.existsSync(p));
@@ -246,8 +246,7 @@ describe.skipIf(!SSHD || !ROOT_USER)("pushing a closure to a cache host over SSH
 
 function fleetWithCache(cache: Record<string, unknown>): Record<string, any> {
   const cfg = baseConfig();
-  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+KzNVWOGAqW5r1NAY25uvw+QP";
-  const existing = (address: string, roles: string[]) => ({ provider: "existing", address, arch: "x86_64", vcpus: 4, memoryMib: 8192, roles, hostKey: key });
+  const existing = existingHost;
   cfg.hosts = { "cache-1": existing("192.0.2.20", ["cache"]), "cache-2": existing("192.0.2.23", ["cache"]), "web-1": existing("192.0.2.21", ["forgejo-runner"]), "web-2": existing("192.0.2.22", ["forgejo-runner"]) };
   cfg.deploy = { tool: "deploy-rs", batchSize: 2 };
   cfg.cache = cache;

@@ -2,21 +2,13 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../components/config";
+import { buildFleetModel, PROJECT, SECRET_KEYS } from "../components/config";
 import { projectConfig } from "../components/load";
 import { readStackFile, unsetPlaceholder } from "../scripts/stack-file";
-import { baseConfig, modelFrom, ROOT } from "./support/fixtures";
+import { baseConfig, configProblems, modelFrom, ROOT } from "./support/fixtures";
 
 /** The problems a config produces (empty when valid). */
-function problemsOf(config: Record<string, any>, secretsSet?: string[]): string[] {
-  try {
-    modelFrom(config, secretsSet);
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-}
+const problemsOf = configProblems;
 
 function stackRaw(stack: string): { raw: Record<string, unknown>; secrets: Set<string>; aws?: string; azure?: string } {
   const { config, secretKeys } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));

@@ -7,10 +7,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError } from "../components/config";
 import { fleetCacheInventory, FLEET_CACHE_PRIORITY, nixPublicKeyOf } from "../components/fleet-cache";
 import { buildInventory } from "../components/inventory";
-import { baseConfig, modelFrom, PLANTED_SECRETS } from "./support/fixtures";
+import { baseConfig, configProblems, existingHost, modelFrom, PLANTED_SECRETS } from "./support/fixtures";
 import { freePort } from "./support/free-port";
 import { buildClosure, generateKey, moduleSettings as settingsOf, nix, realiseWithModule, serveDirectory, writeBinaryCache, exampleInventory } from "./support/nix-cache";
 
@@ -23,20 +22,12 @@ const newKey = (name: string) => generateKey(scratch, name);
 
 function cacheConfig(extra: Record<string, unknown> = {}): Record<string, any> {
   const cfg = baseConfig();
-  cfg.hosts["cache-a"] = { provider: "existing", address: "192.0.2.20", arch: "x86_64", vcpus: 4, memoryMib: 8192, roles: ["cache"], hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+KzNVWOGAqW5r1NAY25uvw+QP" };
+  cfg.hosts["cache-a"] = existingHost("192.0.2.20", ["cache"]);
   cfg.cache = { domains: { "cache-a": "cache-a.example.org" }, ...extra };
   return cfg;
 }
 
-function problemsOf(cfg: Record<string, any>, secretsSet?: string[]): string[] {
-  try {
-    modelFrom(cfg, secretsSet);
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-}
+const problemsOf = configProblems;
 
 describe("the public key of cacheSigningKey", () => {
   it("is what Nix itself derives (nix-store --generate-binary-cache-key)", () => {

@@ -7,10 +7,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError } from "../components/config";
 import { buildInventory } from "../components/inventory";
 import { policyFor, secretFilesFor } from "../components/vault-paths";
-import { baseConfig, modelFrom, ROOT } from "./support/fixtures";
+import { baseConfig, configProblems, existingHost, modelFrom, ROOT } from "./support/fixtures";
 
 let scratch = "";
 beforeAll(() => { scratch = fs.mkdtempSync(path.join(os.tmpdir(), "gitlab-runner-")); });
@@ -19,19 +18,11 @@ afterAll(() => { if (scratch) fs.rmSync(scratch, { recursive: true, force: true 
 function gitlabConfig(): Record<string, any> {
   const cfg = baseConfig();
   cfg.gitlab = { url: "https://gitlab.example.org" };
-  cfg.hosts.gl = { provider: "existing", address: "192.0.2.30", arch: "x86_64", vcpus: 8, memoryMib: 16384, roles: ["gitlab-runner"], hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+KzNVWOGAqW5r1NAY25uvw+QP" };
+  cfg.hosts.gl = existingHost("192.0.2.30", ["gitlab-runner"]);
   return cfg;
 }
 
-function problemsOf(cfg: Record<string, any>, secretsSet?: string[]): string[] {
-  try {
-    modelFrom(cfg, secretsSet);
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-}
+const problemsOf = configProblems;
 
 describe("gitlab-runner config", () => {
   it("needs gitlab.url and the gitlabRunnerToken secret, each by key path", () => {

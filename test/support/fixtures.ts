@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { stringify } from "yaml";
-import { buildFleetModel, PROJECT, SECRET_KEYS } from "../../components/config";
+import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../../components/config";
 import type { FleetModel } from "../../components/model";
 
 export const ROOT = path.resolve(__dirname, "../..");
@@ -57,6 +57,22 @@ export function modelFrom(config: Record<string, any>, secretsSet: string[] = Ob
     baseDir: ROOT,
     requireImageFiles: false,
   });
+}
+
+/** The problems a config produces, each `runner-fleet:<key path>: ...` (empty when valid). */
+export function configProblems(config: Record<string, any>, secretsSet?: string[]): string[] {
+  try {
+    modelFrom(config, secretsSet);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+}
+
+/** An existing x86_64 machine with its host key pinned (the shape most role tests need). */
+export function existingHost(address: string, roles: string[]): Record<string, unknown> {
+  return { provider: "existing", address, arch: "x86_64", vcpus: 8, memoryMib: 16384, roles, hostKey: SSH_KEY.split(" ").slice(0, 2).join(" ") };
 }
 
 /** The flat `runner-fleet:<key>` map installMocks takes, with the planted secrets set. */
