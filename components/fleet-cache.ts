@@ -73,6 +73,14 @@ export function fleetCacheInventory(model: Pick<FleetModel, "cache" | "hosts">, 
   return { substituters: [...fleet, ...extra], domains: cache.domains, connectTimeout: cache.connectTimeout };
 }
 
+/**
+ * Whether any host substitutes from a fleet cache host: one with a trusted name, with the fleet
+ * cache on. Only then is the signing key read (to derive its public half).
+ */
+export function fleetCacheServed(model: Pick<FleetModel, "cache" | "hosts">): boolean {
+  return model.cache.useFleetCache && model.hosts.some((h) => h.roles.includes("cache") && !!model.cache.domains[h.name]);
+}
+
 export interface FleetCacheArgs {
   /** The validated fleet model (cache settings, cache hosts). */
   model: FleetModel;
@@ -90,8 +98,7 @@ export class FleetCache extends pulumi.ComponentResource {
   constructor(name: string, args: FleetCacheArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:cache:FleetCache", name, {}, opts);
     const { model } = args;
-    const hasCacheHost = model.hosts.some((h) => h.roles.includes("cache"));
-    const wanted = model.cache.useFleetCache && hasCacheHost;
+    const wanted = fleetCacheServed(model);
     this.publicKey = !wanted
       ? pulumi.output(undefined)
       : model.cache.publicKey

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { fleetCacheInventory, FLEET_CACHE_PRIORITY, nixPublicKeyOf } from "../components/fleet-cache";
+import { fleetCacheInventory, fleetCacheServed, FLEET_CACHE_PRIORITY, nixPublicKeyOf } from "../components/fleet-cache";
 import { buildInventory } from "../components/inventory";
 import { baseConfig, configProblems, existingHost, modelFrom, PLANTED_SECRETS } from "./support/fixtures";
 import { freePort } from "./support/free-port";
@@ -102,9 +102,13 @@ describe("cache config", () => {
     expect(problemsOf(none)).toContain("runner-fleet:cache.useFleetCache: is on but no host has the cache role");
   });
 
-  it("warns that a cache host without a domain serves nobody (Caddy's internal CA)", () => {
+  it("warns that a cache host without a domain serves nobody (Caddy's internal CA), and reads no key for it", () => {
     const cfg = cacheConfig({ domains: {} });
     const model = modelFrom(cfg);
+    // The e2e stack's cache host has no domain and a canary (not a Nix) key: nothing derives it.
+    expect(fleetCacheServed(model)).toBe(false);
+    expect(fleetCacheServed(modelFrom(cacheConfig()))).toBe(true);
+    expect(fleetCacheServed(modelFrom(cacheConfig({ useFleetCache: false })))).toBe(false);
     expect(model.warnings.join("\n")).toMatch(/cache\.domains\.cache-a: not set; cache-a serves with Caddy's internal CA/);
     expect(fleetCacheInventory(model, "k:x").substituters).toEqual([]);
   });
