@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { HETZNER_LOCATIONS } from "./catalog";
-import { checkSshKey, durationSeconds, MAX_DURATION_SECONDS, normalAddress, normalCidr } from "./config-values";
+import { checkSshKey, durationSeconds, MAX_DURATION_SECONDS, nixPublicKeyProblem, normalAddress, normalCidr } from "./config-values";
 import {
   ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, REMOTE_BUILDS, ROLES, SECRET_NAMES,
   type Cloud,
@@ -184,6 +184,26 @@ const VaultSchema = z.strictObject({
   externalSecrets: uniqueList(z.enum(SECRET_NAMES)).default([]),
 });
 
+const NixPublicKey = check(z.string(), nixPublicKeyProblem);
+/** nix.conf splits substituters on whitespace and reads ?name=value as store settings: a plain https URL. */
+const SubstituterUrl = check(z.string(), (v) => urlProblem("always")(v) ?? (/[?#\s]/.test(v) ? "must have no query (?...) or fragment: Nix reads a query as store settings" : undefined));
+const DnsName = z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, { error: "must be a DNS name such as cache.example.com" });
+
+const CacheSchema = z.strictObject({
+  // Default (unset): on when a host has the cache role.
+  useFleetCache: z.boolean().optional(),
+  publicKey: NixPublicKey.optional(),
+  domains: z.record(Name, DnsName).default({}),
+  extraSubstituters: z.array(z.strictObject({
+    url: SubstituterUrl,
+    publicKey: NixPublicKey,
+    priority: int(1, 1000).optional(),
+  })).max(16).default([]),
+  // Nix waits this long to connect to a substituter (connect-timeout; 0, its default, is curl's 300 s).
+  connectTimeout: int(1, 300).default(5),
+  push: z.boolean().default(true),
+});
+
 const DeploySchema = z.strictObject({
   tool: z.enum(DEPLOY_TOOLS).default("deploy-rs"),
   flake: z.string().min(1).default("./nix"),
@@ -225,6 +245,8 @@ export const FleetConfigSchema = z.strictObject({
   }).optional(),
   forgejo: z.strictObject({ url: HttpsUrl, labels: uniqueList(Label).default(["native-nix:host"]) }).optional(),
   gitea: z.strictObject({ url: HttpsUrl, labels: uniqueList(Label).default(["native-nix:host"]) }).optional(),
+  gitlab: z.strictObject({ url: HttpsUrl }).optional(),
+  cache: CacheSchema.default(CacheSchema.parse({})),
   pools: z.record(Name, PoolSchema).default({}),
   hosts: z.record(Name, HostSchema),
   images: z.strictObject(Object.fromEntries(CLOUDS.map((c) => [c, ArchImages.optional()])) as Record<Cloud, z.ZodOptional<typeof ArchImages>>).default({}),

@@ -49,6 +49,8 @@ import {
   switchCommand,
   type Activation,
 } from "./deploy-commands";
+import type { CachePush } from "./cache-push";
+import type { InventoryCache } from "./fleet-cache";
 import type { HostOutputs } from "./hosts/types";
 import { buildInventory, renderInventoryJson } from "./inventory";
 import type { FleetModel, HostModel } from "./model";
@@ -72,6 +74,10 @@ export interface FleetDeployArgs {
    * Secret: it carries the wrapped secret_id.
    */
   seedFiles: Record<string, pulumi.Output<string>>;
+  /** Makes `<host>-push-to-<cache>` before each switch (components/cache-push.ts). */
+  push?: CachePush;
+  /** inventory.json `cache` (components/fleet-cache.ts): every host's substituters. */
+  cache?: pulumi.Input<InventoryCache>;
   /** Where a relative `deploy.flake` starts; defaults to the project root (Pulumi.yaml's directory). */
   baseDir?: string;
 }
@@ -98,14 +104,23 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const tooFew = parallelWarning(d.batchSize, model.hosts.length, parallel ? Number(parallel) : undefined);
     if (tooFew) pulumi.log.warn(tooFew, this);
 
+    const steps = new Map(model.hosts.map((host) => [host.name, this.hostContext(host, outputs.get(host.name)!, args, activation)]));
+    // Cache hosts a push can reach: their switch, once made, tells whether it ran in an earlier wave.
+    const cacheHosts = model.hosts.filter((h) => h.roles.includes("cache")).map((h) => steps.get(h.name)!);
     let previousWave: pulumi.Resource[] = [];
     for (const wave of waves) {
       const thisWave: pulumi.Resource[] = [];
+      let previousPush: pulumi.Resource[] = [];
       for (const host of wave) {
-        const step = this.hostContext(host, outputs.get(host.name)!, args, activation);
+        const step = steps.get(host.name)!;
         const ready = this.readyStep(step);
         const install = this.installStep(step, ready);
-        const sw = this.switchStep(step, [ready, ...(install ? [install] : []), ...previousWave]);
+        const pushes = args.push?.pushBefore(
+          { host, inventory: step.inventory, triggers: this.switchTriggers(step), dependsOn: [ready, ...(install ? [install] : []), ...previousWave, ...previousPush] },
+          cacheHosts.map((c) => ({ name: c.host.name, address: c.out.publicAddress, hostKey: c.hostKey, ...(this.switches[c.host.name] ? { switched: this.switches[c.host.name] } : {}) })),
+        ) ?? [];
+        if (pushes.length) previousPush = pushes;
+        const sw = this.switchStep(step, [ready, ...(install ? [install] : []), ...previousWave, ...pushes]);
         this.switches[host.name] = sw;
         thisWave.push(sw);
         const seed = this.seedStep(step, sw);
@@ -126,8 +141,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
     // Only this host's part of the inventory: its bytes are what the switch evaluates, and
     // it depends on this host's address alone (not on every host of the fleet).
     const inventory = pulumi
-      .all([out.publicAddress, out.privateAddress])
-      .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
+      .all([out.publicAddress, out.privateAddress, args.cache])
+      .apply(([pub, priv, cache]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name], cache)));
     // The host's SSH host key, pinned by every connection below (issue 14 item 7).
     const hostKey = this.hostKeyOf(host, out, model);
     return {
@@ -198,7 +213,6 @@ export class FleetDeploy extends pulumi.ComponentResource {
    */
   private switchStep(s: HostStep, dependsOn: pulumi.Resource[]): local.Command {
     const { d, host } = s;
-    const entryHash = s.inventory.apply(sha256);
     // The switch may wait for a drain before restarting fireactions.
     const minutes = d.switchTimeoutMinutes + d.drainTimeoutMinutes + 2;
     return new local.Command(`${host.name}-switch`, {
@@ -211,13 +225,17 @@ export class FleetDeploy extends pulumi.ComponentResource {
       environment: { [HOST_KEY_ENV]: s.hostKey },
       // The previous deploy log is not needed, and over 128 KiB it would break exec.
       addPreviousOutputInEnv: false,
-      // What makes this host's system: the flake sources and its own inventory entry.
-      triggers: [this.flakeHash, entryHash],
+      triggers: this.switchTriggers(s),
     }, {
       parent: this,
       dependsOn,
       customTimeouts: { create: `${minutes}m`, update: `${minutes}m` },
     });
+  }
+
+  /** What makes this host's system: the flake sources and its own inventory entry. */
+  private switchTriggers(s: HostStep): pulumi.Input<string>[] {
+    return [this.flakeHash, s.inventory.apply(sha256)];
   }
 
   /** <host>-seed: existing machines only, after the first switch (which installs runner-fleet-seed and the sudo right). */
@@ -337,7 +355,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
 }
 
 /** Roles whose runners a removal must drain first. */
-const RUNNER_ROLES: readonly string[] = ["fireactions", "forgejo-runner", "gitea-runner"];
+const RUNNER_ROLES: readonly string[] = ["fireactions", "forgejo-runner", "gitea-runner", "gitlab-runner"];
 
 interface HostStep {
   host: HostModel;

@@ -65,7 +65,7 @@ export function boundCidrs(host: HostModel): string[] {
 /** The secrets this fleet writes (not external) and the hosts whose roles need them. */
 export function secretsNeeded(model: FleetModel): Map<SecretName, string[]> {
   const byRole: Array<[SecretName, HostModel["roles"][number]]> = [
-    ["githubApp", "fireactions"], ["giteaRunnerToken", "gitea-runner"], ["cacheSigningKey", "cache"],
+    ["githubApp", "fireactions"], ["giteaRunnerToken", "gitea-runner"], ["gitlabRunnerToken", "gitlab-runner"], ["cacheSigningKey", "cache"],
   ];
   const needed = new Map<SecretName, string[]>();
   for (const [secret, role] of byRole) {
@@ -168,6 +168,9 @@ export class FleetVault extends pulumi.ComponentResource {
       }
       if (host.roles.includes("gitea-runner") && needed.has("giteaRunnerToken")) {
         hostSecrets.push(writeKv(`${host.name}-gitea-runner`, kvPaths.host(host.name, "gitea-runner"), { token: secrets.giteaRunnerToken! }));
+      }
+      if (host.roles.includes("gitlab-runner") && needed.has("gitlabRunnerToken")) {
+        hostSecrets.push(writeKv(`${host.name}-gitlab-runner`, kvPaths.host(host.name, "gitlab-runner"), { token: secrets.gitlabRunnerToken! }));
       }
       if (host.roles.includes("cache") && needed.has("cacheSigningKey")) {
         hostSecrets.push(writeKv(`${host.name}-cache`, kvPaths.host(host.name, "cache"), { signing_key: secrets.cacheSigningKey! }));

@@ -2,21 +2,13 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../components/config";
+import { buildFleetModel, PROJECT, SECRET_KEYS } from "../components/config";
 import { projectConfig } from "../components/load";
 import { readStackFile, unsetPlaceholder } from "../scripts/stack-file";
-import { baseConfig, modelFrom, ROOT } from "./support/fixtures";
+import { baseConfig, configProblems, modelFrom, ROOT } from "./support/fixtures";
 
 /** The problems a config produces (empty when valid). */
-function problemsOf(config: Record<string, any>, secretsSet?: string[]): string[] {
-  try {
-    modelFrom(config, secretsSet);
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-}
+const problemsOf = configProblems;
 
 function stackRaw(stack: string): { raw: Record<string, unknown>; secrets: Set<string>; aws?: string; azure?: string } {
   const { config, secretKeys } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
@@ -115,7 +107,7 @@ const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: 
   { what: "typo in a host field", mutate: (c) => { c.hosts.metal.instancetype = "x"; }, key: "runner-fleet:hosts.metal.instancetype", says: /unknown key/ },
   { what: "typo in a pool field", mutate: (c) => { c.pools.small.maxRunner = 3; }, key: "runner-fleet:pools.small.maxRunner", says: /unknown key/ },
   { what: "unknown provider", mutate: (c) => { c.hosts.metal.provider = "gcp"; }, key: "runner-fleet:hosts.metal.provider", says: /aws, azure, hetzner, digitalocean, existing/ },
-  { what: "unknown role", mutate: (c) => { c.hosts.metal.roles = ["fireaction"]; }, key: "runner-fleet:hosts.metal.roles[0]", says: /"fireactions", "forgejo-runner", "gitea-runner", "cache"/ },
+  { what: "unknown role", mutate: (c) => { c.hosts.metal.roles = ["fireaction"]; }, key: "runner-fleet:hosts.metal.roles[0]", says: /"fireactions", "forgejo-runner", "gitea-runner", "gitlab-runner", "cache"/ },
   { what: "no roles", mutate: (c) => { c.hosts.metal.roles = []; }, key: "runner-fleet:hosts.metal.roles", says: /at least one role/ },
   { what: "duplicate role", mutate: (c) => { c.hosts.metal.roles = ["fireactions", "fireactions"]; }, key: "runner-fleet:hosts.metal.roles", says: /same value twice/ },
   { what: "unknown preset", mutate: (c) => { c.pools.small.size = "huge"; }, key: "runner-fleet:pools.small.size", says: /"small", "medium", "large"/ },

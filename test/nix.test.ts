@@ -155,6 +155,7 @@ describe("nix/lib on nix/inventory.example.json", () => {
       fireactions: ["aws-metal-1"],
       "forgejo-runner": ["onprem-1"],
       "gitea-runner": [],
+      "gitlab-runner": [],
     });
   });
 

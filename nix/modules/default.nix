@@ -14,6 +14,8 @@
     ./fireactions.nix
     ./roles/fireactions.nix
     ./roles/forgejo-runner.nix
+    ./roles/gitlab-runner.nix
     ./roles/cache.nix
+    ./fleet-cache.nix
   ];
 }

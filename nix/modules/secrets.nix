@@ -38,7 +38,8 @@ in
       lib.optional (lib.elem "cache" host.roles) "harmonia"
       ++ lib.optional (lib.elem "fireactions" host.roles) "fireactions"
       ++ lib.optional (lib.elem "forgejo-runner" host.roles) "gitea-runner-forgejo"
-      ++ lib.optional (lib.elem "gitea-runner" host.roles) "gitea-runner-gitea";
+      ++ lib.optional (lib.elem "gitea-runner" host.roles) "gitea-runner-gitea"
+      ++ lib.optional (lib.elem "gitlab-runner" host.roles) "gitlab-runner";
 
     systemd.services = {
       runner-fleet-secrets = {
