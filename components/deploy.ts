@@ -77,7 +77,7 @@ export interface FleetDeployArgs {
   /** Makes `<host>-push-to-<cache>` before each switch (components/cache-push.ts). */
   push?: CachePush;
   /** inventory.json `cache` (components/fleet-cache.ts): every host's substituters. */
-  cache?: pulumi.Input<InventoryCache>;
+  cache?: pulumi.Input<InventoryCache | undefined>;
   /** Where a relative `deploy.flake` starts; defaults to the project root (Pulumi.yaml's directory). */
   baseDir?: string;
 }

@@ -92,8 +92,8 @@ export interface FleetCacheArgs {
 export class FleetCache extends pulumi.ComponentResource {
   /** The key hosts trust (plain: it is public), or undefined without a fleet cache. */
   readonly publicKey: pulumi.Output<string | undefined>;
-  /** inventory.json `cache`. */
-  readonly inventory: pulumi.Output<InventoryCache>;
+  /** inventory.json `cache`; undefined when it would say nothing (inventories stay as they were). */
+  readonly inventory: pulumi.Output<InventoryCache | undefined>;
 
   constructor(name: string, args: FleetCacheArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:cache:FleetCache", name, {}, opts);
@@ -107,7 +107,10 @@ export class FleetCache extends pulumi.ComponentResource {
           // Only the public half leaves the apply; unsecret: hosts and state may hold it plainly.
           ? pulumi.unsecret(pulumi.output(args.signingKey).apply(publicKeyOrPlaceholder))
           : pulumi.output(undefined);
-    this.inventory = this.publicKey.apply((key) => fleetCacheInventory(model, key));
+    this.inventory = this.publicKey.apply((key) => {
+      const c = fleetCacheInventory(model, key);
+      return c.substituters.length || Object.keys(c.domains).length ? c : undefined;
+    });
     this.registerOutputs({ publicKey: this.publicKey });
   }
 }
