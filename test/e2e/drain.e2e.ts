@@ -7,9 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { env, hostsSh, makeProject, ok, onHost, openbaoSh, pulumi, RF, sh, STACK, STATE, E2E } from "./support";
+import { env, hostsSh, makeProject, ok, onHost, openbaoSh, pulumi, RF, sh, STATE, E2E } from "./support";
 import { startGitHub, waitFor, FIREACTIONS_STANDIN, type GitHubStandIn, type Job } from "../stand-ins/support";
 
+/** Its own stack (Pulumi.drain.yaml, KV mount ci-drain): nothing of fleet.e2e.ts's `e2e` stack is shared. */
+const STACK = "drain";
 const HOSTS = { "e2e-fa-1": "10.231.0.11", "e2e-fa-2": "10.231.0.12", "e2e-cache-1": "10.231.0.13" };
 const APP_ID = 4242;
 const LABELS = ["self-hosted", "fireactions", "linux"];
@@ -50,7 +52,7 @@ beforeAll(async () => {
   fs.rmSync(STATE, { recursive: true, force: true });
   fs.rmSync(path.join(RF, "pulumi-home"), { recursive: true, force: true });
   fs.mkdirSync(STATE, { recursive: true });
-  makeProject();
+  makeProject([STACK]);
   ok(pulumi(["login", `file://${STATE}`]));
   ok(pulumi(["stack", "init", STACK]));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: appKey }));
