@@ -104,6 +104,9 @@ describe("runner-fleet-drain", () => {
     expect(r.stderr.trim().split("\n").at(-1)).toBe("fa-test-1: 1 jobs still running after 0.02 minutes; nothing was restarted");
     expect(stepTime(sub)).toBeUndefined();
     expect(fa.proc.exitCode).toBeNull();
+    // Nothing happened, so the host goes on serving: its pool is resumed.
+    expect(r.stderr).toMatch(/resumed to/);
+    expect((await fa.pools())[0].status.state).toBe("Active");
     const done = await waitFor("the job to finish", async () => (await gh.jobs()).find((j) => j.id === job.id && j.status !== "in_progress"), 20_000);
     expect(done.status).toBe("completed");
   });

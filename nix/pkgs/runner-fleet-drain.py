@@ -4,7 +4,7 @@
         pause the pools; deregister idle runners from GitHub (then they may be stopped);
         wait for busy runners up to M minutes; run STEP; resume the pools.
         On timeout: `<host>: N jobs still running after M minutes; nothing was restarted`
-        and exit 3 without running STEP (unless --proceed-on-timeout).
+        and exit 3 without running STEP (unless --proceed-on-timeout); the pools are resumed.
     runner-fleet-drain --reload [-- RENDER...]
         run RENDER (writes the new config), then POST /api/v1/reload (fireactions re-reads
         it: existing pools change in place, new pools start); pools the config no longer has
@@ -291,6 +291,12 @@ def main(argv=None):
     if running:
         line = f"{host}: {running} jobs still running after {args.timeout_minutes:g} minutes"
         if not args.proceed_on_timeout:
+            # Nothing happened (no restart, reboot or removal): the host goes on serving, its
+            # pools resumed even with --no-resume, and the line is the last one.
+            try:
+                resume(fa, pools)
+            except DrainError as e:
+                log(f"{host}: resuming failed: {e}")
             print(f"{line}; nothing was restarted", file=sys.stderr, flush=True)
             return EXIT_TIMEOUT
         log(f"{line}; proceeding anyway (deploy.drainProceedOnTimeout)")
