@@ -128,3 +128,10 @@ describe("runner-fleet-restart-changed", () => {
     expect(r.calls).toEqual([]);
   });
 });
+
+describe("the scaler's lock", () => {
+  it("exists from boot (tmpfiles), root-owned and world-readable: the scaler, a DynamicUser, opens it read-only", () => {
+    const rules = at("scaler.nix", "aws-metal-1", ["systemd", "tmpfiles", "rules"]).flat();
+    expect(rules).toContain("f /run/runner-fleet/scale.lock 0644 root root -");
+  });
+});

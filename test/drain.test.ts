@@ -42,7 +42,8 @@ async function host(name: string, pools: unknown[]) {
 
 function drain(config: string, args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((ok) => {
-    const p = spawn("python3", [DRAIN, "--config", config, "--host-json", join(dir, "host.json"), "--github-api", gh.url, "--poll-seconds", "0.3", ...args],
+    const p = spawn("python3", [DRAIN, "--config", config, "--host-json", join(dir, "host.json"), "--github-api", gh.url, "--poll-seconds", "0.3",
+      "--lock", join(dir, "scale.lock"), ...args],
       { stdio: ["ignore", "inherit", "pipe"] });
     let stderr = "";
     p.stderr!.on("data", (d) => (stderr += d));
