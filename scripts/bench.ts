@@ -1,7 +1,7 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
  *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
- *                 [--scaler-only | --no-scaler] [--drain-only | --no-drain]
+ *                 [--<rows>-only | --no-<rows>], <rows>: scaler, drain
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -12,8 +12,9 @@
  * --engine adds the real-engine rows (scripts/bench-engine.ts; needs `npm run engine` and root);
  * --engine-only prints those alone. The scaler's rows (scripts/bench-scaler.ts: reaction time and
  * cost per host with 10 pools, against the fireactions stand-in) run by default; --scaler-only
- * prints those alone, --no-scaler skips them. The drain's rows (scripts/bench-drain.ts: a pool
- * edit's apply time and VMs kept, reload against restart) likewise: --drain-only, --no-drain.
+ * prints those alone, --no-scaler skips them. The other host-side rows run the same way, each with
+ * its --<name>-only and --no-<name> (ROW_SECTIONS): the drain's (scripts/bench-drain.ts: a pool
+ * edit's apply time and VMs kept, reload against restart in the same run).
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -37,6 +38,13 @@ const GNU_TIME = "/usr/bin/time";
 const MAX_RATIO = 1.5;
 const TSC_MAX_SECONDS = 10;
 const TSC_MAX_MIB = 1024;
+
+type RowSection = { name: string; run: (opts: { work: string; log: (s: string) => void }) => Promise<{ lines: string[]; failures: number }> };
+/** Host-side rows, in print order; each gets --<name>-only and --no-<name>. */
+const ROW_SECTIONS: RowSection[] = [
+  { name: "scaler", run: benchScaler },
+  { name: "drain", run: benchDrain },
+];
 
 interface Measurement {
   ok: boolean;
@@ -142,15 +150,15 @@ async function main() {
       "rollout-seconds": { type: "string", default: "20" },
       "scaler-only": { type: "boolean", default: false },
       "no-scaler": { type: "boolean", default: false },
-      "drain-only": { type: "boolean", default: false },
-      "no-drain": { type: "boolean", default: false },
+      ...Object.fromEntries(ROW_SECTIONS.flatMap((r) => [[`${r.name}-only`, { type: "boolean" as const, default: false }], [`no-${r.name}`, { type: "boolean" as const, default: false }]])),
     },
   });
-  const drainOnly = values["drain-only"]!;
-  const scalerOnly = values["scaler-only"]!;
-  // Rows of their own only (no plan, type check or engine rows).
-  const rowsOnly = scalerOnly || drainOnly;
-  const engineOnly = values["engine-only"]! || rowsOnly;
+  const flags = values as Record<string, boolean | string | undefined>;
+  // --<row>-only prints those rows alone; without any, every row not turned off runs, unless
+  // --engine-only asks for the engine's rows alone.
+  const onlyRows = ROW_SECTIONS.filter((r) => flags[`${r.name}-only`]);
+  const rowsToRun = onlyRows.length ? onlyRows : values["engine-only"] ? [] : ROW_SECTIONS.filter((r) => !flags[`no-${r.name}`]);
+  const engineOnly = values["engine-only"]! || onlyRows.length > 0;
   const sizes = values.sizes!.split(",").map(Number);
   // --heap MiB raises V8's old-space limit for plan and floor alike (default: node's own, the
   // limit a user running `pulumi up` meets first).
@@ -237,18 +245,13 @@ async function main() {
   const failures = rows.slice(1).flatMap((r) => r.slice(-2)).filter((v) => v === "FAIL").length
     + (tsc && !(tsc.wallSeconds < TSC_MAX_SECONDS && tsc.maxRssMib < TSC_MAX_MIB) ? 1 : 0);
   let engineFailures = 0;
-  if (!values["no-scaler"] && (scalerOnly || (!drainOnly && !values["engine-only"]))) {
-    const scaler = await benchScaler({ work, log: (s) => process.stdout.write(s) });
-    out.push(...scaler.lines);
-    engineFailures += scaler.failures;
+  for (const section of rowsToRun) {
+    const r = await section.run({ work, log: (s) => process.stdout.write(s) });
+    out.push(...r.lines);
+    engineFailures += r.failures;
   }
-  if (!values["no-drain"] && (drainOnly || (!scalerOnly && !values["engine-only"]))) {
-    const drain = await benchDrain({ work, log: (s) => process.stdout.write(s) });
-    out.push(...drain.lines);
-    engineFailures += drain.failures;
-  }
-  if (rowsOnly) {
-    // the scaler's or the drain's rows only
+  if (onlyRows.length) {
+    // those rows only
   } else if (values.engine || engineOnly) {
     process.stdout.write(`${out.join("\n")}\n\n`);
     out.length = 0;

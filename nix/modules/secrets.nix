@@ -20,8 +20,9 @@ let
   paths = import ../lib/host-paths.nix;
   files = map (s: s.file) (host.secrets or [ ]);
   cfg = config.runnerFleet.secrets;
-  # Consumers that run CI jobs (modules/bootstrap.nix runnerUnits).
-  runnerUnits = [ "fireactions" "gitea-runner-forgejo" "gitea-runner-gitea" ];
+  # Consumers that run CI jobs (modules/bootstrap.nix runnerUnits; gitlab-runner for the
+  # role main adds).
+  runnerUnits = [ "fireactions" "gitea-runner-forgejo" "gitea-runner-gitea" "gitlab-runner" ];
 in
 {
   options.runnerFleet.secrets = {
