@@ -1,7 +1,7 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
  *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
- *                 [--<rows>-only | --no-<rows>], <rows>: scaler, monitoring, cache
+ *                 [--<rows>-only | --no-<rows>], <rows>: monitoring, scaler, cache, drain
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -14,8 +14,10 @@
  * cost per host with 10 pools, against the fireactions stand-in) run by default; --scaler-only
  * prints those alone, --no-scaler skips them. The other host-side rows run the same way, each with
  * its --<name>-only and --no-<name> (ROW_SECTIONS): the exporter's (scripts/bench-monitoring.ts:
- * scrape and relay latency, memory, against floors) and the fleet cache's (scripts/bench-cache.ts:
- * substitution with the module's settings against a store-to-store copy, and past a dead cache).
+ * scrape and relay latency, memory, against floors), the fleet cache's (scripts/bench-cache.ts:
+ * substitution with the module's settings against a store-to-store copy, and past a dead cache)
+ * and the drain's (scripts/bench-drain.ts: a pool edit's apply time and VMs kept, reload against
+ * restart in the same run).
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -27,6 +29,7 @@ import { benchEngine } from "./bench-engine";
 import { benchMonitoring } from "./bench-monitoring";
 import { benchCache } from "./bench-cache";
 import { benchScaler } from "./bench-scaler";
+import { benchDrain } from "./bench-drain";
 import { missingEngineBinaries } from "../engine/env";
 import { benchFleet } from "./bench-fleet";
 import {
@@ -47,6 +50,7 @@ const ROW_SECTIONS: RowSection[] = [
   { name: "monitoring", run: benchMonitoring },
   { name: "scaler", run: benchScaler },
   { name: "cache", run: benchCache },
+  { name: "drain", run: benchDrain },
 ];
 
 interface Measurement {

@@ -733,7 +733,7 @@ describe("modules/secrets.nix: consumers start after the files exist (items 15, 
     expect(wait.script).toContain("for f in /run/secrets/github-app-id /run/secrets/github-app-key.pem; do");
     expect(units.fireactions).toEqual({
       wantedBy: ["runner-fleet-secrets.service"],
-      requires: ["runner-fleet-secrets.service"],
+      wants: ["runner-fleet-secrets.service"],
       after: ["runner-fleet-secrets.service"],
       unitConfig: { ConditionPathExists: "/var/lib/runner-fleet/vault/secret-id" },
     });

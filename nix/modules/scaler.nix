@@ -33,6 +33,12 @@ in
   };
 
   config = lib.mkIf (builtins.elem "fireactions" config.runnerFleet.host.roles) {
+    # runner-fleet-drain holds this lock exclusively while it drains; the scaler (a
+    # DynamicUser, so it cannot create it) takes it shared and read-only before it adds VMs.
+    systemd.tmpfiles.rules = [
+      "d /run/runner-fleet 0755 root root -"
+      "f /run/runner-fleet/scale.lock 0644 root root -"
+    ];
     systemd.services.runner-fleet-scaler = {
       description = "runner-fleet on-demand scaler for fireactions pools";
       wantedBy = [ "multi-user.target" ];
