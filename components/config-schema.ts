@@ -62,6 +62,11 @@ const SshKey = check(z.string(), checkSshKey);
 const PlainFileName = z.string().regex(/^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}$/, {
   error: "must be a plain file name inside the image's store path (no /, not starting with .)",
 });
+/**
+ * A GitHub organization login: fireactions puts it into API paths (/orgs/<org>/...), so nothing
+ * that could climb or break a path segment gets through.
+ */
+const GithubOrganization = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,38}$/, { error: "must be a GitHub organization name (letters, digits and dashes, at most 39)" });
 const Label = z.string().min(1, { error: "must not be empty" });
 const uniqueList = <T extends z.ZodType>(item: T) =>
   z.array(item).refine((xs) => new Set(xs).size === xs.length, { error: "lists the same value twice" });
@@ -79,7 +84,7 @@ export const PoolSchema = z.strictObject({
   image: z.string().min(1).optional(),
   // fireactions v0.4.0 never reads a pull policy (docs/upstream.md); refuse it rather than pretend.
   imagePullPolicy: z.unknown().refine((v) => v === undefined, { error: "is not supported: fireactions v0.4.0 pulls the image only when it is missing and reads no pull policy; remove this key" }).optional(),
-  organization: z.string().min(1).optional(),
+  organization: GithubOrganization.optional(),
   groupId: int(1, 2 ** 31 - 1).optional(),
   // fireactions' Firecracker SDK writes ip= itself (address, gateway, DNS from CNI) and refuses a
   // CNI interface next to a given one (docs/upstream.md), so the VM would not start.
@@ -219,7 +224,7 @@ export const FleetConfigSchema = z.strictObject({
     digitaloceanKey: z.string().regex(/^(\d{1,20}|[0-9a-f]{2}(:[0-9a-f]{2}){15})$/, { error: "must be the numeric id or the aa:bb:... fingerprint of an SSH key in the DigitalOcean account" }).optional(),
   }),
   github: z.strictObject({
-    organization: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,38}$/, { error: "must be a GitHub organization name" }),
+    organization: GithubOrganization,
     appId: z.string().regex(/^\d{1,20}$/, { error: 'must be the numeric App id, quoted ("123456")' }).optional(),
     url: HttpsUrl.default("https://github.com"),
   }).optional(),
