@@ -18,7 +18,12 @@ let
   # magic-rollback deploy with `sudo -u root rm /tmp/deploy-rs-canary-<store
   # hash>` (src/deploy.rs confirm_profile, lib.rs make_lock_path): exactly that
   # file, 32 characters of a store hash (@storeHash@), no wildcard that could
-  # also match a space and more arguments. The list lives in
+  # also match a space and more arguments. colmena's remote build (remoteBuild
+  # always, or auto across architectures) realises the system's derivation with
+  # `sudo -H -- nix-store --no-gc-warning --realise <drv>` (src/nix/host/ssh.rs
+  # realize_remote): a sudoers regular expression (sudo 1.9.10+) admits exactly
+  # one /nix/store/<hash>-<name>.drv, where a wildcard would also admit more
+  # paths and options such as --add-root. The list lives in
   # ../lib/deploy-sudo.json so the end-to-end test hosts get the same rules.
   storeHash = builtins.concatStringsSep "" (builtins.genList (_: "[0-9a-z]") 32);
   allowed = map (builtins.replaceStrings [ "@nix@" "@storeHash@" ] [ "${config.nix.package}" storeHash ])
