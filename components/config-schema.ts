@@ -148,6 +148,12 @@ const DigitalOceanHostSchema = z.strictObject({
   allowUndocumentedKvm: z.boolean().default(false),
   ...hostCommon,
 });
+/**
+ * pulumi-command pins HostKeyAlgorithms to the key's type (remote/connection.go), and for RSA that
+ * is `ssh-rsa`, SHA-1 signatures, which OpenSSH 8.8 and later no longer make: every connection
+ * would fail its handshake (docs/upstream.md). Every OpenSSH sshd also has an ed25519 key.
+ */
+const RSA_HOST_KEY = "an ssh-rsa host key cannot be pinned: pulumi-command offers only the key's own type, ssh-rsa (SHA-1 signatures), which OpenSSH 8.8 and later refuse, so no connection would get through; give the machine's ed25519 key (cat /etc/ssh/ssh_host_ed25519_key.pub) or its ECDSA key";
 const ExistingHostSchema = z.strictObject({
   provider: z.literal("existing"),
   address: Address,
@@ -161,9 +167,9 @@ const ExistingHostSchema = z.strictObject({
   installDisk: z.string().regex(/^\/dev\/[A-Za-z0-9_.:+@-]+(\/[A-Za-z0-9_.:+@-]+)*$/, { error: "must be a device path such as /dev/sda or /dev/disk/by-id/..." })
     .refine((d) => !d.split("/").includes(".."), { error: "must not contain .." }).optional(),
   /** The machine's SSH host public key (cat /etc/ssh/ssh_host_ed25519_key.pub): pinned for every connection. */
-  hostKey: check(z.string(), (line) => /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) /.test(line)
-    ? checkSshKey(line)
-    : "must be an SSH host public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa, then the key").optional(),
+  hostKey: check(z.string(), (line) => /^ssh-rsa /.test(line) ? RSA_HOST_KEY
+    : /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) /.test(line) ? checkSshKey(line)
+    : "must be an SSH host public key line: ssh-ed25519 or ecdsa-sha2-nistp256/384/521, then the key").optional(),
   ...hostCommon,
 });
 

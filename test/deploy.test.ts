@@ -549,7 +549,7 @@ describe("deploy settings in config (checked before any resource)", () => {
       "hosts.onprem.hostKey: not set; the deploy trusts the key 192.0.2.30 offers on first contact. Set it (cat /etc/ssh/ssh_host_ed25519_key.pub on the machine) to pin it",
     );
     expect(problemsOf(withHost(existing({ hostKey: "AAAA not a key" }))))
-      .toEqual(["runner-fleet:hosts.onprem.hostKey: must be an SSH host public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa, then the key"]);
+      .toEqual(["runner-fleet:hosts.onprem.hostKey: must be an SSH host public key line: ssh-ed25519 or ecdsa-sha2-nistp256/384/521, then the key"]);
     expect(problemsOf(withHost(existing({ hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedKey0" }))))
       .toEqual(["runner-fleet:hosts.onprem.hostKey: the key blob is not base64"]);
   });
