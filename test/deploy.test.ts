@@ -107,6 +107,29 @@ describe("switch command, executed with a fake deploy", () => {
     runWithFakes(cmd.switchCommand({ ...switchArgs, ...args }), { ...postSwitchFakes, ...fakes }, '{"version":1}\n', { RF_HOST_KEY: HOST_KEY, ...env });
   const argsOf = (dir: string) => fs.readFileSync(path.join(dir, "args"), "utf8").trimEnd().split("\n");
 
+  it("no output line over pulumi-command's 64 KiB scanner limit reaches the provider; the whole output is in the host's log (#24 item 6)", () => {
+    const logDir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-log-"));
+    // deploy prints a 100,000-byte line on stdout and a 70,000-byte one on stderr, then fails.
+    const noisy = 'printf "start\\n"; head -c 100000 /dev/zero | tr "\\0" a; printf "\\nafter\\n"; head -c 70000 /dev/zero | tr "\\0" b >&2; printf "\\n" >&2; exit ${FAKE_EXIT:-0}';
+    for (const exit of ["0", "3"]) {
+      const r = run({ logDir }, { deploy: noisy }, { FAKE_EXIT: exit });
+      const lines = [...r.stdout.split("\n"), ...r.stderr.split("\n")];
+      expect(Math.max(...lines.map((l) => Buffer.byteLength(l)))).toBeLessThan(cmd.MAX_OUTPUT_LINE + 200);
+      expect(r.stdout).toContain("start\n");
+      expect(r.stdout).toContain(`start\n${"a".repeat(cmd.MAX_OUTPUT_LINE)} [line of 100000 bytes cut; whole in ${logDir}/alpha-switch.out.log]\nafter\n`);
+      expect(r.stderr).toContain(`${"b".repeat(cmd.MAX_OUTPUT_LINE)} [line of 70000 bytes cut; whole in ${logDir}/alpha-switch.err.log]\n`);
+      expect(fs.readFileSync(path.join(logDir, "alpha-switch.out.log"), "utf8")).toContain(`start\n${"a".repeat(100000)}\nafter\n`);
+      expect(fs.readFileSync(path.join(logDir, "alpha-switch.err.log"), "utf8")).toContain(`${"b".repeat(70000)}\n`);
+      // The script's own result is kept: success, or the failure naming the host.
+      if (exit === "0") expect(r.code).toBe(0);
+      else {
+        expect(r.code).toBe(1);
+        expect(r.stderr).toContain("deploy of alpha failed");
+      }
+    }
+    for (const f of ["alpha-switch.out.log", "alpha-switch.err.log"]) expect(fs.statSync(path.join(logDir, f)).mode & 0o777).toBe(0o600);
+  });
+
   it("hands the tool the inventory from stdin through RUNNER_FLEET_INVENTORY and removes it after", () => {
     const r = run({}, { deploy: fakeDeploy });
     expect(r.stderr).toBe("");
