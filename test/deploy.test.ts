@@ -26,6 +26,7 @@ const { resources } = installMocks({ stack: "test", ...mockConfig(fleetConfig())
 const cmd = await import("../components/deploy-commands");
 const pulumi = await import("@pulumi/pulumi");
 const { FleetDeploy } = await import("../components/deploy");
+const { COMMAND_ENV, envScrubLine } = await import("../components/command-env");
 const { buildInventory, renderInventoryJson } = await import("../components/inventory");
 const { renderPoolsJson } = await import("../components/pools");
 const { userDataFiles } = await import("../components/cloud-init");
@@ -660,6 +661,15 @@ describe("FleetDeploy under mocks", async () => {
       "gamma-host-key", "gamma-host-key-check", "gamma-pools", "gamma-ready", "gamma-retire", "gamma-seed", "gamma-switch",
     ]);
     expect(deploy.waves).toEqual([["alpha"], ["beta"], ["gamma"]]);
+  });
+
+  it("every local command sees only the environment it needs: no Vault token outside the Vault read, no Pulumi or cloud secrets (#24 item 13)", () => {
+    const locals = resources.filter((r) => r.type === "command:local:Command").map((r) => ({ name: r.name, create: reveal(r.inputs).create as string }));
+    expect(locals.length).toBeGreaterThan(5);
+    for (const { name, create } of locals) {
+      const profile = /host-key-check$/.test(name) || (/host-key$/.test(name) && create.includes("RF_VAULT_ADDR")) ? COMMAND_ENV.vaultRead : COMMAND_ENV.deploy;
+      expect(create.split("\n")[0], name).toBe(envScrubLine(profile));
+    }
   });
 
   it("installs the stock host only, once per machine", () => {
