@@ -664,7 +664,7 @@ describe("FleetDeploy under mocks", async () => {
   });
 
   it("every local command sees only the environment it needs: no Vault token outside the Vault read, no Pulumi or cloud secrets (#24 item 13)", () => {
-    const locals = resources.filter((r) => r.type === "command:local:Command").map((r) => ({ name: r.name, create: reveal(r.inputs).create as string }));
+    const locals = resources.filter((r) => r.type === "command:local:Command").map((r) => ({ name: r.name, create: (reveal(r.inputs) as Record<string, any>).create as string }));
     expect(locals.length).toBeGreaterThan(5);
     for (const { name, create } of locals) {
       const profile = /host-key-check$/.test(name) || (/host-key$/.test(name) && create.includes("RF_VAULT_ADDR")) ? COMMAND_ENV.vaultRead : COMMAND_ENV.deploy;
