@@ -69,7 +69,7 @@ function renderDnsmasqLikeNixos(settings: VmNetwork["dnsmasq"]): string {
 // ---- namespaces ---------------------------------------------------------------------------
 
 const tag = `rf${process.pid % 100000}`;
-const ns = { host: `${tag}-host`, vm1: `${tag}-vm1`, vm2: `${tag}-vm2`, out: `${tag}-out` };
+const ns = { host: `${tag}-host`, vm1: `${tag}-vm1`, vm2: `${tag}-vm2`, out: `${tag}-out`, lan: `${tag}-lan` };
 const listeners: ChildProcess[] = [];
 
 function sh(cmd: string[]): string {
@@ -87,6 +87,8 @@ const OUT = {
   vault: "10.0.0.5",
 };
 const HOST_UPLINK = "192.0.2.1";
+const HOST_LAN = "172.31.9.1";
+const LAN_PEER = "172.31.9.2";
 const VM1 = "10.200.0.2";
 const VM2 = "10.200.0.3";
 // What every DNS server outside answers for any name; the forwarder passes it on.
@@ -115,6 +117,15 @@ function buildTopology(): void {
   inNs(ns.out, "ip", "link", "set", "eth0", "up");
   inNs(ns.out, "ip", "route", "add", "10.200.0.0/24", "via", HOST_UPLINK);
   for (const a of Object.values(OUT)) inNs(ns.host, "ip", "route", "add", `${a}/32`, "via", "192.0.2.2");
+  // A second network of the host's (a private LAN): neither it nor the uplink's neighbour may
+  // use the host as a router to the other.
+  inNs(ns.host, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", ns.lan);
+  inNs(ns.host, "ip", "addr", "add", `${HOST_LAN}/24`, "dev", "lan0");
+  inNs(ns.host, "ip", "link", "set", "lan0", "up");
+  inNs(ns.lan, "ip", "addr", "add", `${LAN_PEER}/24`, "dev", "eth0");
+  inNs(ns.lan, "ip", "link", "set", "eth0", "up");
+  inNs(ns.lan, "ip", "route", "add", "default", "via", HOST_LAN);
+  inNs(ns.out, "ip", "route", "add", "172.31.9.0/24", "via", HOST_UPLINK);
   // net.* sysctls are per namespace; no procps needed.
   inNs(ns.host, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward");
 }
@@ -307,6 +318,8 @@ const probes: Probe[] = [
   { what: "a VM reaches another VM on the bridge", from: "vm1", to: VM2, port: 80, guarded: false },
   { what: "the outside opens a connection to a VM", from: "out", to: VM1, port: 80, guarded: false },
   { what: "the outside reaches the host's sshd", from: "out", to: HOST_UPLINK, port: 22, guarded: true },
+  { what: "a neighbour on the uplink routes through the host into its LAN", from: "out", to: LAN_PEER, port: 80, guarded: false },
+  { what: "a LAN peer routes through the host to the uplink's neighbour", from: "lan", to: OUT.internet, port: 80, guarded: false },
 ];
 
 function runProbes(): Record<string, boolean> {
@@ -334,6 +347,7 @@ beforeAll(async () => {
     listen(ns.host, [22]),
     listen(ns.vm1, [80]),
     listen(ns.vm2, [80]),
+    listen(ns.lan, [80]),
     startChild(ns.out, ["python3", "-c", DNS_SERVER, ANSWER, ...Object.values(OUT)], (c) => new Promise((ok) => c.stdout!.once("data", () => ok()))),
   ]);
   await startDnsmasq();
@@ -401,6 +415,33 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(listed).toContain("table bridge runner-fleet-guard-l2");
     expect(runProbes()).toEqual(Object.fromEntries(probes.map((p) => [p.what, p.guarded])));
   }, 60_000);
+});
+
+// Opens n connections at once from the namespace (non-blocking), waits a second, counts the ones that completed.
+const BURST = `
+import selectors, socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sel = selectors.DefaultSelector(); socks = []
+for _ in range(n):
+    s = socket.socket(); s.setblocking(False); s.connect_ex((addr, port)); sel.register(s, selectors.EVENT_WRITE); socks.append(s)
+done = set(); end = time.time() + 1.5
+while time.time() < end and len(done) < n:
+    for key, _ in sel.select(timeout=0.1):
+        if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0: done.add(key.fileobj)
+        sel.unregister(key.fileobj)
+print(len(done))
+`;
+const burst = (from: string, addr: string, port: number, n: number) => Number(inNs(from, "python3", "-c", BURST, addr, String(port), String(n)).trim());
+
+describe("the guard's per-VM connection rate limit (#24 item 12)", () => {
+  it("lets a VM open 100 new connections a second (burst 100), drops the rest; other VMs keep their own budget", () => {
+    // The guard is loaded by the suite above; 400 connects at once from one VM.
+    const first = burst(ns.vm1, OUT.internet, 80, 400);
+    expect(first).toBeGreaterThanOrEqual(100);
+    expect(first).toBeLessThanOrEqual(260);
+    // vm2 is counted on its own address.
+    expect(burst(ns.vm2, OUT.internet, 80, 50)).toBe(50);
+  }, 30_000);
 });
 
 describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", () => {
