@@ -444,6 +444,70 @@ describe("the guard's per-VM connection rate limit (#24 item 12)", () => {
   }, 30_000);
 });
 
+describe("a fireactions host's kernel settings and fireactions' unit (#24 item 12)", () => {
+  const hardening = () => nixEval(`import ${join(root, "nix", "lib", "host-hardening.nix")}`) as { sysctl: Record<string, number>; logGroup: string };
+  const roleDefs = (path: string[]) => nixEval(`
+    let t = import ${join(root, "test", "support", "nix-modules.nix")};
+        r = t.call { file = ${join(root, "nix", "modules", "roles", "fireactions.nix")}; inventory = t.readInventory ${join(root, "nix", "inventory.example.json")}; hostName = "aws-metal-1"; };
+    in map (d: d.value) (t.defsAt ${JSON.stringify(path).replace(/,/g, " ")} r)`) as any[];
+
+  it("roles/fireactions.nix sets exactly the hardened sysctls and ip_forward, read back from its evaluation", () => {
+    const h = hardening();
+    expect(roleDefs(["boot", "kernel", "sysctl"])).toEqual([{ ...h.sysctl, "net.ipv4.ip_forward": 1 }]);
+    expect(h.sysctl).toMatchObject({ "kernel.kptr_restrict": 2, "kernel.dmesg_restrict": 1, "kernel.unprivileged_bpf_disabled": 1, "net.ipv4.conf.all.send_redirects": 0, "net.ipv4.tcp_syncookies": 1 });
+  });
+
+  it("the kernel takes every per-namespace net.* value: written into the host namespace and read back", () => {
+    const net = Object.entries(hardening().sysctl).filter(([k]) => /^net\.ipv[46]\./.test(k));
+    expect(net.length).toBeGreaterThan(10);
+    for (const [key, value] of net) {
+      const file = `/proc/sys/${key.replace(/\./g, "/")}`;
+      inNs(ns.host, "sh", "-c", `echo ${value} > ${file}`);
+      expect(inNs(ns.host, "cat", file).trim(), key).toBe(String(value));
+    }
+  });
+
+  it("fireactions' unit: umask 0027, the sandboxing it can take; the pools directory setgid to the log group the scaler joins", () => {
+    const [unit] = roleDefs(["systemd", "services", "fireactions"]);
+    expect(unit.serviceConfig).toMatchObject({
+      UMask: "0027", NoNewPrivileges: true, LockPersonality: true, RestrictRealtime: true, RestrictSUIDSGID: true,
+      ProtectClock: true, ProtectKernelLogs: true, SystemCallArchitectures: "native",
+    });
+    // What KVM, CNI and the taps need stays: no PrivateDevices, no ProtectKernelTunables (CNI writes /proc/sys).
+    expect(unit.serviceConfig).not.toHaveProperty("PrivateDevices");
+    expect(unit.serviceConfig).not.toHaveProperty("ProtectKernelTunables");
+    expect(unit.serviceConfig.RestrictAddressFamilies).toEqual(expect.arrayContaining(["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]));
+    // The last rule only: the others name packages the nixpkgs stand-in does not build.
+    const lastRule = nixEval(`
+      let t = import ${join(root, "test", "support", "nix-modules.nix")};
+          r = t.call { file = ${join(root, "nix", "modules", "roles", "fireactions.nix")}; inventory = t.readInventory ${join(root, "nix", "inventory.example.json")}; hostName = "aws-metal-1"; };
+          rules = (builtins.head (t.defsAt [ "systemd" "tmpfiles" "rules" ] r)).value;
+      in builtins.elemAt rules (builtins.length rules - 1)`);
+    expect(lastRule).toBe(`d /var/lib/fireactions/pools 2750 root ${hardening().logGroup} -`);
+    expect(roleDefs(["users", "groups"])).toEqual([{ [hardening().logGroup]: {} }]);
+    const scaler = readFileSync(join(root, "nix", "modules", "scaler.nix"), "utf8");
+    expect(scaler).toMatch(/SupplementaryGroups = \[ \(import \.\.\/lib\/host-hardening\.nix\)\.logGroup \];/);
+  });
+
+  it("under that umask, a console log fireactions creates in a new pool directory is the log group's, not the world's", () => {
+    // As fireactions v0.4.0 does it: MkdirAll(pool dir, 0755), then os.Create(<runner>.log) (0666), as root.
+    const parent = mkdtempSync(join(tmpdir(), "rf-pools-"));
+    execFileSync("chmod", ["0755", parent]);
+    const dir = join(parent, "pools");
+    mkdirSync(dir);
+    execFileSync("sh", ["-c", `chgrp nogroup ${dir} && chmod 2750 ${dir}`]);
+    execFileSync("sh", ["-c", `umask 0027 && python3 -c 'import os,sys; d=os.path.join(sys.argv[1],"small"); os.makedirs(d, 0o755, exist_ok=True); open(os.path.join(d,"runner-1.log"),"w").write("console\\n")' ${dir}`]);
+    const stat = (p: string) => execFileSync("stat", ["-c", "%a %G", p], { encoding: "utf8" }).trim();
+    expect(stat(join(dir, "small"))).toBe("2750 nogroup");
+    expect(stat(join(dir, "small", "runner-1.log"))).toBe("640 nogroup");
+    // Someone outside the group cannot read it; a member can.
+    const asUser = (groups: string) => spawnSync("setpriv", ["--reuid=65534", "--regid=65533", `--groups=${groups}`, "cat", join(dir, "small", "runner-1.log")], { encoding: "utf8" });
+    expect(asUser("65533").status).not.toBe(0);
+    const nogroup = execFileSync("getent", ["group", "nogroup"], { encoding: "utf8" }).split(":")[2];
+    expect(asUser(nogroup).stdout).toBe("console\n");
+  });
+});
+
 describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", () => {
   it("names one gateway for the guests' nameserver, the forwarder and the guard", () => {
     const net = vmNetwork();
