@@ -107,6 +107,20 @@ const hostPoolsExist: Rule = {
   },
 };
 
+const poolsUsed: Rule = {
+  name: "poolsUsed",
+  why: "a pool that no host runs starts no runner: a typo or a forgotten host, said rather than silently idle",
+  needs: ["hosts", "pools"],
+  check(r) {
+    const run = new Set(Object.values(r.hosts).flatMap((h) => h.pools));
+    // A host that failed the schema past salvage may name the pool: then nothing can be said.
+    if ([...r.failed.hosts].some((h) => !Object.hasOwn(r.hosts, h))) return;
+    for (const name of Object.keys(r.pools).sort()) {
+      if (!run.has(name)) r.out.warnings.push(`pools.${name}: defined but no host runs it (no hosts.<name>.pools lists it); it starts no runner`);
+    }
+  },
+};
+
 const poolsMatchRoles: Rule = {
   name: "poolsMatchRoles",
   why: "pools run only under fireactions, and a fireactions host without pools runs nothing",
@@ -529,10 +543,14 @@ const existingHostsDeployable: Rule = {
 const optInsTakeEffect: Rule = {
   name: "optInsTakeEffect",
   why: "an unsafe or unusual opt-in is announced only where it acts; one that cannot act is said to do nothing",
-  needs: ["hosts", "unsafe"],
+  needs: ["hosts", "unsafe", "vault"],
   check(r) {
     const fireactionsHosts = Object.values(r.hosts).filter((h) => h.roles.includes("fireactions")).length;
-    if (r.sections.unsafe?.githubAppKeyInUserData) {
+    // With the key in Vault only, this stack never holds it, so user-data gets none (fleet.ts).
+    const keyInVault = (r.sections.vault?.externalSecrets ?? []).includes("githubApp");
+    if (r.sections.unsafe?.githubAppKeyInUserData && keyInVault) {
+      r.problem("unsafe.githubAppKeyInUserData", "cannot be combined with githubApp in vault.externalSecrets: the key is then only in Vault, never in this stack, so it would not be written into user-data; remove one of the two");
+    } else if (r.sections.unsafe?.githubAppKeyInUserData) {
       r.out.warnings.push(fireactionsHosts > 0
         ? "unsafe.githubAppKeyInUserData is on: the GitHub App private key is written into user-data, which any process on the host (and, on Hetzner and DigitalOcean, anything that reaches the metadata service) can read"
         : "unsafe.githubAppKeyInUserData is set but has no effect: no host has the fireactions role");
@@ -568,7 +586,7 @@ const deployFlakeExists: Rule = {
 
 /** Every rule, in the order they run. */
 export const RULES: readonly Rule[] = [
-  poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
+  poolsResolve, hostPoolsExist, poolsUsed, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
   regionsKnown, spreadGroupsFit, dataVolumesValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
   imagesConfigured, rolesHaveServices, fleetCacheUsable, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,

@@ -52,6 +52,7 @@ import {
 import type { CachePush } from "./cache-push";
 import type { InventoryCache } from "./fleet-cache";
 import type { HostOutputs } from "./hosts/types";
+import { COMMAND_ENV, withOnlyEnv } from "./command-env";
 import { buildInventory, renderInventoryJson } from "./inventory";
 import type { FleetModel, HostModel } from "./model";
 import { sshHostKeyApiPath } from "./vault-paths";
@@ -183,12 +184,12 @@ export class FleetDeploy extends pulumi.ComponentResource {
     if (!s.stock) return undefined;
     const { d, host } = s;
     return new local.Command(`${host.name}-install`, {
-      create: s.out.publicAddress.apply((address) => installCommand({
+      create: s.out.publicAddress.apply((address) => withOnlyEnv(COMMAND_ENV.deploy, installCommand({
         host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
         installTimeoutMinutes: d.installTimeoutMinutes, readyTimeoutMinutes: d.readyTimeoutMinutes,
         // No cloud-init wrote /etc/runner-fleet on an existing machine: the seed files go instead.
         filesFrom: s.seedJson ? "stdin" : "machine",
-      })),
+      }))),
       stdin: s.seedJson
         ? pulumi.secret(pulumi.all([s.seedJson, s.inventory]).apply(([seed, inv]) => installStdin(seed, inv)))
         : s.inventory,
@@ -216,11 +217,11 @@ export class FleetDeploy extends pulumi.ComponentResource {
     // The switch may wait for a drain before restarting fireactions.
     const minutes = d.switchTimeoutMinutes + d.drainTimeoutMinutes + 2;
     return new local.Command(`${host.name}-switch`, {
-      create: s.out.publicAddress.apply((address) => switchCommand({
+      create: s.out.publicAddress.apply((address) => withOnlyEnv(COMMAND_ENV.deploy, switchCommand({
         tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
         boot: s.boot, trial: s.trial, confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout,
         switchTimeoutMinutes: d.switchTimeoutMinutes, drainTimeoutMinutes: d.drainTimeoutMinutes, drainProceedOnTimeout: d.drainProceedOnTimeout,
-      })),
+      }))),
       stdin: s.inventory,
       environment: { [HOST_KEY_ENV]: s.hostKey },
       // The previous deploy log is not needed, and over 128 KiB it would break exec.
@@ -276,7 +277,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const trustedOnFirstUse = host.provider === "existing" ? !host.hostKey : s.stock;
     if (!trustedOnFirstUse) return undefined;
     return new local.Command(`${host.name}-host-key-check`, {
-      create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
+      create: withOnlyEnv(COMMAND_ENV.vaultRead, hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes)),
       environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: s.hostKey },
       triggers: [s.out.identity],
       addPreviousOutputInEnv: false,
@@ -339,8 +340,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const fromVault = host.image === "nix" && host.provider !== "existing";
     const lookup = new local.Command(`${host.name}-host-key`, {
       create: fromVault
-        ? hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes)
-        : out.publicAddress.apply((address) => hostKeyScanCommand(host.name, address, d.readyTimeoutMinutes)),
+        ? withOnlyEnv(COMMAND_ENV.vaultRead, hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes))
+        : out.publicAddress.apply((address) => withOnlyEnv(COMMAND_ENV.deploy, hostKeyScanCommand(host.name, address, d.readyTimeoutMinutes))),
       ...(fromVault ? { environment: { RF_VAULT_ADDR: model.vault.address } } : {}),
       triggers: [out.identity],
       addPreviousOutputInEnv: false,

@@ -11,6 +11,7 @@ import { SECRET_KEYS } from "./config";
 import { durationSeconds as parseDuration } from "./config-values";
 import type { FleetSecrets } from "./load";
 import type { FleetModel, HostModel, SecretName } from "./model";
+import { COMMAND_ENV, withOnlyEnv } from "./command-env";
 import { kvPaths, policyFor } from "./vault-paths";
 
 export interface FleetVaultArgs {
@@ -85,8 +86,8 @@ export function secretsNeeded(model: FleetModel): Map<SecretName, string[]> {
 export function randomHexCommand(bytes: number): { create: string; update: string } {
   return {
     // -v: od must not fold repeated lines into "*".
-    create: `od -An -v -N${bytes} -tx1 /dev/urandom | tr -d ' \\n'`,
-    update: `test -n "$PULUMI_COMMAND_STDOUT" && printf '%s' "$PULUMI_COMMAND_STDOUT"`,
+    create: withOnlyEnv(COMMAND_ENV.plain, `od -An -v -N${bytes} -tx1 /dev/urandom | tr -d ' \\n'`),
+    update: withOnlyEnv(COMMAND_ENV.plain, `test -n "$PULUMI_COMMAND_STDOUT" && printf '%s' "$PULUMI_COMMAND_STDOUT"`),
   };
 }
 

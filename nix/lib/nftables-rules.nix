@@ -65,16 +65,29 @@ in
         ${set "blocked4" "ipv4_addr" blocked4}
         ${set "blocked6" "ipv6_addr" blocked6}
 
+        # A VM's new connections, per source address: at most 100 a second
+        # (thpham/nixos-fireactions' hardened profile, rateLimitConnections).
+        set vm_new4 {
+          type ipv4_addr
+          size 4096
+          flags dynamic,timeout
+          timeout 1m
+        }
+
         # Routed traffic; runs before the NixOS firewall, and a drop is final.
         chain forward {
           type filter hook forward priority filter - 10; policy accept;
           ${metricsDrop}
           iifname "${bridge}" oifname "${bridge}" drop
+          # The host routes for its VMs only (ip_forward is on for them): a
+          # neighbour on any other network cannot route through it.
+          iifname != "${bridge}" oifname != "${bridge}" drop
           # Nothing from outside opens a connection to a VM.
           oifname "${bridge}" ct state established,related accept
           oifname "${bridge}" drop
           iifname "${bridge}" ip daddr @blocked4 drop
           iifname "${bridge}" ip6 daddr @blocked6 drop
+          iifname "${bridge}" ct state new add @vm_new4 { ip saddr limit rate over 100/second burst 100 packets } drop
         }
 
         # Traffic from the VMs to any address of the host itself. The NixOS

@@ -61,8 +61,10 @@ in
         ];
         Restart = "on-failure";
         RestartSec = 5;
-        # It reads world-readable files and talks HTTP on loopback: no privileges needed.
+        # It reads the VMs' console logs and talks HTTP on loopback: no privileges needed.
         DynamicUser = true;
+        # The VMs' console logs are group-readable only (roles/fireactions.nix UMask).
+        SupplementaryGroups = [ (import ../lib/host-hardening.nix).logGroup ];
         ProtectSystem = "strict";
         ProtectHome = true;
         PrivateTmp = true;
