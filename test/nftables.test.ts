@@ -23,7 +23,10 @@ const rulesNix = join(root, "nix", "lib", "nftables-rules.nix");
 const vmNetNix = join(root, "nix", "lib", "vm-network.nix");
 const dhcpHostPlugin = join(root, "nix", "pkgs", "cni-dhcp-host.sh");
 const BRIDGE = "fireactions0";
-const GUARD_PORTS: number[] = JSON.parse(readFileSync(join(root, "nix", "lib", "monitoring.json"), "utf8")).guardPorts;
+const MONITORING = JSON.parse(readFileSync(join(root, "nix", "lib", "monitoring.json"), "utf8"));
+const GUARD_PORTS: number[] = MONITORING.guardPorts;
+/** The ports other hosts serve metrics on (8081 and 9102 listen on loopback only, everywhere). */
+const SCRAPE_PORTS: number[] = [MONITORING.nodeExporterPort, MONITORING.exporterPort];
 const GATEWAY = "10.200.0.1";
 
 let scratch = "";
@@ -323,7 +326,7 @@ const probes: Probe[] = [
   ...GUARD_PORTS.flatMap((port): Probe[] => [
     { what: `a VM reaches metrics port ${port} at the host's uplink address`, from: "vm1", to: HOST_UPLINK, port, guarded: false },
     { what: `a VM reaches metrics port ${port} at the bridge gateway`, from: "vm1", to: GATEWAY, port, guarded: false },
-    { what: `a VM reaches metrics port ${port} on another host's public address`, from: "vm1", to: OUT.internet, port, guarded: false },
+    { what: `a VM reaches port ${port} on another host's public address`, from: "vm1", to: OUT.internet, port, guarded: !SCRAPE_PORTS.includes(port) },
     { what: `the outside reaches the host's metrics port ${port}`, from: "out", to: HOST_UPLINK, port, guarded: true },
   ]),
   { what: "a neighbour on the uplink routes through the host into its LAN", from: "out", to: LAN_PEER, port: 80, guarded: false },

@@ -19,11 +19,14 @@
 let
   inherit (builtins) concatStringsSep;
 
-  # Metrics ports (lib/monitoring.json): node exporter, our exporter, fireactions' and the
-  # scaler's loopback endpoints. Dropped from VMs to any address, this host's and other hosts'
-  # public ones included, before anything else can accept them.
-  guardPorts = (builtins.fromJSON (builtins.readFile ./monitoring.json)).guardPorts;
-  metricsDrop = ''iifname "${bridge}" tcp dport { ${concatStringsSep ", " (map toString guardPorts)} } drop comment "runner VMs never reach metrics"'';
+  # Metrics ports (lib/monitoring.json). To this host: all four (node exporter, our exporter,
+  # fireactions' and the scaler's loopback endpoints). Forwarded: the two exporters, which
+  # other hosts serve on their addresses, public ones included; the loopback-only ports stay
+  # open to the internet, where jobs may need them.
+  monitoring = builtins.fromJSON (builtins.readFile ./monitoring.json);
+  inherit (monitoring) guardPorts;
+  scrapePorts = [ monitoring.nodeExporterPort monitoring.exporterPort ];
+  metricsDrop = ports: ''iifname "${bridge}" tcp dport { ${concatStringsSep ", " (map toString ports)} } drop comment "runner VMs never reach metrics"'';
 
   # Destinations a VM must never be forwarded to.
   blocked4 = [
@@ -55,7 +58,7 @@ let
   '';
 in
 {
-  inherit blocked4 blocked6 gateway guardPorts;
+  inherit blocked4 blocked6 gateway guardPorts scrapePorts;
 
   # Same shape as networking.nftables.tables.<name>: { family, content }.
   tables = {
@@ -77,7 +80,7 @@ in
         # Routed traffic; runs before the NixOS firewall, and a drop is final.
         chain forward {
           type filter hook forward priority filter - 10; policy accept;
-          ${metricsDrop}
+          ${metricsDrop scrapePorts}
           iifname "${bridge}" oifname "${bridge}" drop
           # The host routes for its VMs only (ip_forward is on for them): a
           # neighbour on any other network cannot route through it.
@@ -97,7 +100,7 @@ in
         # address), nothing else.
         chain input {
           type filter hook input priority filter - 10; policy accept;
-          ${metricsDrop}
+          ${metricsDrop guardPorts}
           iifname "${bridge}" ct state established,related accept
           iifname "${bridge}" ip daddr ${gateway} udp dport 53 accept
           iifname "${bridge}" ip daddr ${gateway} tcp dport 53 accept
