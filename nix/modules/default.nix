@@ -10,9 +10,12 @@
     ./secrets.nix
     ./bootstrap.nix
     ./security.nix
+    ./monitoring.nix
     ./fireactions.nix
     ./roles/fireactions.nix
     ./roles/forgejo-runner.nix
+    ./roles/gitlab-runner.nix
     ./roles/cache.nix
+    ./fleet-cache.nix
   ];
 }
