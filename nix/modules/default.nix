@@ -12,6 +12,7 @@
     ./security.nix
     ./fireactions.nix
     ./roles/fireactions.nix
+    ./registry-mirror.nix
     ./roles/forgejo-runner.nix
     ./roles/cache.nix
   ];

@@ -26,6 +26,11 @@ let
         };
         cache.domain = null;
         fireactions = { inherit (import ../../nix/lib/vm-network.nix) bridge gateway; };
+        # modules/registry-mirror.nix's read-only options on a host without a mirror.
+        registryMirror = {
+          ports = [ ];
+          vmMetadata = null;
+        };
       };
       nix.package = pkgs.nix;
       services.fireactions.enable = fireactions;

@@ -31,7 +31,11 @@ let
     "--firecracker" (lib.getExe pkgs.firecracker)
     "--kernel" kernelImage
   ];
-  renderCommand = "${lib.getExe renderer} ${lib.escapeShellArgs renderFlags}";
+  # The registry mirror's VM configs into every pool's MMDS metadata (modules/registry-mirror.nix).
+  mirrorFlags = lib.optionals (config.runnerFleet.registryMirror.vmMetadata != null) [
+    "--vm-metadata" config.runnerFleet.registryMirror.vmMetadata
+  ];
+  renderCommand = "${lib.getExe renderer} ${lib.escapeShellArgs (renderFlags ++ mirrorFlags)}";
   # Bridge, subnet, gateway, CNI config and DNS forwarder settings, as data.
   vmNet = import ../../lib/vm-network.nix;
 in
