@@ -13,6 +13,7 @@
     ./fireactions.nix
     ./roles/fireactions.nix
     ./registry-mirror.nix
+    ./data-disks.nix
     ./roles/forgejo-runner.nix
     ./roles/cache.nix
   ];

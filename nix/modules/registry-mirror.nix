@@ -63,8 +63,9 @@ in
           description = "registry pull-through mirror of ${name}";
           wantedBy = [ "multi-user.target" ];
           before = [ "fireactions.service" ];
-          # The registry-cache disk, when there is one, is mounted there first.
-          unitConfig.RequiresMountsFor = [ storageDir ];
+          # The registry-cache disk, when there is one, is mounted there first (data-disks.nix).
+          wants = [ "runner-fleet-data-disks.target" ];
+          after = [ "runner-fleet-data-disks.target" ];
           startLimitIntervalSec = 300;
           startLimitBurst = 5;
           serviceConfig = {

@@ -31,6 +31,11 @@ let
           ports = [ ];
           vmMetadata = null;
         };
+        # modules/data-disks.nix's on a host without a containerd disk.
+        dataDisks = {
+          thinPoolDisk = null;
+          thinPoolEncrypt = true;
+        };
       };
       nix.package = pkgs.nix;
       services.fireactions.enable = fireactions;
