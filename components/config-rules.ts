@@ -528,10 +528,54 @@ const deployFlakeExists: Rule = {
   },
 };
 
+
+const dataDisksAndMirrorValid: Rule = {
+  name: "dataDisksAndMirrorValid",
+  why: "each disk purpose needs what uses it, one disk per purpose, and the mirror's ports must fit below 65536",
+  needs: ["registryMirror"],
+  check(r) {
+    const fleet = r.sections.registryMirror;
+    if (!fleet) return;
+    for (const [name, host] of sorted(r.hosts)) {
+      const m = { ...fleet, ...(host.registryMirror ?? {}) };
+      const upstreams = Object.keys(m.upstreams).length;
+      const at = host.registryMirror?.firstPort !== undefined || host.registryMirror?.upstreams ? `hosts.${name}.registryMirror` : "registryMirror";
+      if (upstreams === 0 && m.enable) r.problem(`${at}.upstreams`, "must name at least one upstream registry (or set enable: false)");
+      if (m.firstPort + upstreams - 1 > 65535) r.problem(`${at}.firstPort`, `${upstreams} upstreams from port ${m.firstPort} go past 65535`);
+      if (host.registryMirror && !host.roles.includes("fireactions")) r.problem(`hosts.${name}.registryMirror`, "only fireactions hosts run the registry mirror");
+      const disks: Array<{ at: string; purpose?: string; mountPoint?: string }> = [];
+      if (host.provider === "aws") for (const [vol, v] of sorted(host.dataVolumes)) disks.push({ at: `hosts.${name}.dataVolumes.${vol}`, purpose: v.purpose, mountPoint: v.mountPoint });
+      if (host.provider === "azure") {
+        const at2 = `hosts.${name}`;
+        if ((host.dataDiskPurpose || host.dataDiskMountPoint) && !host.dataDiskGib) r.problem(`${at2}.dataDiskPurpose`, "needs dataDiskGib: the host has no data disk");
+        else disks.push({ at: at2, purpose: host.dataDiskPurpose, mountPoint: host.dataDiskMountPoint });
+      }
+      const seen = new Map<string, string>();
+      for (const d of disks) {
+        const azure = host.provider === "azure";
+        const purposeKey = azure ? `${d.at}.dataDiskPurpose` : `${d.at}.purpose`;
+        const mountKey = azure ? `${d.at}.dataDiskMountPoint` : `${d.at}.mountPoint`;
+        if (d.purpose === "mount" && !d.mountPoint) r.problem(mountKey, "is required with purpose mount");
+        if (d.purpose !== "mount" && d.mountPoint) r.problem(mountKey, "is only for purpose mount");
+        if ((d.purpose === "containerd" || d.purpose === "registry-cache") && !host.roles.includes("fireactions")) r.problem(purposeKey, `${d.purpose} is used by fireactions hosts only`);
+        if (d.purpose === "registry-cache" && !m.enable) r.problem(purposeKey, "registry-cache needs the registry mirror enabled");
+        if (d.purpose === "containerd" || d.purpose === "registry-cache") {
+          const other = seen.get(d.purpose);
+          if (other) r.problem(purposeKey, `${d.purpose} is already the purpose of ${other}`);
+          else seen.set(d.purpose, d.at);
+        }
+        if (d.purpose === "mount" && d.mountPoint && /^\/(nix|boot|etc|run|proc|sys|dev|usr|var\/lib\/containerd)(\/|$)|^\/$/.test(d.mountPoint)) {
+          r.problem(mountKey, `${d.mountPoint} is a system path; mount user data elsewhere (e.g. /srv/...)`);
+        }
+      }
+    }
+  },
+};
+
 /** Every rule, in the order they run. */
 export const RULES: readonly Rule[] = [
   poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
-  regionsKnown, spreadGroupsFit, dataVolumesValid,
+  regionsKnown, spreadGroupsFit, dataVolumesValid, dataDisksAndMirrorValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
   imagesConfigured, rolesHaveServices, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,
 ];
