@@ -1,7 +1,7 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
  *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
- *                 [--scaler-only | --no-scaler]
+ *                 [--scaler-only | --no-scaler] [--mirror-only | --no-mirror]
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -12,7 +12,8 @@
  * --engine adds the real-engine rows (scripts/bench-engine.ts; needs `npm run engine` and root);
  * --engine-only prints those alone. The scaler's rows (scripts/bench-scaler.ts: reaction time and
  * cost per host with 10 pools, against the fireactions stand-in) run by default; --scaler-only
- * prints those alone, --no-scaler skips them.
+ * prints those alone, --no-scaler skips them. The registry mirror's rows (scripts/bench-mirror.ts:
+ * cold and warm pulls through it against a direct pull) likewise: --mirror-only, --no-mirror.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -22,6 +23,7 @@ import { parseArgs } from "node:util";
 import { modelFrom, writeStackFile } from "../test/support/fixtures";
 import { benchEngine } from "./bench-engine";
 import { benchScaler } from "./bench-scaler";
+import { benchMirror } from "./bench-mirror";
 import { missingEngineBinaries } from "../engine/env";
 import { benchFleet } from "./bench-fleet";
 import {
@@ -140,10 +142,13 @@ async function main() {
       "rollout-seconds": { type: "string", default: "20" },
       "scaler-only": { type: "boolean", default: false },
       "no-scaler": { type: "boolean", default: false },
+      "mirror-only": { type: "boolean", default: false },
+      "no-mirror": { type: "boolean", default: false },
     },
   });
+  const mirrorOnly = values["mirror-only"]!;
   const scalerOnly = values["scaler-only"]!;
-  const engineOnly = values["engine-only"]! || scalerOnly;
+  const engineOnly = values["engine-only"]! || scalerOnly || mirrorOnly;
   const sizes = values.sizes!.split(",").map(Number);
   // --heap MiB raises V8's old-space limit for plan and floor alike (default: node's own, the
   // limit a user running `pulumi up` meets first).
@@ -230,13 +235,18 @@ async function main() {
   const failures = rows.slice(1).flatMap((r) => r.slice(-2)).filter((v) => v === "FAIL").length
     + (tsc && !(tsc.wallSeconds < TSC_MAX_SECONDS && tsc.maxRssMib < TSC_MAX_MIB) ? 1 : 0);
   let engineFailures = 0;
-  if (!values["no-scaler"] && (scalerOnly || !values["engine-only"])) {
+  if (!values["no-scaler"] && !mirrorOnly && (scalerOnly || !values["engine-only"])) {
     const scaler = await benchScaler({ work, log: (s) => process.stdout.write(s) });
     out.push(...scaler.lines);
     engineFailures += scaler.failures;
   }
-  if (scalerOnly) {
-    // the scaler's rows only
+  if (!values["no-mirror"] && !scalerOnly && (mirrorOnly || !values["engine-only"])) {
+    const mirror = await benchMirror({ work, log: (s) => process.stdout.write(s) });
+    out.push(...mirror.lines);
+    engineFailures += mirror.failures;
+  }
+  if (scalerOnly || mirrorOnly) {
+    // the scaler's or the mirror's rows only
   } else if (values.engine || engineOnly) {
     process.stdout.write(`${out.join("\n")}\n\n`);
     out.length = 0;
