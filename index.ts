@@ -25,3 +25,5 @@ export const deployWaves = fleet.deployWaves;
 export const pools = fleet.poolsJson;
 /** Each host's cloud-init user-data, by host name (secret). */
 export const userData = fleet.userData;
+/** Prometheus file_sd targets for every host's exporters (README "Monitoring"). */
+export const prometheusTargets = fleet.prometheusTargets;

@@ -59,6 +59,7 @@ export interface Rule {
 export const SECRET_KEYS: Record<SecretName, string> = {
   githubApp: "githubAppPrivateKey",
   giteaRunnerToken: "giteaRunnerToken",
+  gitlabRunnerToken: "gitlabRunnerToken",
   cacheSigningKey: "cacheSigningKey",
 };
 
@@ -102,6 +103,20 @@ const hostPoolsExist: Rule = {
         if (Object.hasOwn(r.pools, pool) || r.failed.pools.has(pool)) return;
         r.problem(`hosts.${name}.pools[${i}]`, `pool ${JSON.stringify(pool)} does not exist (defined pools: ${known.length ? known.join(", ") : "none"})`);
       });
+    }
+  },
+};
+
+const poolsUsed: Rule = {
+  name: "poolsUsed",
+  why: "a pool that no host runs starts no runner: a typo or a forgotten host, said rather than silently idle",
+  needs: ["hosts", "pools"],
+  check(r) {
+    const run = new Set(Object.values(r.hosts).flatMap((h) => h.pools));
+    // A host that failed the schema past salvage may name the pool: then nothing can be said.
+    if ([...r.failed.hosts].some((h) => !Object.hasOwn(r.hosts, h))) return;
+    for (const name of Object.keys(r.pools).sort()) {
+      if (!run.has(name)) r.out.warnings.push(`pools.${name}: defined but no host runs it (no hosts.<name>.pools lists it); it starts no runner`);
     }
   },
 };
@@ -410,10 +425,10 @@ const imagesConfigured: Rule = {
 const rolesHaveServices: Rule = {
   name: "rolesHaveServices",
   why: "each role talks to a service and needs its credentials before a host starts",
-  needs: ["hosts", "github", "forgejo", "gitea"],
+  needs: ["hosts", "github", "forgejo", "gitea", "gitlab"],
   check(r) {
     const roles = new Set(Object.values(r.hosts).flatMap((h) => h.roles));
-    const { github, forgejo, gitea, vault } = r.sections;
+    const { github, forgejo, gitea, gitlab, vault } = r.sections;
     // A vault section that failed elsewhere may still name its external secrets correctly.
     const rawList = (r.raw.vault as { externalSecrets?: unknown } | undefined)?.externalSecrets ?? [];
     const listed = vault?.externalSecrets ?? (Array.isArray(rawList) && rawList.every((s) => (SECRET_NAMES as readonly unknown[]).includes(s)) ? rawList as SecretName[] : undefined);
@@ -435,7 +450,44 @@ const rolesHaveServices: Rule = {
       if (!gitea) r.problem("gitea", "is required by the gitea-runner role (url)");
       needSecret("giteaRunnerToken", "gitea-runner");
     }
+    if (roles.has("gitlab-runner")) {
+      if (!gitlab) r.problem("gitlab", "is required by the gitlab-runner role (url)");
+      needSecret("gitlabRunnerToken", "gitlab-runner");
+    }
     if (roles.has("cache")) needSecret("cacheSigningKey", "cache");
+  },
+};
+
+const fleetCacheUsable: Rule = {
+  name: "fleetCacheUsable",
+  why: "hosts trust a cache only by its public key and its TLS certificate: both must be known before any host is built",
+  needs: ["hosts", "cache", "vault"],
+  check(r) {
+    const cache = r.sections.cache;
+    if (!cache) return;
+    const cacheHosts = sorted(r.hosts).filter(([, h]) => h.roles.includes("cache")).map(([name]) => name);
+    for (const name of Object.keys(cache.domains).sort()) {
+      if (!cacheHosts.includes(name)) r.problem(`cache.domains.${name}`, r.hosts[name] ? "is not a cache host (it has no cache role)" : "is not a host of this stack");
+    }
+    const on = cache.useFleetCache ?? cacheHosts.length > 0;
+    if (cache.useFleetCache === true && cacheHosts.length === 0) r.problem("cache.useFleetCache", "is on but no host has the cache role");
+    if (cacheHosts.length === 0 || !on) {
+      if (cache.publicKey) r.out.warnings.push("cache.publicKey is set but has no effect: no host substitutes from a fleet cache");
+      return;
+    }
+    // The public key is derived from cacheSigningKey; a key kept only in Vault never reaches the program.
+    // Asked for explicitly, that is an error; by default, the fleet cache is just not used.
+    if (!cache.publicKey && r.sections.vault?.externalSecrets.includes("cacheSigningKey")) {
+      const why = "the program cannot derive the public key from a signing key it never reads (cacheSigningKey is in vault.externalSecrets): set it (nix key convert-secret-to-public < cache-signing-key)";
+      if (cache.useFleetCache === true) r.problem("cache.publicKey", `is required: ${why}`);
+      else r.out.warnings.push(`cache.publicKey: not set, so no host substitutes from the fleet cache; ${why}`);
+      return;
+    }
+    for (const name of cacheHosts) {
+      if (!cache.domains[name]) {
+        r.out.warnings.push(`cache.domains.${name}: not set; ${name} serves with Caddy's internal CA, which no other host trusts, so no host substitutes from it. Set a DNS name that points at it (Caddy then gets an ACME certificate)`);
+      }
+    }
   },
 };
 
@@ -491,10 +543,14 @@ const existingHostsDeployable: Rule = {
 const optInsTakeEffect: Rule = {
   name: "optInsTakeEffect",
   why: "an unsafe or unusual opt-in is announced only where it acts; one that cannot act is said to do nothing",
-  needs: ["hosts", "unsafe"],
+  needs: ["hosts", "unsafe", "vault"],
   check(r) {
     const fireactionsHosts = Object.values(r.hosts).filter((h) => h.roles.includes("fireactions")).length;
-    if (r.sections.unsafe?.githubAppKeyInUserData) {
+    // With the key in Vault only, this stack never holds it, so user-data gets none (fleet.ts).
+    const keyInVault = (r.sections.vault?.externalSecrets ?? []).includes("githubApp");
+    if (r.sections.unsafe?.githubAppKeyInUserData && keyInVault) {
+      r.problem("unsafe.githubAppKeyInUserData", "cannot be combined with githubApp in vault.externalSecrets: the key is then only in Vault, never in this stack, so it would not be written into user-data; remove one of the two");
+    } else if (r.sections.unsafe?.githubAppKeyInUserData) {
       r.out.warnings.push(fireactionsHosts > 0
         ? "unsafe.githubAppKeyInUserData is on: the GitHub App private key is written into user-data, which any process on the host (and, on Hetzner and DigitalOcean, anything that reaches the metadata service) can read"
         : "unsafe.githubAppKeyInUserData is set but has no effect: no host has the fireactions role");
@@ -574,10 +630,10 @@ const dataDisksAndMirrorValid: Rule = {
 
 /** Every rule, in the order they run. */
 export const RULES: readonly Rule[] = [
-  poolsResolve, hostPoolsExist, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
+  poolsResolve, hostPoolsExist, poolsUsed, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
   regionsKnown, spreadGroupsFit, dataVolumesValid, dataDisksAndMirrorValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
-  imagesConfigured, rolesHaveServices, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,
+  imagesConfigured, rolesHaveServices, fleetCacheUsable, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,
 ];
 
 /** Runs every rule whose sections parsed. */

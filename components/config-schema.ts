@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { HETZNER_LOCATIONS } from "./catalog";
-import { checkSshKey, durationSeconds, MAX_DURATION_SECONDS, normalAddress, normalCidr } from "./config-values";
+import { checkSshKey, durationSeconds, MAX_DURATION_SECONDS, nixPublicKeyProblem, normalAddress, normalCidr } from "./config-values";
 import {
   ARCHES, CLOUDS, DEPLOY_TOOLS, PRESETS, REMOTE_BUILDS, ROLES, SECRET_NAMES,
   type Cloud,
@@ -62,6 +62,11 @@ const SshKey = check(z.string(), checkSshKey);
 const PlainFileName = z.string().regex(/^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}$/, {
   error: "must be a plain file name inside the image's store path (no /, not starting with .)",
 });
+/**
+ * A GitHub organization login: fireactions puts it into API paths (/orgs/<org>/...), so nothing
+ * that could climb or break a path segment gets through.
+ */
+const GithubOrganization = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,38}$/, { error: "must be a GitHub organization name (letters, digits and dashes, at most 39)" });
 const Label = z.string().min(1, { error: "must not be empty" });
 const uniqueList = <T extends z.ZodType>(item: T) =>
   z.array(item).refine((xs) => new Set(xs).size === xs.length, { error: "lists the same value twice" });
@@ -79,7 +84,7 @@ export const PoolSchema = z.strictObject({
   image: z.string().min(1).optional(),
   // fireactions v0.4.0 never reads a pull policy (docs/upstream.md); refuse it rather than pretend.
   imagePullPolicy: z.unknown().refine((v) => v === undefined, { error: "is not supported: fireactions v0.4.0 pulls the image only when it is missing and reads no pull policy; remove this key" }).optional(),
-  organization: z.string().min(1).optional(),
+  organization: GithubOrganization.optional(),
   groupId: int(1, 2 ** 31 - 1).optional(),
   // fireactions' Firecracker SDK writes ip= itself (address, gateway, DNS from CNI) and refuses a
   // CNI interface next to a given one (docs/upstream.md), so the VM would not start.
@@ -187,6 +192,12 @@ const DigitalOceanHostSchema = z.strictObject({
   allowUndocumentedKvm: z.boolean().default(false),
   ...hostCommon,
 });
+/**
+ * pulumi-command pins HostKeyAlgorithms to the key's type (remote/connection.go), and for RSA that
+ * is `ssh-rsa`, SHA-1 signatures, which OpenSSH 8.8 and later no longer make: every connection
+ * would fail its handshake (docs/upstream.md). Every OpenSSH sshd also has an ed25519 key.
+ */
+const RSA_HOST_KEY = "an ssh-rsa host key cannot be pinned: pulumi-command offers only the key's own type, ssh-rsa (SHA-1 signatures), which OpenSSH 8.8 and later refuse, so no connection would get through; give the machine's ed25519 key (cat /etc/ssh/ssh_host_ed25519_key.pub) or its ECDSA key";
 const ExistingHostSchema = z.strictObject({
   provider: z.literal("existing"),
   address: Address,
@@ -200,9 +211,9 @@ const ExistingHostSchema = z.strictObject({
   installDisk: z.string().regex(/^\/dev\/[A-Za-z0-9_.:+@-]+(\/[A-Za-z0-9_.:+@-]+)*$/, { error: "must be a device path such as /dev/sda or /dev/disk/by-id/..." })
     .refine((d) => !d.split("/").includes(".."), { error: "must not contain .." }).optional(),
   /** The machine's SSH host public key (cat /etc/ssh/ssh_host_ed25519_key.pub): pinned for every connection. */
-  hostKey: check(z.string(), (line) => /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) /.test(line)
-    ? checkSshKey(line)
-    : "must be an SSH host public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa, then the key").optional(),
+  hostKey: check(z.string(), (line) => /^ssh-rsa /.test(line) ? RSA_HOST_KEY
+    : /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) /.test(line) ? checkSshKey(line)
+    : "must be an SSH host public key line: ssh-ed25519 or ecdsa-sha2-nistp256/384/521, then the key").optional(),
   ...hostCommon,
 });
 
@@ -226,6 +237,26 @@ const VaultSchema = z.strictObject({
   secretIdTtl: duration(0).default("0s"),
   tokenTtl: duration(1).default("1h"),
   externalSecrets: uniqueList(z.enum(SECRET_NAMES)).default([]),
+});
+
+const NixPublicKey = check(z.string(), nixPublicKeyProblem);
+/** nix.conf splits substituters on whitespace and reads ?name=value as store settings: a plain https URL. */
+const SubstituterUrl = check(z.string(), (v) => urlProblem("always")(v) ?? (/[?#\s]/.test(v) ? "must have no query (?...) or fragment: Nix reads a query as store settings" : undefined));
+const DnsName = z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, { error: "must be a DNS name such as cache.example.com" });
+
+const CacheSchema = z.strictObject({
+  // Default (unset): on when a host has the cache role.
+  useFleetCache: z.boolean().optional(),
+  publicKey: NixPublicKey.optional(),
+  domains: z.record(Name, DnsName).default({}),
+  extraSubstituters: z.array(z.strictObject({
+    url: SubstituterUrl,
+    publicKey: NixPublicKey,
+    priority: int(1, 1000).optional(),
+  })).max(16).default([]),
+  // Nix waits this long to connect to a substituter (connect-timeout; 0, its default, is curl's 300 s).
+  connectTimeout: int(1, 300).default(5),
+  push: z.boolean().default(true),
 });
 
 const DeploySchema = z.strictObject({
@@ -263,12 +294,14 @@ export const FleetConfigSchema = z.strictObject({
     digitaloceanKey: z.string().regex(/^(\d{1,20}|[0-9a-f]{2}(:[0-9a-f]{2}){15})$/, { error: "must be the numeric id or the aa:bb:... fingerprint of an SSH key in the DigitalOcean account" }).optional(),
   }),
   github: z.strictObject({
-    organization: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,38}$/, { error: "must be a GitHub organization name" }),
+    organization: GithubOrganization,
     appId: z.string().regex(/^\d{1,20}$/, { error: 'must be the numeric App id, quoted ("123456")' }).optional(),
     url: HttpsUrl.default("https://github.com"),
   }).optional(),
   forgejo: z.strictObject({ url: HttpsUrl, labels: uniqueList(Label).default(["native-nix:host"]) }).optional(),
   gitea: z.strictObject({ url: HttpsUrl, labels: uniqueList(Label).default(["native-nix:host"]) }).optional(),
+  gitlab: z.strictObject({ url: HttpsUrl }).optional(),
+  cache: CacheSchema.default(CacheSchema.parse({})),
   pools: z.record(Name, PoolSchema).default({}),
   hosts: z.record(Name, HostSchema),
   images: z.strictObject(Object.fromEntries(CLOUDS.map((c) => [c, ArchImages.optional()])) as Record<Cloud, z.ZodOptional<typeof ArchImages>>).default({}),
@@ -280,6 +313,8 @@ export const FleetConfigSchema = z.strictObject({
   }).default({ reserveVcpus: 1, reserveMemoryMib: 2048 }),
   registryMirror: RegistryMirrorSchema.default(RegistryMirrorSchema.parse({})),
   unsafe: z.strictObject({ githubAppKeyInUserData: z.boolean().default(false) }).default({ githubAppKeyInUserData: false }),
+  // Who may scrape the hosts' exporters (host firewall and every cloud's); none: nobody.
+  monitoring: z.strictObject({ allowCidrs: uniqueList(Cidr).default([]) }).default({ allowCidrs: [] }),
 });
 
 export type FleetConfigInput = z.input<typeof FleetConfigSchema>;

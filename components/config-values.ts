@@ -170,3 +170,26 @@ export function durationSeconds(text: string): number | undefined {
   if (!match) return undefined;
   return Number(match[1]) * { s: 1, m: 60, h: 3600 }[match[2] as "s" | "m" | "h"];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Nix signing keys
+
+/**
+ * A Nix key as nix.conf and `nix-store --generate-binary-cache-key` write it: `<name>:<base64>`,
+ * the name up to the first colon (docs/upstream.md). A public key is 32 bytes of ed25519, a
+ * secret key 64 (libsodium's seed followed by the public key).
+ */
+const NIX_KEY = /^([A-Za-z0-9][A-Za-z0-9._-]{0,127}):([A-Za-z0-9+/]+={0,2})$/;
+
+export function parseNixKey(text: string, bytes: 32 | 64): { name: string; key: Buffer } | undefined {
+  const m = NIX_KEY.exec(text.trim());
+  if (!m) return undefined;
+  const key = Buffer.from(m[2], "base64");
+  if (key.length !== bytes || key.toString("base64") !== m[2]) return undefined;
+  return { name: m[1], key };
+}
+
+/** A problem with a Nix public key (`name:base64` of 32 bytes), or undefined. */
+export function nixPublicKeyProblem(text: string): string | undefined {
+  return parseNixKey(text, 32) ? undefined : "must be a Nix public key, <name>:<base64 of 32 bytes> (nix key convert-secret-to-public < cache-signing-key)";
+}

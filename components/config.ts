@@ -127,10 +127,64 @@ function parseMap<T>(key: "hosts" | "pools", raw: unknown, entry: z.ZodType<T>, 
     if (!named.success) problems.push(`${keyPath([key, name])}: invalid name: ${named.error.issues.map((i) => i.message).join("; ")}`);
     const parsed = entry.safeParse(value, { reportInput: true });
     if (!parsed.success) problems.push(...parsed.error.issues.flatMap((i) => describeIssue({ ...i, path: [key, name, ...i.path] })));
-    if (named.success && parsed.success) Object.defineProperty(out, name, { value: parsed.data, enumerable: true, writable: true, configurable: true });
-    else failed.add(name);
+    // An entry that failed is still cross-checked on the fields that did parse (salvage).
+    const data = parsed.success ? parsed.data : salvage(entry, value, parsed.error.issues);
+    if (named.success && data !== undefined) Object.defineProperty(out, name, { value: data, enumerable: true, writable: true, configurable: true });
+    if (!named.success || !parsed.success) failed.add(name);
   }
   return out;
+}
+
+type Path = ReadonlyArray<PropertyKey>;
+
+/** Own keys only: a config key such as `valueOf` is not Object.prototype's. */
+function valueAt(root: unknown, path: Path): unknown {
+  let at: unknown = root;
+  for (const part of path) at = isMap(at) && Object.hasOwn(at, part) ? at[part as string] : undefined;
+  return at;
+}
+
+function removeAt(root: unknown, path: Path): void {
+  const at = valueAt(root, path.slice(0, -1));
+  if (isMap(at)) delete at[path[path.length - 1] as string];
+}
+
+/**
+ * An entry without the fields that failed, so the cross-field rules still check the rest of it
+ * (every problem at once). A list that failed anywhere goes whole. Nothing is guessed: when a
+ * removed field takes a schema default, the object holding it is left out of the checks (the whole
+ * entry, for a field of the entry itself), and an entry that still fails (a required field went) is
+ * not checked at all. The salvaged entry only feeds rules; no model is built from a failed config.
+ */
+function salvage<T>(entry: z.ZodType<T>, value: unknown, issues: z.core.$ZodIssue[]): T | undefined {
+  if (!isMap(value)) return undefined;
+  const copy = structuredClone(value);
+  let found = issues;
+  const removed: Path[] = [];
+  for (let round = 0; round < 4; round++) {
+    for (const issue of found) {
+      const cut = issue.path.findIndex((p) => typeof p === "number");
+      const at = cut === -1 ? issue.path : issue.path.slice(0, cut);
+      if (issue.code === "unrecognized_keys" && cut === -1) removed.push(...issue.keys.map((k) => [...at, k]));
+      else removed.push(at);
+    }
+    if (removed.some((p) => p.length === 0)) return undefined;
+    for (const p of removed) removeAt(copy, p);
+    const again = entry.safeParse(copy);
+    if (!again.success) {
+      found = again.error.issues;
+      continue;
+    }
+    const data = again.data as unknown;
+    for (const p of removed) {
+      if (valueAt(data, p) === undefined) continue;
+      // A default inside a map entry (a data volume's type): that entry goes; elsewhere, the whole entry.
+      if (p.length < 3) return undefined;
+      removeAt(data, p.slice(0, -1));
+    }
+    return data as T;
+  }
+  return undefined;
 }
 
 function parseConfig(plain: Record<string, unknown>, problems: string[]): ParsedConfig {
@@ -254,6 +308,15 @@ function fleetModel(parsed: ParsedConfig, derived: Derived, ctx: LoadContext): F
     ...(cfg.github ? { github: cfg.github } : {}),
     ...(cfg.forgejo ? { forgejo: cfg.forgejo } : {}),
     ...(cfg.gitea ? { gitea: cfg.gitea } : {}),
+    ...(cfg.gitlab ? { gitlab: cfg.gitlab } : {}),
+    cache: {
+      useFleetCache: cfg.cache.useFleetCache ?? hosts.some((h) => h.roles.includes("cache")),
+      ...(cfg.cache.publicKey ? { publicKey: cfg.cache.publicKey.trim() } : {}),
+      domains: cfg.cache.domains,
+      extraSubstituters: cfg.cache.extraSubstituters,
+      connectTimeout: cfg.cache.connectTimeout,
+      push: cfg.cache.push,
+    },
     pools: derived.pools,
     hosts,
     images: derived.images,
@@ -261,6 +324,7 @@ function fleetModel(parsed: ParsedConfig, derived: Derived, ctx: LoadContext): F
     deploy: cfg.deploy,
     capacity: cfg.capacity,
     unsafe: cfg.unsafe,
+    monitoring: cfg.monitoring,
     warnings: derived.warnings,
   };
 }

@@ -294,6 +294,8 @@ export function hostKeyScanCommand(host: string, address: string, minutes: numbe
 
 export interface InstallCommandArgs {
   host: string;
+  /** Where the full output goes (DEPLOY_LOG_DIR unless given). */
+  logDir?: string;
   address: string;
   flake: string;
   /** The deploy user, who must answer once the installed system has booted. */
@@ -314,6 +316,38 @@ export interface InstallCommandArgs {
 
 /** nixos-anywhere's --build-on for a remoteBuild setting (its own `auto` compares systems too). */
 const BUILD_ON: Record<RemoteBuildSetting, string> = { auto: "auto", always: "remote", never: "local" };
+
+/** Where the switch and install steps keep each host's full output (relative to the program directory). */
+export const DEPLOY_LOG_DIR = ".runner-fleet/logs";
+/**
+ * The longest output line a step passes on. pulumi-command reads a command's output with a
+ * bufio.Scanner (util/util.go LogOutput), whose limit is 64 KiB a line: a longer line stops the
+ * reader, and the command then blocks on its output pipe until (and past) its timeout
+ * (docs/upstream.md). Nix and the deploy tools can print such lines.
+ */
+export const MAX_OUTPUT_LINE = 4000;
+
+/**
+ * Every line of the script's stdout goes whole into `<logDir>/<host>-<step>.out.log` (stderr:
+ * `.err.log`; one file each, as two writers appending long lines to one file interleave them)
+ * and, cut to MAX_OUTPUT_LINE bytes with a note naming that file, on to the provider. The EXIT
+ * trap puts the original streams back and waits for both filters, so the last line is never lost
+ * and the script's exit status stays its own.
+ */
+export function boundedOutputLines(host: string, step: string, logDir = DEPLOY_LOG_DIR): string[] {
+  const filter = (stream: "out" | "err") => {
+    const log = `${logDir}/${host}-${step}.${stream}.log`;
+    return `LC_ALL=C awk -v max=${MAX_OUTPUT_LINE} -v file=${shellQuote(log)} '{ print > file; fflush(file); if (length($0) > max) $0 = substr($0, 1, max) " [line of " length($0) " bytes cut; whole in " file "]"; print; fflush() }' < "$work/std${stream}"`;
+  };
+  return [
+    `mkdir -p ${shellQuote(logDir)}`,
+    'mkfifo "$work/stdout" "$work/stderr"',
+    `${filter("out")} &`,
+    `${filter("err")} >&2 &`,
+    'exec 3>&1 4>&2 >"$work/stdout" 2>"$work/stderr"',
+    'trap \'exec 1>&3 2>&4; wait; rm -rf "$work"\' EXIT',
+  ];
+}
 
 /**
  * nixos-anywhere onto a stock image, run on the deploy machine. The host's inventory.json
@@ -350,6 +384,7 @@ export function installCommand(a: InstallCommandArgs): string {
     "umask 077",
     'work=$(mktemp -d)',
     'trap \'rm -rf "$work"\' EXIT',
+    ...boundedOutputLines(a.host, "install", a.logDir),
     ...pinnedSshLines(a.host, a.address),
     'mkdir -m 0755 "$work/files" "$work/files/etc"',
     ...(fromStdin ? [
@@ -487,6 +522,8 @@ export function seedCommand(host: string, minutes = 10): string {
 export interface SwitchCommandArgs {
   tool: DeployTool;
   host: string;
+  /** Where the full output goes (DEPLOY_LOG_DIR unless given). */
+  logDir?: string;
   address: string;
   flake: string;
   sshUser: string;
@@ -659,6 +696,7 @@ export function switchCommand(a: SwitchCommandArgs): string {
     "umask 077",
     'work=$(mktemp -d)',
     'trap \'rm -rf "$work"\' EXIT',
+    ...boundedOutputLines(a.host, "switch", a.logDir),
     ...pinnedSshLines(a.host, a.address),
     ...(a.tool === "colmena" ? colmenaSshConfigLines(a.host, a.address) : []),
     ...buildOnTargetLines(a.remoteBuild, a.arch),

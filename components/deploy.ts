@@ -49,7 +49,10 @@ import {
   switchCommand,
   type Activation,
 } from "./deploy-commands";
+import type { CachePush } from "./cache-push";
+import type { InventoryCache } from "./fleet-cache";
 import type { HostOutputs } from "./hosts/types";
+import { COMMAND_ENV, withOnlyEnv } from "./command-env";
 import { buildInventory, renderInventoryJson } from "./inventory";
 import type { FleetModel, HostModel } from "./model";
 import { sshHostKeyApiPath } from "./vault-paths";
@@ -72,6 +75,10 @@ export interface FleetDeployArgs {
    * Secret: it carries the wrapped secret_id.
    */
   seedFiles: Record<string, pulumi.Output<string>>;
+  /** Makes `<host>-push-to-<cache>` before each switch (components/cache-push.ts). */
+  push?: CachePush;
+  /** inventory.json `cache` (components/fleet-cache.ts): every host's substituters. */
+  cache?: pulumi.Input<InventoryCache | undefined>;
   /** Where a relative `deploy.flake` starts; defaults to the project root (Pulumi.yaml's directory). */
   baseDir?: string;
 }
@@ -98,14 +105,23 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const tooFew = parallelWarning(d.batchSize, model.hosts.length, parallel ? Number(parallel) : undefined);
     if (tooFew) pulumi.log.warn(tooFew, this);
 
+    const steps = new Map(model.hosts.map((host) => [host.name, this.hostContext(host, outputs.get(host.name)!, args, activation)]));
+    // Cache hosts a push can reach: their switch, once made, tells whether it ran in an earlier wave.
+    const cacheHosts = model.hosts.filter((h) => h.roles.includes("cache")).map((h) => steps.get(h.name)!);
     let previousWave: pulumi.Resource[] = [];
     for (const wave of waves) {
       const thisWave: pulumi.Resource[] = [];
+      let previousPush: pulumi.Resource[] = [];
       for (const host of wave) {
-        const step = this.hostContext(host, outputs.get(host.name)!, args, activation);
+        const step = steps.get(host.name)!;
         const ready = this.readyStep(step);
         const install = this.installStep(step, ready);
-        const sw = this.switchStep(step, [ready, ...(install ? [install] : []), ...previousWave]);
+        const pushes = args.push?.pushBefore(
+          { host, inventory: step.inventory, triggers: this.switchTriggers(step), dependsOn: [ready, ...(install ? [install] : []), ...previousWave, ...previousPush] },
+          cacheHosts.map((c) => ({ name: c.host.name, address: c.out.publicAddress, hostKey: c.hostKey, ...(this.switches[c.host.name] ? { switched: this.switches[c.host.name] } : {}) })),
+        ) ?? [];
+        if (pushes.length) previousPush = pushes;
+        const sw = this.switchStep(step, [ready, ...(install ? [install] : []), ...previousWave, ...pushes]);
         this.switches[host.name] = sw;
         thisWave.push(sw);
         const seed = this.seedStep(step, sw);
@@ -126,8 +142,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
     // Only this host's part of the inventory: its bytes are what the switch evaluates, and
     // it depends on this host's address alone (not on every host of the fleet).
     const inventory = pulumi
-      .all([out.publicAddress, out.privateAddress])
-      .apply(([pub, priv]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name])));
+      .all([out.publicAddress, out.privateAddress, args.cache])
+      .apply(([pub, priv, cache]) => renderInventoryJson(buildInventory(model, { [host.name]: { public: pub, private: priv ?? null } }, [host.name], cache)));
     // The host's SSH host key, pinned by every connection below (issue 14 item 7).
     const hostKey = this.hostKeyOf(host, out, model);
     return {
@@ -168,12 +184,12 @@ export class FleetDeploy extends pulumi.ComponentResource {
     if (!s.stock) return undefined;
     const { d, host } = s;
     return new local.Command(`${host.name}-install`, {
-      create: s.out.publicAddress.apply((address) => installCommand({
+      create: s.out.publicAddress.apply((address) => withOnlyEnv(COMMAND_ENV.deploy, installCommand({
         host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
         installTimeoutMinutes: d.installTimeoutMinutes, readyTimeoutMinutes: d.readyTimeoutMinutes,
         // No cloud-init wrote /etc/runner-fleet on an existing machine: the seed files go instead.
         filesFrom: s.seedJson ? "stdin" : "machine",
-      })),
+      }))),
       stdin: s.seedJson
         ? pulumi.secret(pulumi.all([s.seedJson, s.inventory]).apply(([seed, inv]) => installStdin(seed, inv)))
         : s.inventory,
@@ -198,26 +214,29 @@ export class FleetDeploy extends pulumi.ComponentResource {
    */
   private switchStep(s: HostStep, dependsOn: pulumi.Resource[]): local.Command {
     const { d, host } = s;
-    const entryHash = s.inventory.apply(sha256);
     // The switch may wait for a drain before restarting fireactions.
     const minutes = d.switchTimeoutMinutes + d.drainTimeoutMinutes + 2;
     return new local.Command(`${host.name}-switch`, {
-      create: s.out.publicAddress.apply((address) => switchCommand({
+      create: s.out.publicAddress.apply((address) => withOnlyEnv(COMMAND_ENV.deploy, switchCommand({
         tool: d.tool, host: host.name, address, flake: d.flake, sshUser: d.sshUser, arch: host.arch, remoteBuild: d.remoteBuild,
         boot: s.boot, trial: s.trial, confirmTimeout: d.confirmTimeout, activationTimeout: d.activationTimeout,
         switchTimeoutMinutes: d.switchTimeoutMinutes, drainTimeoutMinutes: d.drainTimeoutMinutes, drainProceedOnTimeout: d.drainProceedOnTimeout,
-      })),
+      }))),
       stdin: s.inventory,
       environment: { [HOST_KEY_ENV]: s.hostKey },
       // The previous deploy log is not needed, and over 128 KiB it would break exec.
       addPreviousOutputInEnv: false,
-      // What makes this host's system: the flake sources and its own inventory entry.
-      triggers: [this.flakeHash, entryHash],
+      triggers: this.switchTriggers(s),
     }, {
       parent: this,
       dependsOn,
       customTimeouts: { create: `${minutes}m`, update: `${minutes}m` },
     });
+  }
+
+  /** What makes this host's system: the flake sources and its own inventory entry. */
+  private switchTriggers(s: HostStep): pulumi.Input<string>[] {
+    return [this.flakeHash, s.inventory.apply(sha256)];
   }
 
   /** <host>-seed: existing machines only, after the first switch (which installs runner-fleet-seed and the sudo right). */
@@ -258,7 +277,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const trustedOnFirstUse = host.provider === "existing" ? !host.hostKey : s.stock;
     if (!trustedOnFirstUse) return undefined;
     return new local.Command(`${host.name}-host-key-check`, {
-      create: hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes),
+      create: withOnlyEnv(COMMAND_ENV.vaultRead, hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes)),
       environment: { RF_VAULT_ADDR: model.vault.address, RF_EXPECT_KEY: s.hostKey },
       triggers: [s.out.identity],
       addPreviousOutputInEnv: false,
@@ -321,8 +340,8 @@ export class FleetDeploy extends pulumi.ComponentResource {
     const fromVault = host.image === "nix" && host.provider !== "existing";
     const lookup = new local.Command(`${host.name}-host-key`, {
       create: fromVault
-        ? hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes)
-        : out.publicAddress.apply((address) => hostKeyScanCommand(host.name, address, d.readyTimeoutMinutes)),
+        ? withOnlyEnv(COMMAND_ENV.vaultRead, hostKeyFromVaultCommand(host.name, sshHostKeyApiPath(host.name, model), d.readyTimeoutMinutes))
+        : out.publicAddress.apply((address) => withOnlyEnv(COMMAND_ENV.deploy, hostKeyScanCommand(host.name, address, d.readyTimeoutMinutes))),
       ...(fromVault ? { environment: { RF_VAULT_ADDR: model.vault.address } } : {}),
       triggers: [out.identity],
       addPreviousOutputInEnv: false,
@@ -337,7 +356,7 @@ export class FleetDeploy extends pulumi.ComponentResource {
 }
 
 /** Roles whose runners a removal must drain first. */
-const RUNNER_ROLES: readonly string[] = ["fireactions", "forgejo-runner", "gitea-runner"];
+const RUNNER_ROLES: readonly string[] = ["fireactions", "forgejo-runner", "gitea-runner", "gitlab-runner"];
 
 interface HostStep {
   host: HostModel;

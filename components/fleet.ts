@@ -10,10 +10,13 @@ import { renderSeedJson } from "./deploy-commands";
 import { createHost } from "./hosts";
 import { SharedNetworks } from "./hosts/network";
 import type { HostOutputs } from "./hosts/types";
+import { CachePush } from "./cache-push";
+import { FleetCache } from "./fleet-cache";
 import { FleetImages } from "./images";
 import { buildInventory, renderInventoryJson, type HostAddresses } from "./inventory";
 import type { FleetSecrets } from "./load";
 import type { FleetModel, HostModel } from "./model";
+import { FleetMonitoring, type TargetGroup } from "./monitoring";
 import { renderPoolsJson } from "./pools";
 import { FleetVault } from "./vault";
 
@@ -35,6 +38,8 @@ export class Fleet extends pulumi.ComponentResource {
   readonly deployWaves: string[][];
   /** Each host's cloud-init user-data, by host name (secret: it carries a wrapped secret_id). */
   readonly userData: pulumi.Output<Record<string, string>>;
+  /** Prometheus file_sd targets: every host's exporters, labelled by stack, host, provider, region, roles, pools. */
+  readonly prometheusTargets: pulumi.Output<TargetGroup[]>;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:index:Fleet", name, {}, opts);
@@ -43,6 +48,7 @@ export class Fleet extends pulumi.ComponentResource {
     const images = new FleetImages("images", { model }, { parent: this });
     const vault = new FleetVault("vault", { model, secrets }, { parent: this });
     const networks = new SharedNetworks("network", { model }, { parent: this });
+    const cache = new FleetCache("cache", { model, ...(secrets.cacheSigningKey ? { signingKey: secrets.cacheSigningKey } : {}) }, { parent: this });
 
     this.poolsJson = {};
     const userDataByHost: Record<string, pulumi.Output<string>> = {};
@@ -64,12 +70,14 @@ export class Fleet extends pulumi.ComponentResource {
     this.addresses = pulumi
       .all(hosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]).apply(([pub, priv]) => [h.name, { public: pub, private: priv ?? null }] as const)))
       .apply((entries) => Object.fromEntries(entries) as Record<string, HostAddresses>);
-    this.inventoryJson = this.addresses.apply((addresses) => renderInventoryJson(buildInventory(model, addresses)));
+    this.inventoryJson = pulumi.all([this.addresses, cache.inventory]).apply(([addresses, c]) => renderInventoryJson(buildInventory(model, addresses, undefined, c)));
+    this.prometheusTargets = new FleetMonitoring("monitoring", { model, addresses: this.addresses }, { parent: this }).prometheusTargets;
 
-    const deploy = new FleetDeploy("deploy", { model, hosts, poolsJson: this.poolsJson, seedFiles }, { parent: this });
+    const push = new CachePush("cache-push", { model }, { parent: this });
+    const deploy = new FleetDeploy("deploy", { model, hosts, poolsJson: this.poolsJson, seedFiles, cache: cache.inventory, push }, { parent: this });
     this.deployWaves = deploy.waves;
 
-    this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses, deployWaves: this.deployWaves });
+    this.registerOutputs({ inventoryJson: this.inventoryJson, addresses: this.addresses, deployWaves: this.deployWaves, prometheusTargets: this.prometheusTargets });
   }
 
   /**

@@ -2,6 +2,7 @@
  * inventory.json: what `nix/` reads to build deploy-rs nodes and the colmena hive
  * (contract in docs/contracts.md). Pure: the model plus the hosts' addresses.
  */
+import type { InventoryCache } from "./fleet-cache";
 import type { DataDisk, FleetModel, HostModel, RegistryMirrorModel, RemoteBuild } from "./model";
 import { secretFilesFor, type SecretFile } from "./vault-paths";
 
@@ -49,8 +50,13 @@ export interface Inventory {
   github?: { organization: string; url: string };
   forgejo?: { url: string; labels: string[] };
   gitea?: { url: string; labels: string[] };
+  gitlab?: { url: string };
+  /** The substituters every host uses (components/fleet-cache.ts); absent in inventories built without them. */
+  cache?: InventoryCache;
   /** deploy.drainTimeoutMinutes: forgejo/gitea runners wait this long for jobs when stopped. */
   drain: { timeoutMinutes: number };
+  /** monitoring.allowCidrs: nix/modules/monitoring.nix opens the exporters' ports to these only. */
+  monitoring: { allowCidrs: string[] };
   hosts: Record<string, InventoryHost>;
 }
 
@@ -58,7 +64,7 @@ export interface Inventory {
  * The inventory of the whole fleet, or of the hosts named in `only` (the fleet-wide fields
  * plus their entries: what one host's deploy evaluates).
  */
-export function buildInventory(model: FleetModel, addresses: Record<string, HostAddresses>, only?: readonly string[]): Inventory {
+export function buildInventory(model: FleetModel, addresses: Record<string, HostAddresses>, only?: readonly string[], cache?: InventoryCache): Inventory {
   const hosts: Record<string, InventoryHost> = {};
   const selected = only ? model.hosts.filter((h) => only.includes(h.name)) : model.hosts;
   for (const host of [...selected].sort((a, b) => a.name.localeCompare(b.name))) {
@@ -93,7 +99,10 @@ export function buildInventory(model: FleetModel, addresses: Record<string, Host
     ...(model.github ? { github: { organization: model.github.organization, url: model.github.url } } : {}),
     ...(model.forgejo ? { forgejo: model.forgejo } : {}),
     ...(model.gitea ? { gitea: model.gitea } : {}),
+    ...(model.gitlab ? { gitlab: model.gitlab } : {}),
+    ...(cache ? { cache } : {}),
     drain: { timeoutMinutes: model.deploy.drainTimeoutMinutes },
+    monitoring: { allowCidrs: model.monitoring.allowCidrs },
     hosts,
   };
 }

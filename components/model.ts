@@ -3,7 +3,7 @@
  * consumes. Plain data only, so pure functions can be tested without the Pulumi runtime.
  */
 export const PROVIDERS = ["aws", "azure", "hetzner", "digitalocean", "existing"] as const;
-export const ROLES = ["fireactions", "forgejo-runner", "gitea-runner", "cache"] as const;
+export const ROLES = ["fireactions", "forgejo-runner", "gitea-runner", "gitlab-runner", "cache"] as const;
 export const ARCHES = ["x86_64", "aarch64"] as const;
 export const PRESETS = ["small", "medium", "large"] as const;
 export const CLOUDS = ["aws", "azure", "hetzner", "digitalocean"] as const;
@@ -11,7 +11,7 @@ export const DEPLOY_TOOLS = ["deploy-rs", "colmena"] as const;
 /** deploy.remoteBuild: auto builds on the target when its arch differs from the deploy machine's. */
 export const REMOTE_BUILDS = ["auto", "always", "never"] as const;
 /** Secrets that can live only in Vault (`vault.externalSecrets`) instead of stack config. */
-export const SECRET_NAMES = ["githubApp", "giteaRunnerToken", "cacheSigningKey"] as const;
+export const SECRET_NAMES = ["githubApp", "giteaRunnerToken", "gitlabRunnerToken", "cacheSigningKey"] as const;
 
 export type Provider = (typeof PROVIDERS)[number];
 export type Role = (typeof ROLES)[number];
@@ -155,6 +155,28 @@ export interface ImageSourceModel {
   compression?: "gzip" | "bzip2" | "xz" | "zstd";
 }
 
+/** A binary cache outside the stack that every host substitutes from. */
+export interface ExtraSubstituter {
+  url: string;
+  publicKey: string;
+  /** Nix's substituter priority (lower is asked first); the cache's own nix-cache-info otherwise. */
+  priority?: number;
+}
+
+export interface CacheModel {
+  /** Hosts substitute from the stack's cache hosts (default: on when there is one). */
+  useFleetCache: boolean;
+  /** The public half of cacheSigningKey (`name:base64`); derived from the secret when unset. */
+  publicKey?: string;
+  /** DNS name per cache host with a publicly trusted certificate: only those hosts are substituters. */
+  domains: Record<string, string>;
+  extraSubstituters: ExtraSubstituter[];
+  /** nix.conf connect-timeout, seconds: how long a host waits for a cache that is down. */
+  connectTimeout: number;
+  /** Push each switched host's system closure to the cache hosts (components/cache-push.ts). */
+  push: boolean;
+}
+
 export interface FleetModel {
   stack: string;
   ssh: {
@@ -169,6 +191,10 @@ export interface FleetModel {
   github?: { organization: string; appId?: string; url: string };
   forgejo?: { url: string; labels: string[] };
   gitea?: { url: string; labels: string[] };
+  /** GitLab instance the gitlab-runner role's runners poll. */
+  gitlab?: { url: string };
+  /** The fleet's own Nix cache and other substituters (components/fleet-cache.ts). */
+  cache: CacheModel;
   pools: Record<string, PoolModel>;
   /** Hosts sorted by name: order in config never matters. */
   hosts: HostModel[];
@@ -202,6 +228,8 @@ export interface FleetModel {
   };
   capacity: { reserveVcpus: number; reserveMemoryMib: number };
   unsafe: { githubAppKeyInUserData: boolean };
+  /** Networks allowed to scrape the hosts' exporters (nix/lib/monitoring.json ports). */
+  monitoring: { allowCidrs: string[] };
   /** Things that are allowed but worth a second look; printed by plan and `pulumi up`. */
   warnings: string[];
 }

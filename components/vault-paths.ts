@@ -43,6 +43,11 @@ export function secretFilesFor(host: HostModel, model: Pick<FleetModel, "vault" 
   if (host.roles.includes("gitea-runner")) {
     files.push({ file: "/run/secrets/gitea-runner-token", path: data(kvPaths.host(host.name, "gitea-runner")), field: "token", format: "env:TOKEN" });
   }
+  if (host.roles.includes("gitlab-runner")) {
+    // nixpkgs' gitlab-runner module reads an EnvironmentFile with CI_SERVER_URL and CI_SERVER_TOKEN
+    // (docs/upstream.md); the URL is in host.json, so the file carries the token alone.
+    files.push({ file: "/run/secrets/gitlab-runner-token", path: data(kvPaths.host(host.name, "gitlab-runner")), field: "token", format: "env:CI_SERVER_TOKEN" });
+  }
   if (host.roles.includes("cache")) {
     files.push({ file: "/run/secrets/cache-signing-key", path: data(kvPaths.host(host.name, "cache")), field: "signing_key", format: "raw" });
   }

@@ -11,6 +11,7 @@ import { SECRET_KEYS } from "./config";
 import { durationSeconds as parseDuration } from "./config-values";
 import type { FleetSecrets } from "./load";
 import type { FleetModel, HostModel, SecretName } from "./model";
+import { COMMAND_ENV, withOnlyEnv } from "./command-env";
 import { kvPaths, policyFor } from "./vault-paths";
 
 export interface FleetVaultArgs {
@@ -65,7 +66,7 @@ export function boundCidrs(host: HostModel): string[] {
 /** The secrets this fleet writes (not external) and the hosts whose roles need them. */
 export function secretsNeeded(model: FleetModel): Map<SecretName, string[]> {
   const byRole: Array<[SecretName, HostModel["roles"][number]]> = [
-    ["githubApp", "fireactions"], ["giteaRunnerToken", "gitea-runner"], ["cacheSigningKey", "cache"],
+    ["githubApp", "fireactions"], ["giteaRunnerToken", "gitea-runner"], ["gitlabRunnerToken", "gitlab-runner"], ["cacheSigningKey", "cache"],
   ];
   const needed = new Map<SecretName, string[]>();
   for (const [secret, role] of byRole) {
@@ -85,8 +86,8 @@ export function secretsNeeded(model: FleetModel): Map<SecretName, string[]> {
 export function randomHexCommand(bytes: number): { create: string; update: string } {
   return {
     // -v: od must not fold repeated lines into "*".
-    create: `od -An -v -N${bytes} -tx1 /dev/urandom | tr -d ' \\n'`,
-    update: `test -n "$PULUMI_COMMAND_STDOUT" && printf '%s' "$PULUMI_COMMAND_STDOUT"`,
+    create: withOnlyEnv(COMMAND_ENV.plain, `od -An -v -N${bytes} -tx1 /dev/urandom | tr -d ' \\n'`),
+    update: withOnlyEnv(COMMAND_ENV.plain, `test -n "$PULUMI_COMMAND_STDOUT" && printf '%s' "$PULUMI_COMMAND_STDOUT"`),
   };
 }
 
@@ -168,6 +169,9 @@ export class FleetVault extends pulumi.ComponentResource {
       }
       if (host.roles.includes("gitea-runner") && needed.has("giteaRunnerToken")) {
         hostSecrets.push(writeKv(`${host.name}-gitea-runner`, kvPaths.host(host.name, "gitea-runner"), { token: secrets.giteaRunnerToken! }));
+      }
+      if (host.roles.includes("gitlab-runner") && needed.has("gitlabRunnerToken")) {
+        hostSecrets.push(writeKv(`${host.name}-gitlab-runner`, kvPaths.host(host.name, "gitlab-runner"), { token: secrets.gitlabRunnerToken! }));
       }
       if (host.roles.includes("cache") && needed.has("cacheSigningKey")) {
         hostSecrets.push(writeKv(`${host.name}-cache`, kvPaths.host(host.name, "cache"), { signing_key: secrets.cacheSigningKey! }));

@@ -68,8 +68,8 @@ export const TEMPLATES: Template[] = [
     host: (i) => ({ provider: "digitalocean", size: "s-4vcpu-8gb", region: DO_REGIONS[i % 3], roles: ["gitea-runner"], tags: ["bench"] }),
   },
   {
-    prefix: "do-forgejo",
-    host: (i) => ({ provider: "digitalocean", size: "c-8", region: DO_REGIONS[i % 3], image: "nix", roles: ["forgejo-runner"], tags: ["bench"] }),
+    prefix: "do-gitlab",
+    host: (i) => ({ provider: "digitalocean", size: "c-8", region: DO_REGIONS[i % 3], image: "nix", roles: ["gitlab-runner"], tags: ["bench"] }),
     image: { cloud: "digitalocean", arch: "x86_64" },
   },
   {
@@ -129,6 +129,9 @@ export function benchFleet(hosts: number): Record<string, any> {
     github: { organization: "acme", appId: "123456" },
     forgejo: { url: "https://forgejo.example.org" },
     gitea: { url: "https://gitea.example.org" },
+    gitlab: { url: "https://gitlab.example.org" },
+    // Every cache host has a trusted name, so hosts substitute from them and deploys push.
+    cache: { domains: Object.fromEntries(Object.keys(hostMap).filter((n) => n.startsWith("hz-cache-")).map((n) => [n, `${n}.cache.example.org`])) },
     pools: {
       small: { size: "small", labels: ["self-hosted", "fireactions", "linux", "x64"] },
       medium: { size: "medium", labels: ["self-hosted", "fireactions", "linux", "x64"] },

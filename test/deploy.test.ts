@@ -26,6 +26,7 @@ const { resources } = installMocks({ stack: "test", ...mockConfig(fleetConfig())
 const cmd = await import("../components/deploy-commands");
 const pulumi = await import("@pulumi/pulumi");
 const { FleetDeploy } = await import("../components/deploy");
+const { COMMAND_ENV, envScrubLine } = await import("../components/command-env");
 const { buildInventory, renderInventoryJson } = await import("../components/inventory");
 const { renderPoolsJson } = await import("../components/pools");
 const { userDataFiles } = await import("../components/cloud-init");
@@ -106,6 +107,29 @@ describe("switch command, executed with a fake deploy", () => {
   const run = (args: Partial<SwitchArgs>, fakes: Record<string, string>, env: Record<string, string> = {}) =>
     runWithFakes(cmd.switchCommand({ ...switchArgs, ...args }), { ...postSwitchFakes, ...fakes }, '{"version":1}\n', { RF_HOST_KEY: HOST_KEY, ...env });
   const argsOf = (dir: string) => fs.readFileSync(path.join(dir, "args"), "utf8").trimEnd().split("\n");
+
+  it("no output line over pulumi-command's 64 KiB scanner limit reaches the provider; the whole output is in the host's log (#24 item 6)", () => {
+    const logDir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-log-"));
+    // deploy prints a 100,000-byte line on stdout and a 70,000-byte one on stderr, then fails.
+    const noisy = 'printf "start\\n"; head -c 100000 /dev/zero | tr "\\0" a; printf "\\nafter\\n"; head -c 70000 /dev/zero | tr "\\0" b >&2; printf "\\n" >&2; exit ${FAKE_EXIT:-0}';
+    for (const exit of ["0", "3"]) {
+      const r = run({ logDir }, { deploy: noisy }, { FAKE_EXIT: exit });
+      const lines = [...r.stdout.split("\n"), ...r.stderr.split("\n")];
+      expect(Math.max(...lines.map((l) => Buffer.byteLength(l)))).toBeLessThan(cmd.MAX_OUTPUT_LINE + 200);
+      expect(r.stdout).toContain("start\n");
+      expect(r.stdout).toContain(`start\n${"a".repeat(cmd.MAX_OUTPUT_LINE)} [line of 100000 bytes cut; whole in ${logDir}/alpha-switch.out.log]\nafter\n`);
+      expect(r.stderr).toContain(`${"b".repeat(cmd.MAX_OUTPUT_LINE)} [line of 70000 bytes cut; whole in ${logDir}/alpha-switch.err.log]\n`);
+      expect(fs.readFileSync(path.join(logDir, "alpha-switch.out.log"), "utf8")).toContain(`start\n${"a".repeat(100000)}\nafter\n`);
+      expect(fs.readFileSync(path.join(logDir, "alpha-switch.err.log"), "utf8")).toContain(`${"b".repeat(70000)}\n`);
+      // The script's own result is kept: success, or the failure naming the host.
+      if (exit === "0") expect(r.code).toBe(0);
+      else {
+        expect(r.code).toBe(1);
+        expect(r.stderr).toContain("deploy of alpha failed");
+      }
+    }
+    for (const f of ["alpha-switch.out.log", "alpha-switch.err.log"]) expect(fs.statSync(path.join(logDir, f)).mode & 0o777).toBe(0o600);
+  });
 
   it("hands the tool the inventory from stdin through RUNNER_FLEET_INVENTORY and removes it after", () => {
     const r = run({}, { deploy: fakeDeploy });
@@ -549,7 +573,7 @@ describe("deploy settings in config (checked before any resource)", () => {
       "hosts.onprem.hostKey: not set; the deploy trusts the key 192.0.2.30 offers on first contact. Set it (cat /etc/ssh/ssh_host_ed25519_key.pub on the machine) to pin it",
     );
     expect(problemsOf(withHost(existing({ hostKey: "AAAA not a key" }))))
-      .toEqual(["runner-fleet:hosts.onprem.hostKey: must be an SSH host public key line: ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa, then the key"]);
+      .toEqual(["runner-fleet:hosts.onprem.hostKey: must be an SSH host public key line: ssh-ed25519 or ecdsa-sha2-nistp256/384/521, then the key"]);
     expect(problemsOf(withHost(existing({ hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedKey0" }))))
       .toEqual(["runner-fleet:hosts.onprem.hostKey: the key blob is not base64"]);
   });
@@ -637,6 +661,15 @@ describe("FleetDeploy under mocks", async () => {
       "gamma-host-key", "gamma-host-key-check", "gamma-pools", "gamma-ready", "gamma-retire", "gamma-seed", "gamma-switch",
     ]);
     expect(deploy.waves).toEqual([["alpha"], ["beta"], ["gamma"]]);
+  });
+
+  it("every local command sees only the environment it needs: no Vault token outside the Vault read, no Pulumi or cloud secrets (#24 item 13)", () => {
+    const locals = resources.filter((r) => r.type === "command:local:Command").map((r) => ({ name: r.name, create: (reveal(r.inputs) as Record<string, any>).create as string }));
+    expect(locals.length).toBeGreaterThan(5);
+    for (const { name, create } of locals) {
+      const profile = /host-key-check$/.test(name) || (/host-key$/.test(name) && create.includes("RF_VAULT_ADDR")) ? COMMAND_ENV.vaultRead : COMMAND_ENV.deploy;
+      expect(create.split("\n")[0], name).toBe(envScrubLine(profile));
+    }
   });
 
   it("installs the stock host only, once per machine", () => {

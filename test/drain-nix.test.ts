@@ -128,3 +128,41 @@ describe("runner-fleet-restart-changed", () => {
     expect(r.calls).toEqual([]);
   });
 });
+
+describe("runner units want runner-fleet-secrets, so its restart does not stop them", () => {
+  // systemd passes a restart (and a stop) of a unit on to the units that Require it, not to
+  // those that only Want it (docs/upstream.md): a re-seed restarts runner-fleet-secrets.
+  // The consumers the module itself names for the host's roles, fed back as the option's value
+  // (the module stand-ins evaluate one file, not the option merge).
+  const units = (host: string) => {
+    const consumers = at("secrets.nix", host, ["runnerFleet", "secrets", "consumers"]).flat();
+    const file = join(nixDir, "modules", "secrets.nix");
+    return Object.assign({}, ...evalJson(`(let t = import ${modules}; inventory = t.readInventory ${example}; in map (d: d.value)
+      (t.defsAt [ "systemd" "services" ] (t.call { file = ${file}; inherit inventory; hostName = "${host}"; consumers = ${JSON.stringify(consumers).replace(/,/g, " ")}; })))`));
+  };
+
+  it("fireactions and the forgejo runner: Wants= (and After=), never Requires=", () => {
+    for (const [host, unit] of [["aws-metal-1", "fireactions"], ["onprem-1", "gitea-runner-forgejo"]]) {
+      const u = units(host)[unit];
+      expect(u, `${host}: ${unit}`).toBeDefined();
+      expect(u.wants).toEqual(["runner-fleet-secrets.service"]);
+      expect(u.after).toEqual(["runner-fleet-secrets.service"]);
+      expect(u).not.toHaveProperty("requires");
+      expect(u).not.toHaveProperty("bindsTo");
+      expect(u).not.toHaveProperty("partOf");
+    }
+  });
+
+  it("harmonia, which runs no jobs, keeps Requires= (a secrets restart brings it the new cache key)", () => {
+    const u = units("cache-1").harmonia;
+    expect(u.requires).toEqual(["runner-fleet-secrets.service"]);
+    expect(u).not.toHaveProperty("wants");
+  });
+});
+
+describe("the scaler's lock", () => {
+  it("exists from boot (tmpfiles), root-owned and world-readable: the scaler, a DynamicUser, opens it read-only", () => {
+    const rules = at("scaler.nix", "aws-metal-1", ["systemd", "tmpfiles", "rules"]).flat();
+    expect(rules).toContain("f /run/runner-fleet/scale.lock 0644 root root -");
+  });
+});

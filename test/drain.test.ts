@@ -42,7 +42,8 @@ async function host(name: string, pools: unknown[]) {
 
 function drain(config: string, args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((ok) => {
-    const p = spawn("python3", [DRAIN, "--config", config, "--host-json", join(dir, "host.json"), "--github-api", gh.url, "--poll-seconds", "0.3", ...args],
+    const p = spawn("python3", [DRAIN, "--config", config, "--host-json", join(dir, "host.json"), "--github-api", gh.url, "--poll-seconds", "0.3",
+      "--lock", join(dir, "scale.lock"), ...args],
       { stdio: ["ignore", "inherit", "pipe"] });
     let stderr = "";
     p.stderr!.on("data", (d) => (stderr += d));
@@ -104,6 +105,9 @@ describe("runner-fleet-drain", () => {
     expect(r.stderr.trim().split("\n").at(-1)).toBe("fa-test-1: 1 jobs still running after 0.02 minutes; nothing was restarted");
     expect(stepTime(sub)).toBeUndefined();
     expect(fa.proc.exitCode).toBeNull();
+    // Nothing happened, so the host goes on serving: its pool is resumed.
+    expect(r.stderr).toMatch(/resumed to/);
+    expect((await fa.pools())[0].status.state).toBe("Active");
     const done = await waitFor("the job to finish", async () => (await gh.jobs()).find((j) => j.id === job.id && j.status !== "in_progress"), 20_000);
     expect(done.status).toBe("completed");
   });

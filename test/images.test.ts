@@ -14,6 +14,7 @@ const { vmimportTrustPolicy, vmimportPolicy } = await import("../components/imag
 const { AZURE_UPLOAD_SCRIPT } = await import("../components/images/azure");
 const { HETZNER_DELETE_SCRIPT, HETZNER_UPLOAD_SCRIPT, hcloudCompression } = await import("../components/images/hetzner");
 const { PRESIGN_SCRIPT, spacesRegion } = await import("../components/images/digitalocean");
+const { COMMAND_ENV, withOnlyEnv } = await import("../components/command-env");
 type FleetModel = import("../components/model").FleetModel;
 
 // Nix base32 hashes (no e, o, t, u).
@@ -305,7 +306,7 @@ describe("FleetImages under mocks", () => {
     const disk = one(rs, "azure-native:compute:Disk", az).inputs;
     expect(disk).toMatchObject({ creationData: { createOption: "Upload" }, osType: "Linux", hyperVGeneration: "V1", resourceGroupName: "runner-fleet-test-images-westeurope" });
     const upload = one(rs, "command:local:Command", az).inputs;
-    expect(upload).toMatchObject({ create: AZURE_UPLOAD_SCRIPT, logging: "none", addPreviousOutputInEnv: false, environment: { RF_DISK: `rf-x86_64-${H.azure}-upload`, RF_RESOURCE_GROUP: "runner-fleet-test-images-westeurope" } });
+    expect(upload).toMatchObject({ create: withOnlyEnv(COMMAND_ENV.azure, AZURE_UPLOAD_SCRIPT), logging: "none", addPreviousOutputInEnv: false, environment: { RF_DISK: `rf-x86_64-${H.azure}-upload`, RF_RESOURCE_GROUP: "runner-fleet-test-images-westeurope" } });
     expect(one(rs, "azure-native:compute:Image", az).inputs).toMatchObject({
       hyperVGeneration: "V1",
       storageProfile: { osDisk: { osType: "Linux", osState: "Generalized", managedDisk: { id: `${az}-id` } } },
@@ -314,7 +315,7 @@ describe("FleetImages under mocks", () => {
     // Hetzner: one project-wide snapshot made by hcloud-upload-image; the stock host needs none.
     const hz = one(rs, "command:local:Command", `hetzner-x86_64-${H.hetzner}`).inputs;
     // The only command that keeps its previous output in the environment: its delete reads the snapshot id there.
-    expect(hz).toMatchObject({ create: HETZNER_UPLOAD_SCRIPT, delete: HETZNER_DELETE_SCRIPT, addPreviousOutputInEnv: true, environment: { RF_ARCH: "x86", RF_SELECTOR: `runner-fleet-stack=test,runner-fleet-arch=x86_64,runner-fleet-hash=${H.hetzner}` } });
+    expect(hz).toMatchObject({ create: withOnlyEnv(COMMAND_ENV.hetzner, HETZNER_UPLOAD_SCRIPT), delete: withOnlyEnv(COMMAND_ENV.hetzner, HETZNER_DELETE_SCRIPT), addPreviousOutputInEnv: true, environment: { RF_ARCH: "x86", RF_SELECTOR: `runner-fleet-stack=test,runner-fleet-arch=x86_64,runner-fleet-hash=${H.hetzner}` } });
     expect(JSON.stringify(hz)).not.toMatch(/HCLOUD_TOKEN=/);
     expect(rs.filter((r) => r.name.includes("aarch64") && r.name.startsWith("hetzner"))).toEqual([]);
 
@@ -322,7 +323,7 @@ describe("FleetImages under mocks", () => {
     const dn = `digitalocean-x86_64-${H.digitalocean}-fra1`;
     expect(one(rs, "digitalocean:index/spacesBucket:SpacesBucket", "do-images-fra1").inputs).toMatchObject({ region: "fra1", acl: "private" });
     expect(one(rs, "digitalocean:index/spacesBucketObject:SpacesBucketObject", dn).inputs).toMatchObject({ acl: "private", region: "fra1", key: `runner-fleet/x86_64-${H.digitalocean}.raw` });
-    expect(one(rs, "command:local:Command", dn).inputs).toMatchObject({ create: PRESIGN_SCRIPT, logging: "none", addPreviousOutputInEnv: false });
+    expect(one(rs, "command:local:Command", dn).inputs).toMatchObject({ create: withOnlyEnv(COMMAND_ENV.spaces, PRESIGN_SCRIPT), logging: "none", addPreviousOutputInEnv: false });
     const custom = one(rs, "digitalocean:index/customImage:CustomImage", dn).inputs;
     expect(custom).toMatchObject({ regions: ["fra1"], distribution: "Unknown", description: expect.stringContaining(H.digitalocean) });
     expect(JSON.stringify(custom.url)).toContain("4dabf18193072939515e22adb298388d"); // a secret

@@ -23,6 +23,10 @@ const rulesNix = join(root, "nix", "lib", "nftables-rules.nix");
 const vmNetNix = join(root, "nix", "lib", "vm-network.nix");
 const dhcpHostPlugin = join(root, "nix", "pkgs", "cni-dhcp-host.sh");
 const BRIDGE = "fireactions0";
+const MONITORING = JSON.parse(readFileSync(join(root, "nix", "lib", "monitoring.json"), "utf8"));
+const GUARD_PORTS: number[] = MONITORING.guardPorts;
+/** The ports other hosts serve metrics on (8081 and 9102 listen on loopback only, everywhere). */
+const SCRAPE_PORTS: number[] = [MONITORING.nodeExporterPort, MONITORING.exporterPort];
 const GATEWAY = "10.200.0.1";
 
 let scratch = "";
@@ -69,7 +73,7 @@ function renderDnsmasqLikeNixos(settings: VmNetwork["dnsmasq"]): string {
 // ---- namespaces ---------------------------------------------------------------------------
 
 const tag = `rf${process.pid % 100000}`;
-const ns = { host: `${tag}-host`, vm1: `${tag}-vm1`, vm2: `${tag}-vm2`, out: `${tag}-out` };
+const ns = { host: `${tag}-host`, vm1: `${tag}-vm1`, vm2: `${tag}-vm2`, out: `${tag}-out`, lan: `${tag}-lan` };
 const listeners: ChildProcess[] = [];
 
 function sh(cmd: string[]): string {
@@ -87,6 +91,8 @@ const OUT = {
   vault: "10.0.0.5",
 };
 const HOST_UPLINK = "192.0.2.1";
+const HOST_LAN = "172.31.9.1";
+const LAN_PEER = "172.31.9.2";
 const VM1 = "10.200.0.2";
 const VM2 = "10.200.0.3";
 // What every DNS server outside answers for any name; the forwarder passes it on.
@@ -115,6 +121,15 @@ function buildTopology(): void {
   inNs(ns.out, "ip", "link", "set", "eth0", "up");
   inNs(ns.out, "ip", "route", "add", "10.200.0.0/24", "via", HOST_UPLINK);
   for (const a of Object.values(OUT)) inNs(ns.host, "ip", "route", "add", `${a}/32`, "via", "192.0.2.2");
+  // A second network of the host's (a private LAN): neither it nor the uplink's neighbour may
+  // use the host as a router to the other.
+  inNs(ns.host, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", ns.lan);
+  inNs(ns.host, "ip", "addr", "add", `${HOST_LAN}/24`, "dev", "lan0");
+  inNs(ns.host, "ip", "link", "set", "lan0", "up");
+  inNs(ns.lan, "ip", "addr", "add", `${LAN_PEER}/24`, "dev", "eth0");
+  inNs(ns.lan, "ip", "link", "set", "eth0", "up");
+  inNs(ns.lan, "ip", "route", "add", "default", "via", HOST_LAN);
+  inNs(ns.out, "ip", "route", "add", "172.31.9.0/24", "via", HOST_UPLINK);
   // net.* sysctls are per namespace; no procps needed.
   inNs(ns.host, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward");
 }
@@ -307,6 +322,15 @@ const probes: Probe[] = [
   { what: "a VM reaches another VM on the bridge", from: "vm1", to: VM2, port: 80, guarded: false },
   { what: "the outside opens a connection to a VM", from: "out", to: VM1, port: 80, guarded: false },
   { what: "the outside reaches the host's sshd", from: "out", to: HOST_UPLINK, port: 22, guarded: true },
+  // Metrics ports (nix/lib/monitoring.json guardPorts): never from a VM, to this host or any other.
+  ...GUARD_PORTS.flatMap((port): Probe[] => [
+    { what: `a VM reaches metrics port ${port} at the host's uplink address`, from: "vm1", to: HOST_UPLINK, port, guarded: false },
+    { what: `a VM reaches metrics port ${port} at the bridge gateway`, from: "vm1", to: GATEWAY, port, guarded: false },
+    { what: `a VM reaches port ${port} on another host's public address`, from: "vm1", to: OUT.internet, port, guarded: !SCRAPE_PORTS.includes(port) },
+    { what: `the outside reaches the host's metrics port ${port}`, from: "out", to: HOST_UPLINK, port, guarded: true },
+  ]),
+  { what: "a neighbour on the uplink routes through the host into its LAN", from: "out", to: LAN_PEER, port: 80, guarded: false },
+  { what: "a LAN peer routes through the host to the uplink's neighbour", from: "lan", to: OUT.internet, port: 80, guarded: false },
 ];
 
 function runProbes(): Record<string, boolean> {
@@ -330,10 +354,11 @@ beforeAll(async () => {
   buildTopology();
   mkdirSync(hostsDir());
   await Promise.all([
-    listen(ns.out, [80, 8200, 32526]),
-    listen(ns.host, [22]),
+    listen(ns.out, [80, 8200, 32526, ...GUARD_PORTS]),
+    listen(ns.host, [22, ...GUARD_PORTS]),
     listen(ns.vm1, [80]),
     listen(ns.vm2, [80]),
+    listen(ns.lan, [80]),
     startChild(ns.out, ["python3", "-c", DNS_SERVER, ANSWER, ...Object.values(OUT)], (c) => new Promise((ok) => c.stdout!.once("data", () => ok()))),
   ]);
   await startDnsmasq();
@@ -401,6 +426,97 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(listed).toContain("table bridge runner-fleet-guard-l2");
     expect(runProbes()).toEqual(Object.fromEntries(probes.map((p) => [p.what, p.guarded])));
   }, 60_000);
+});
+
+// Opens n connections at once from the namespace (non-blocking), waits a second, counts the ones that completed.
+const BURST = `
+import selectors, socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sel = selectors.DefaultSelector(); socks = []
+for _ in range(n):
+    s = socket.socket(); s.setblocking(False); s.connect_ex((addr, port)); sel.register(s, selectors.EVENT_WRITE); socks.append(s)
+done = set(); end = time.time() + 1.5
+while time.time() < end and len(done) < n:
+    for key, _ in sel.select(timeout=0.1):
+        if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0: done.add(key.fileobj)
+        sel.unregister(key.fileobj)
+print(len(done))
+`;
+const burst = (from: string, addr: string, port: number, n: number) => Number(inNs(from, "python3", "-c", BURST, addr, String(port), String(n)).trim());
+
+describe("the guard's per-VM connection rate limit (#24 item 12)", () => {
+  it("lets a VM open 100 new connections a second (burst 100), drops the rest; other VMs keep their own budget", () => {
+    // The guard is loaded by the suite above; 400 connects at once from one VM.
+    const first = burst(ns.vm1, OUT.internet, 80, 400);
+    expect(first).toBeGreaterThanOrEqual(100);
+    expect(first).toBeLessThanOrEqual(260);
+    // vm2 is counted on its own address.
+    expect(burst(ns.vm2, OUT.internet, 80, 50)).toBe(50);
+  }, 30_000);
+});
+
+describe("a fireactions host's kernel settings and fireactions' unit (#24 item 12)", () => {
+  const hardening = () => nixEval(`import ${join(root, "nix", "lib", "host-hardening.nix")}`) as { sysctl: Record<string, number>; logGroup: string };
+  const roleDefs = (path: string[]) => nixEval(`
+    let t = import ${join(root, "test", "support", "nix-modules.nix")};
+        r = t.call { file = ${join(root, "nix", "modules", "roles", "fireactions.nix")}; inventory = t.readInventory ${join(root, "nix", "inventory.example.json")}; hostName = "aws-metal-1"; };
+    in map (d: d.value) (t.defsAt ${JSON.stringify(path).replace(/,/g, " ")} r)`) as any[];
+
+  it("roles/fireactions.nix sets exactly the hardened sysctls and ip_forward, read back from its evaluation", () => {
+    const h = hardening();
+    expect(roleDefs(["boot", "kernel", "sysctl"])).toEqual([{ ...h.sysctl, "net.ipv4.ip_forward": 1 }]);
+    expect(h.sysctl).toMatchObject({ "kernel.kptr_restrict": 2, "kernel.dmesg_restrict": 1, "kernel.unprivileged_bpf_disabled": 1, "net.ipv4.conf.all.send_redirects": 0, "net.ipv4.tcp_syncookies": 1 });
+  });
+
+  it("the kernel takes every per-namespace net.* value: written into the host namespace and read back", () => {
+    const net = Object.entries(hardening().sysctl).filter(([k]) => /^net\.ipv[46]\./.test(k));
+    expect(net.length).toBeGreaterThan(10);
+    for (const [key, value] of net) {
+      const file = `/proc/sys/${key.replace(/\./g, "/")}`;
+      inNs(ns.host, "sh", "-c", `echo ${value} > ${file}`);
+      expect(inNs(ns.host, "cat", file).trim(), key).toBe(String(value));
+    }
+  });
+
+  it("fireactions' unit: umask 0027, the sandboxing it can take; the pools directory setgid to the log group the scaler joins", () => {
+    const [unit] = roleDefs(["systemd", "services", "fireactions"]);
+    expect(unit.serviceConfig).toMatchObject({
+      UMask: "0027", NoNewPrivileges: true, LockPersonality: true, RestrictRealtime: true, RestrictSUIDSGID: true,
+      ProtectClock: true, ProtectKernelLogs: true, SystemCallArchitectures: "native",
+    });
+    // What KVM, CNI and the taps need stays: no PrivateDevices, no ProtectKernelTunables (CNI writes /proc/sys).
+    expect(unit.serviceConfig).not.toHaveProperty("PrivateDevices");
+    expect(unit.serviceConfig).not.toHaveProperty("ProtectKernelTunables");
+    expect(unit.serviceConfig.RestrictAddressFamilies).toEqual(expect.arrayContaining(["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]));
+    // The last rule only: the others name packages the nixpkgs stand-in does not build.
+    const lastRule = nixEval(`
+      let t = import ${join(root, "test", "support", "nix-modules.nix")};
+          r = t.call { file = ${join(root, "nix", "modules", "roles", "fireactions.nix")}; inventory = t.readInventory ${join(root, "nix", "inventory.example.json")}; hostName = "aws-metal-1"; };
+          rules = (builtins.head (t.defsAt [ "systemd" "tmpfiles" "rules" ] r)).value;
+      in builtins.elemAt rules (builtins.length rules - 1)`);
+    expect(lastRule).toBe(`d /var/lib/fireactions/pools 2750 root ${hardening().logGroup} -`);
+    expect(roleDefs(["users", "groups"])).toEqual([{ [hardening().logGroup]: {} }]);
+    const scaler = readFileSync(join(root, "nix", "modules", "scaler.nix"), "utf8");
+    expect(scaler).toMatch(/SupplementaryGroups = \[ \(import \.\.\/lib\/host-hardening\.nix\)\.logGroup \];/);
+  });
+
+  it("under that umask, a console log fireactions creates in a new pool directory is the log group's, not the world's", () => {
+    // As fireactions v0.4.0 does it: MkdirAll(pool dir, 0755), then os.Create(<runner>.log) (0666), as root.
+    const parent = mkdtempSync(join(tmpdir(), "rf-pools-"));
+    execFileSync("chmod", ["0755", parent]);
+    const dir = join(parent, "pools");
+    mkdirSync(dir);
+    execFileSync("sh", ["-c", `chgrp nogroup ${dir} && chmod 2750 ${dir}`]);
+    execFileSync("sh", ["-c", `umask 0027 && python3 -c 'import os,sys; d=os.path.join(sys.argv[1],"small"); os.makedirs(d, 0o755, exist_ok=True); open(os.path.join(d,"runner-1.log"),"w").write("console\\n")' ${dir}`]);
+    const stat = (p: string) => execFileSync("stat", ["-c", "%a %G", p], { encoding: "utf8" }).trim();
+    expect(stat(join(dir, "small"))).toBe("2750 nogroup");
+    expect(stat(join(dir, "small", "runner-1.log"))).toBe("640 nogroup");
+    // Someone outside the group cannot read it; a member can.
+    const asUser = (groups: string) => spawnSync("setpriv", ["--reuid=65534", "--regid=65533", `--groups=${groups}`, "cat", join(dir, "small", "runner-1.log")], { encoding: "utf8" });
+    expect(asUser("65533").status).not.toBe(0);
+    const nogroup = execFileSync("getent", ["group", "nogroup"], { encoding: "utf8" }).split(":")[2];
+    expect(asUser(nogroup).stdout).toBe("console\n");
+  });
 });
 
 describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", () => {

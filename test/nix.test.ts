@@ -155,6 +155,7 @@ describe("nix/lib on nix/inventory.example.json", () => {
       fireactions: ["aws-metal-1"],
       "forgejo-runner": ["onprem-1"],
       "gitea-runner": [],
+      "gitlab-runner": [],
     });
   });
 
@@ -698,9 +699,23 @@ describe("modules/roles/forgejo-runner.nix", () => {
     const defs = moduleDefs("roles/forgejo-runner.nix", "onprem-1", ["services", "gitea-actions-runner"]);
     const merged = Object.assign({}, ...defs.map((d) => d.value));
     // A package serialises to its store path.
-    expect(merged.package).toMatch(/-forgejo-runner$/);
+    expect(merged.package).toMatch(/-act_runner$/);
     expect(merged.instances.forgejo).not.toHaveProperty("package");
     expect(merged.instances.forgejo).toMatchObject({ enable: true, tokenFile: "/run/secrets/forgejo-runner-token" });
+  });
+
+  it("the daemon starts without TOKEN, which act_runner would copy into host jobs; register still gets it (#24 item 10)", () => {
+    const [def] = moduleDefs("roles/forgejo-runner.nix", "onprem-1", ["services", "gitea-actions-runner", "package", "text"]);
+    const text = def.value as string;
+    // The stand-in's forgejo-runner at a path of our own: a fake act_runner that prints what it got.
+    const real = mkdtempSync(join(scratch, "act-runner-"));
+    mkdirSync(join(real, "bin"));
+    writeFileSync(join(real, "bin", "act_runner"), '#!/bin/sh\necho "args=$* token=${TOKEN:-unset} other=${OTHER:-unset}"\n', { mode: 0o755 });
+    const script = text.replace("/nix/store/00000000000000000000000000000000-forgejo-runner", real);
+    expect(script).not.toBe(text);
+    const run = (...args: string[]) => spawnSync("bash", ["-euo", "pipefail", "-c", script, "act_runner", ...args], { env: { PATH: process.env.PATH, TOKEN: "PLANTED-registration", OTHER: "kept" }, encoding: "utf8" }).stdout.trim();
+    expect(run("daemon", "--config", "/etc/x.yaml")).toBe("args=daemon --config /etc/x.yaml token=unset other=kept");
+    expect(run("register", "--no-interactive", "--token", "PLANTED-registration")).toBe("args=register --no-interactive --token PLANTED-registration token=PLANTED-registration other=kept");
   });
 
   it("refuses a host with both runner roles, which one package cannot serve", () => {
@@ -732,7 +747,7 @@ describe("modules/secrets.nix: consumers start after the files exist (items 15, 
     expect(wait.script).toContain("for f in /run/secrets/github-app-id /run/secrets/github-app-key.pem; do");
     expect(units.fireactions).toEqual({
       wantedBy: ["runner-fleet-secrets.service"],
-      requires: ["runner-fleet-secrets.service"],
+      wants: ["runner-fleet-secrets.service"],
       after: ["runner-fleet-secrets.service"],
       unitConfig: { ConditionPathExists: "/var/lib/runner-fleet/vault/secret-id" },
     });

@@ -128,7 +128,8 @@ describe("workflow files", () => {
       for (const [name, job] of Object.entries(wf.jobs)) {
         const runsProgram = job.steps.some((s) => s.uses?.startsWith("pulumi/actions@") || /pulumi (up|preview)/.test(s.run ?? ""));
         if (!runsProgram) continue;
-        for (const key of ["SPACES_ACCESS_KEY_ID", "SPACES_SECRET_ACCESS_KEY"]) expect(job.env?.[key], `${file} ${name} ${key}`).toMatch(FROM_SECRET);
+        const step = job.steps.find((s) => s.uses?.startsWith("pulumi/actions@") && s.with?.command || /pulumi (up|preview)/.test(s.run ?? ""));
+        for (const key of ["SPACES_ACCESS_KEY_ID", "SPACES_SECRET_ACCESS_KEY"]) expect(step?.env?.[key], `${file} ${name} ${key}`).toMatch(FROM_SECRET);
       }
     }
   });
@@ -155,8 +156,16 @@ describe("pr.yml", () => {
     expect(Object.keys(wf.on)).toEqual(["pull_request"]);
   });
 
-  it("reads contents, writes PR comments and gets OIDC tokens, nothing more", () => {
-    expect(wf.permissions).toEqual({ "contents": "read", "pull-requests": "write", "id-token": "write" });
+  it("reads contents workflow-wide; only the preview job writes PR comments and gets OIDC tokens (#24 item 7)", () => {
+    expect(wf.permissions).toEqual({ contents: "read" });
+    expect(wf.jobs.preview.permissions).toEqual({ "contents": "read", "pull-requests": "write", "id-token": "write" });
+    for (const [name, j] of Object.entries(wf.jobs)) if (name !== "preview") expect(j.permissions?.["id-token"], name).toBeUndefined();
+  });
+
+  it("previews in the preview environment, never production (#24 item 7)", () => {
+    const env = wf.jobs.preview.environment;
+    expect(typeof env === "string" ? env : env?.name).toBe("preview");
+    for (const j of Object.values(wf.jobs)) expect(JSON.stringify(j.environment ?? "")).not.toMatch(/production/);
   });
 
   it("runs .ci/run on Node 22 with Go, bounded in time: it installs the checkers itself (sudo -n on the runner)", () => {
@@ -192,6 +201,64 @@ describe("pr.yml", () => {
       expect(step.with?.["cloud-url"] ?? env.PULUMI_BACKEND_URL).toMatch(/^\$\{\{\s*secrets\.PULUMI_BACKEND_URL\s*\}\}$/);
       expect(env.PULUMI_CONFIG_PASSPHRASE).toMatch(/^\$\{\{\s*secrets\.PULUMI_CONFIG_PASSPHRASE\s*\}\}$/);
       for (const key of ["HCLOUD_TOKEN", "DIGITALOCEAN_TOKEN", "VAULT_ADDR", "VAULT_TOKEN"]) expect(env[key], key).toMatch(FROM_SECRET);
+    }
+  });
+});
+
+/** Whether a step hands its process a credential: secrets in env/with, a cloud login, an SSH agent. */
+function bringsCredentials(step: Step): boolean {
+  const values = [...Object.values(step.env ?? {}), ...Object.values(step.with ?? {})].map(String);
+  return values.some((v) => /\$\{\{\s*secrets\./.test(v))
+    || /^(aws-actions\/configure-aws-credentials|azure\/login)@/.test(step.uses ?? "")
+    || /GITHUB_ENV/.test(step.run ?? "");
+}
+
+describe("credentials reach only the step that runs Pulumi (#24 item 7)", () => {
+  for (const [file, wf] of Object.entries(workflows)) {
+    it(`${file}: no secrets workflow- or job-wide; npm ci runs before any credential exists in its job`, () => {
+      const secretIn = (obj?: Record<string, unknown>) => Object.values(obj ?? {}).some((v) => /secrets\./.test(String(v)));
+      expect(secretIn(wf.env)).toBe(false);
+      let installs = 0;
+      for (const [name, job] of Object.entries(wf.jobs)) {
+        expect(secretIn(job.env), `${file} jobs.${name}.env`).toBe(false);
+        const firstCredential = job.steps.findIndex(bringsCredentials);
+        job.steps.forEach((s, i) => {
+          if (!/\bnpm (ci|install)\b|bash \.ci\/run/.test(s.run ?? "")) return;
+          installs++;
+          expect(bringsCredentials(s), `${file} ${name} step ${i}`).toBe(false);
+          if (firstCredential !== -1) expect(i, `${file} ${name}: npm ci after a credential`).toBeLessThan(firstCredential);
+        });
+        // A secret in a job's steps only where Pulumi runs (and the SSH key's own step, on deploy).
+        job.steps.forEach((s, i) => {
+          if (!secretIn(s.env) && !secretIn(s.with)) return;
+          const runsPulumi = s.uses?.startsWith("pulumi/actions@") || /pulumi (up|preview)/.test(s.run ?? "");
+          const login = /^(aws-actions|azure\/login)/.test(s.uses ?? "") || /ssh-add/.test(s.run ?? "");
+          expect(runsPulumi || login, `${file} ${name} step ${i} (${s.name ?? s.uses})`).toBe(true);
+        });
+      }
+      expect(installs).toBeGreaterThan(0);
+    });
+  }
+
+  it("production credentials only in deploy.yml's production job; the PR workflow names no production environment", () => {
+    const jobsWith = (env: string) => Object.entries(workflows).flatMap(([file, wf]) => Object.entries(wf.jobs)
+      .filter(([, j]) => (typeof j.environment === "string" ? j.environment : j.environment?.name) === env).map(([name]) => `${file}:${name}`));
+    expect(jobsWith("production")).toEqual(["deploy.yml:up"]);
+    expect(jobsWith("preview")).toEqual(["pr.yml:preview"]);
+    // Every job that logs in to a cloud or reads secrets runs in one of the two environments.
+    for (const [file, wf] of Object.entries(workflows)) {
+      for (const [name, j] of Object.entries(wf.jobs)) {
+        if (!j.steps.some(bringsCredentials)) continue;
+        expect(["preview", "production"], `${file} ${name}`).toContain(typeof j.environment === "string" ? j.environment : j.environment?.name);
+      }
+    }
+  });
+
+  it("the README walks through the repository setup: both environments, their branch rules, read-only preview credentials, the OIDC subjects", () => {
+    const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+    const ci = readme.slice(readme.indexOf("### CI (`.github/workflows`)"), readme.indexOf("## Layout"));
+    for (const needle of ["`production`", "`preview`", "Deployment branches", "`main`", "read-only", "repo:<owner>/<repo>:environment:preview", "repo:<owner>/<repo>:environment:production", "Required reviewers"]) {
+      expect(ci, needle).toContain(needle);
     }
   });
 });

@@ -25,6 +25,12 @@ export function sshSources(model: FleetModel): SshSources {
   return { ipv4: cidrs.filter((c) => !c.includes(":")), ipv6: cidrs.filter((c) => c.includes(":")) };
 }
 
+/** Who may scrape the exporters (monitoring.allowCidrs), split by IP family; empty: nobody. */
+export function monitoringSources(model: FleetModel): SshSources {
+  const cidrs = model.monitoring.allowCidrs;
+  return { ipv4: cidrs.filter((c) => !c.includes(":")), ipv6: cidrs.filter((c) => c.includes(":")) };
+}
+
 /** Tags for clouds that take free-form key/value tags (AWS, Azure). */
 export function hostTags(host: HostModel, model: FleetModel): Record<string, string> {
   return {

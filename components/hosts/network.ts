@@ -10,7 +10,9 @@
  *  - DigitalOcean, per region: a VPC, a firewall applied through a tag; one SSH key.
  *
  * SSH is open only to ssh.adminCidrs (IPv4 and IPv6 in separate rules); the whole Internet only
- * with ssh.allowFromAnywhere. Egress is open: hosts fetch from caches, registries and Vault.
+ * with ssh.allowFromAnywhere. The exporters' ports (components/monitoring.ts SCRAPE_PORTS) are
+ * open only to monitoring.allowCidrs, in rules of their own. Egress is open: hosts fetch from
+ * caches, registries and Vault.
  */
 import * as ec2 from "@pulumi/aws/ec2";
 import type * as awsInput from "@pulumi/aws/types/input";
@@ -20,7 +22,11 @@ import * as digitalocean from "@pulumi/digitalocean";
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import type { AwsHost, FleetModel } from "../model";
-import { ANYWHERE, awsGroupKey, awsKeyPairKey, digitalOceanTag, fleetTags, hetznerLabel, sshSources, type SshSources } from "./common";
+import { SCRAPE_PORTS } from "../monitoring";
+import { ANYWHERE, awsGroupKey, awsKeyPairKey, digitalOceanTag, fleetTags, hetznerLabel, monitoringSources, sshSources, type SshSources } from "./common";
+
+/** "9100-9101": the scrape ports as Hetzner, DigitalOcean and Azure write a port range. */
+const SCRAPE_RANGE = `${SCRAPE_PORTS.from}-${SCRAPE_PORTS.to}`;
 
 export interface SharedNetworksArgs {
   /** The validated fleet model: which regions need network pieces. */
@@ -148,6 +154,9 @@ export class SharedNetworks extends pulumi.ComponentResource {
     const ingress: awsInput.ec2.SecurityGroupIngress[] = [];
     if (sources.ipv4.length) ingress.push({ description: "SSH (IPv4)", protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: sources.ipv4 });
     if (sources.ipv6.length) ingress.push({ description: "SSH (IPv6)", protocol: "tcp", fromPort: 22, toPort: 22, ipv6CidrBlocks: sources.ipv6 });
+    const scrape = monitoringSources(model);
+    if (scrape.ipv4.length) ingress.push({ description: "metrics (IPv4)", protocol: "tcp", fromPort: SCRAPE_PORTS.from, toPort: SCRAPE_PORTS.to, cidrBlocks: scrape.ipv4 });
+    if (scrape.ipv6.length) ingress.push({ description: "metrics (IPv6)", protocol: "tcp", fromPort: SCRAPE_PORTS.from, toPort: SCRAPE_PORTS.to, ipv6CidrBlocks: scrape.ipv6 });
     this.awsGroups.set(key, new ec2.SecurityGroup(`${key}-ssh`, {
       region,
       // The description is immutable in EC2: changing it would replace the group.
@@ -190,6 +199,19 @@ export class SharedNetworks extends pulumi.ComponentResource {
       destinationPortRange: "22",
       destinationAddressPrefix: "*",
     }));
+    const scrape = monitoringSources(model);
+    const scrapeFamilies: Array<[string, string[]]> = [["ipv4", scrape.ipv4], ["ipv6", scrape.ipv6]];
+    securityRules.push(...scrapeFamilies.filter(([, list]) => list.length > 0).map(([family, list], i) => ({
+      name: `metrics-${family}`,
+      priority: 200 + i * 10,
+      direction: "Inbound",
+      access: "Allow",
+      protocol: "Tcp",
+      sourcePortRange: "*",
+      sourceAddressPrefixes: list,
+      destinationPortRange: SCRAPE_RANGE,
+      destinationAddressPrefix: "*",
+    })));
     const nsg = new network.NetworkSecurityGroup(`${location}-ssh`, {
       resourceGroupName,
       networkSecurityGroupName: "ssh",
@@ -237,7 +259,13 @@ export class SharedNetworks extends pulumi.ComponentResource {
         protocol: "tcp",
         port: "22",
         sourceIps,
-      })),
+      })).concat(cidrRules(monitoringSources(model)).map((sourceIps) => ({
+        description: sourceIps[0].includes(":") ? "metrics (IPv6)" : "metrics (IPv4)",
+        direction: "in",
+        protocol: "tcp",
+        port: SCRAPE_RANGE,
+        sourceIps,
+      }))),
     }, { parent: this });
     // Hetzner refuses the same public key twice in one project: one key, shared by every server,
     // and a stack sharing the project with another names that one's key instead (ssh.hetznerKey).
@@ -274,7 +302,10 @@ export class SharedNetworks extends pulumi.ComponentResource {
     const everywhere = [ANYWHERE.ipv4, ANYWHERE.ipv6];
     new digitalocean.Firewall(`${region}-ssh`, {
       tags: [tag.name],
-      inboundRules: cidrRules(sources).map((sourceAddresses) => ({ protocol: "tcp", portRange: "22", sourceAddresses })),
+      inboundRules: [
+        ...cidrRules(sources).map((sourceAddresses) => ({ protocol: "tcp", portRange: "22", sourceAddresses })),
+        ...cidrRules(monitoringSources(model)).map((sourceAddresses) => ({ protocol: "tcp", portRange: SCRAPE_RANGE, sourceAddresses })),
+      ],
       outboundRules: [
         { protocol: "tcp", portRange: "1-65535", destinationAddresses: everywhere },
         { protocol: "udp", portRange: "1-65535", destinationAddresses: everywhere },

@@ -12,6 +12,7 @@ import * as command from "@pulumi/command";
 import * as fs from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import type { Arch, ImageSourceModel } from "../model";
+import { COMMAND_ENV, withOnlyEnv } from "../command-env";
 import { checkAzureVhd, imageFilePath, imageResourceName } from "./source";
 
 /** Upper bound for one upload (grant, copy, revoke). */
@@ -151,7 +152,7 @@ export class AzureImage extends pulumi.ComponentResource {
         tags,
       }, { parent: this, dependsOn: [group] });
       const upload = new command.local.Command(id, {
-        create: AZURE_UPLOAD_SCRIPT,
+        create: withOnlyEnv(COMMAND_ENV.azure, AZURE_UPLOAD_SCRIPT),
         environment: {
           RF_RESOURCE_GROUP: groupName,
           RF_DISK: names.disk,

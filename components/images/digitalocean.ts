@@ -13,6 +13,7 @@ import * as command from "@pulumi/command";
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import type { ImageSourceModel } from "../model";
+import { COMMAND_ENV, withOnlyEnv } from "../command-env";
 import { imageFilePath, imageObjectKey, imageResourceName } from "./source";
 
 /** How long DigitalOcean has to start fetching the image. */
@@ -141,7 +142,7 @@ export class DigitalOceanImage extends pulumi.ComponentResource {
         contentType: "application/octet-stream",
       }, { parent: this });
       const presign = new command.local.Command(id, {
-        create: PRESIGN_SCRIPT,
+        create: withOnlyEnv(COMMAND_ENV.spaces, PRESIGN_SCRIPT),
         environment: { RF_BUCKET: bucket.id, RF_KEY: object.key, RF_REGION: spaces, RF_EXPIRES: String(PRESIGN_SECONDS) },
         logging: "none",
         triggers: [image.hash],

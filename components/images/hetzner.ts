@@ -10,6 +10,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import type { Arch, ImageSourceModel } from "../model";
+import { COMMAND_ENV, withOnlyEnv } from "../command-env";
 import { imageFilePath, imageResourceName } from "./source";
 
 /** Upper bound for one upload: server create, rescue boot, write, snapshot, cleanup. */
@@ -107,10 +108,10 @@ export class HetznerImage extends pulumi.ComponentResource {
     const file = imageFilePath(image);
 
     const upload = new command.local.Command(imageResourceName(image), {
-      create: HETZNER_UPLOAD_SCRIPT,
+      create: withOnlyEnv(COMMAND_ENV.hetzner, HETZNER_UPLOAD_SCRIPT),
       // Without an update command, an input change would run the upload script again: it only
       // finds the existing snapshot, so that is harmless.
-      delete: HETZNER_DELETE_SCRIPT,
+      delete: withOnlyEnv(COMMAND_ENV.hetzner, HETZNER_DELETE_SCRIPT),
       environment: {
         RF_IMAGE_FILE: file ?? `${image.storePath}/<image file: built at real runs>`,
         RF_ARCH: hcloudArch(image.arch),

@@ -23,7 +23,7 @@ let
 
   providers = [ "aws" "azure" "hetzner" "digitalocean" "existing" ];
   arches = [ "x86_64" "aarch64" ];
-  roles = [ "fireactions" "forgejo-runner" "gitea-runner" "cache" ];
+  roles = [ "fireactions" "forgejo-runner" "gitea-runner" "gitlab-runner" "cache" ];
 
   # Shared with components/config.ts, so validation and evaluation agree.
   reserved = fromJSON (readFile ./reserved-names.json);

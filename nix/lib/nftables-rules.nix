@@ -21,6 +21,15 @@
 let
   inherit (builtins) concatStringsSep;
 
+  # Metrics ports (lib/monitoring.json). To this host: all four (node exporter, our exporter,
+  # fireactions' and the scaler's loopback endpoints). Forwarded: the two exporters, which
+  # other hosts serve on their addresses, public ones included; the loopback-only ports stay
+  # open to the internet, where jobs may need them.
+  monitoring = builtins.fromJSON (builtins.readFile ./monitoring.json);
+  inherit (monitoring) guardPorts;
+  scrapePorts = [ monitoring.nodeExporterPort monitoring.exporterPort ];
+  metricsDrop = ports: ''iifname "${bridge}" tcp dport { ${concatStringsSep ", " (map toString ports)} } drop comment "runner VMs never reach metrics"'';
+
   # The registry mirror (#23): its ports at the gateway, TCP only, nothing else of the host.
   mirrorRule =
     if mirrorPorts == [ ] then
@@ -58,7 +67,7 @@ let
   '';
 in
 {
-  inherit blocked4 blocked6 gateway mirrorPorts;
+  inherit blocked4 blocked6 gateway guardPorts scrapePorts mirrorPorts;
 
   # Same shape as networking.nftables.tables.<name>: { family, content }.
   tables = {
@@ -68,15 +77,29 @@ in
         ${set "blocked4" "ipv4_addr" blocked4}
         ${set "blocked6" "ipv6_addr" blocked6}
 
+        # A VM's new connections, per source address: at most 100 a second
+        # (thpham/nixos-fireactions' hardened profile, rateLimitConnections).
+        set vm_new4 {
+          type ipv4_addr
+          size 4096
+          flags dynamic,timeout
+          timeout 1m
+        }
+
         # Routed traffic; runs before the NixOS firewall, and a drop is final.
         chain forward {
           type filter hook forward priority filter - 10; policy accept;
+          ${metricsDrop scrapePorts}
           iifname "${bridge}" oifname "${bridge}" drop
+          # The host routes for its VMs only (ip_forward is on for them): a
+          # neighbour on any other network cannot route through it.
+          iifname != "${bridge}" oifname != "${bridge}" drop
           # Nothing from outside opens a connection to a VM.
           oifname "${bridge}" ct state established,related accept
           oifname "${bridge}" drop
           iifname "${bridge}" ip daddr @blocked4 drop
           iifname "${bridge}" ip6 daddr @blocked6 drop
+          iifname "${bridge}" ct state new add @vm_new4 { ip saddr limit rate over 100/second burst 100 packets } drop
         }
 
         # Traffic from the VMs to any address of the host itself. The NixOS
@@ -86,6 +109,7 @@ in
         # address), nothing else.
         chain input {
           type filter hook input priority filter - 10; policy accept;
+          ${metricsDrop guardPorts}
           iifname "${bridge}" ct state established,related accept
           iifname "${bridge}" ip daddr ${gateway} udp dport 53 accept
           iifname "${bridge}" ip daddr ${gateway} tcp dport 53 accept

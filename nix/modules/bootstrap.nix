@@ -24,7 +24,7 @@ let
   # The units whose restart would stop running jobs; a switch does not restart them
   # (restartIfChanged = false in their roles) and each records, when it starts, the unit
   # file it started from (lib/record-unit.nix), so restart-changed sees which ones are stale.
-  runnerUnits = [ "fireactions" "gitea-runner-forgejo" "gitea-runner-gitea" ];
+  runnerUnits = [ "fireactions" "gitea-runner-forgejo" "gitea-runner-gitea" "gitlab-runner" ];
 
   bootstrap = pkgs.writeShellApplication {
     name = "runner-fleet-bootstrap";
@@ -134,7 +134,8 @@ let
           echo "runner-fleet-restart-changed: fireactions.service changed: draining, then restarting it"
           runner-fleet-drain "$@" -- systemctl restart fireactions.service || rc=$?
         else
-          # forgejo-runner stops gracefully: it waits up to its shutdown_timeout for running jobs.
+          # forgejo-runner stops gracefully: it waits up to its shutdown_timeout for running jobs;
+          # gitlab-runner likewise on SIGQUIT (its KillSignal), up to TimeoutStopSec.
           echo "runner-fleet-restart-changed: $unit.service changed: restarting it (running jobs finish first)"
           systemctl restart "$unit.service" || rc=$?
         fi

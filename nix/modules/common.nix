@@ -10,7 +10,15 @@
 let
   inherit (config.runnerFleet) inventory host;
   deployUser = host.sshUser;
-  # The commands the deploy user may run as root; anything else is refused.
+  # The deploy user is root on every host, and so is whoever holds the deploy
+  # key: the rules below name commands, not what they run. Any
+  # /nix/store/*/bin/switch-to-configuration or activate-rs is accepted with
+  # any arguments, and as a trusted Nix user (below) the deploy user can put
+  # any store path there, so it can activate a system of its own making. That
+  # is what a deploy is; the list only keeps typos and other programs out
+  # (sudo refuses commands not named here). Making it hold would take closures
+  # signed by a deploy key the hosts trust, an untrusted deploy user and a
+  # root-owned activation wrapper that checks the signature (README "Trust").
   # colmena runs nix-env --set and switch-to-configuration itself; deploy-rs
   # runs its activate-rs wrapper, which does the same two steps (plus the
   # magic-rollback wait). sudo compares inodes, so the store path of nix-env
@@ -18,7 +26,12 @@ let
   # magic-rollback deploy with `sudo -u root rm /tmp/deploy-rs-canary-<store
   # hash>` (src/deploy.rs confirm_profile, lib.rs make_lock_path): exactly that
   # file, 32 characters of a store hash (@storeHash@), no wildcard that could
-  # also match a space and more arguments. The list lives in
+  # also match a space and more arguments. colmena's remote build (remoteBuild
+  # always, or auto across architectures) realises the system's derivation with
+  # `sudo -H -- nix-store --no-gc-warning --realise <drv>` (src/nix/host/ssh.rs
+  # realize_remote): a sudoers regular expression (sudo 1.9.10+) admits exactly
+  # one /nix/store/<hash>-<name>.drv, where a wildcard would also admit more
+  # paths and options such as --add-root. The list lives in
   # ../lib/deploy-sudo.json so the end-to-end test hosts get the same rules.
   storeHash = builtins.concatStringsSep "" (builtins.genList (_: "[0-9a-z]") 32);
   allowed = map (builtins.replaceStrings [ "@nix@" "@storeHash@" ] [ "${config.nix.package}" storeHash ])
@@ -35,7 +48,8 @@ in
   nix.settings = {
     experimental-features = [ "nix-command" "flakes" ];
     # Store paths copied by deploy-rs/colmena are signed by no one; the deploy
-    # user must be trusted to import them.
+    # user must be trusted to import them (which alone makes it root-equivalent:
+    # a trusted user can add any store path and set any Nix option).
     trusted-users = [ "root" deployUser ];
     auto-optimise-store = true;
   };

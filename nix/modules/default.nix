@@ -10,11 +10,14 @@
     ./secrets.nix
     ./bootstrap.nix
     ./security.nix
+    ./monitoring.nix
     ./fireactions.nix
     ./roles/fireactions.nix
     ./registry-mirror.nix
     ./data-disks.nix
     ./roles/forgejo-runner.nix
+    ./roles/gitlab-runner.nix
     ./roles/cache.nix
+    ./fleet-cache.nix
   ];
 }

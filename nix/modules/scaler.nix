@@ -33,6 +33,12 @@ in
   };
 
   config = lib.mkIf (builtins.elem "fireactions" config.runnerFleet.host.roles) {
+    # runner-fleet-drain holds this lock exclusively while it drains; the scaler (a
+    # DynamicUser, so it cannot create it) takes it shared and read-only before it adds VMs.
+    systemd.tmpfiles.rules = [
+      "d /run/runner-fleet 0755 root root -"
+      "f /run/runner-fleet/scale.lock 0644 root root -"
+    ];
     systemd.services.runner-fleet-scaler = {
       description = "runner-fleet on-demand scaler for fireactions pools";
       wantedBy = [ "multi-user.target" ];
@@ -55,8 +61,10 @@ in
         ];
         Restart = "on-failure";
         RestartSec = 5;
-        # It reads world-readable files and talks HTTP on loopback: no privileges needed.
+        # It reads the VMs' console logs and talks HTTP on loopback: no privileges needed.
         DynamicUser = true;
+        # The VMs' console logs are group-readable only (roles/fireactions.nix UMask).
+        SupplementaryGroups = [ (import ../lib/host-hardening.nix).logGroup ];
         ProtectSystem = "strict";
         ProtectHome = true;
         PrivateTmp = true;

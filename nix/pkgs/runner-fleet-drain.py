@@ -4,7 +4,7 @@
         pause the pools; deregister idle runners from GitHub (then they may be stopped);
         wait for busy runners up to M minutes; run STEP; resume the pools.
         On timeout: `<host>: N jobs still running after M minutes; nothing was restarted`
-        and exit 3 without running STEP (unless --proceed-on-timeout).
+        and exit 3 without running STEP (unless --proceed-on-timeout); the pools are resumed.
     runner-fleet-drain --reload [-- RENDER...]
         run RENDER (writes the new config), then POST /api/v1/reload (fireactions re-reads
         it: existing pools change in place, new pools start); pools the config no longer has
@@ -19,6 +19,7 @@ and key, pools and their organizations). fireactions v0.4.0 behaviour: docs/upst
 
 import argparse
 import base64
+import fcntl
 import json
 import os
 import socket
@@ -34,6 +35,10 @@ OPENSSL = "openssl"
 GITHUB_API = "https://api.github.com"
 # Test hosts only: where the GitHub stand-in is (fireactions v0.4.0 always uses api.github.com).
 GITHUB_API_FILE = "/etc/runner-fleet/github-api-url"
+# Held exclusively from the pause to the resume: runner-fleet-scaler adds VMs only under a
+# shared hold it never waits for, so no VM is added while the host drains, and a scale call
+# already in flight ends (its VM up, and drained with the rest) before the pause.
+SCALE_LOCK = "/run/runner-fleet/scale.lock"
 
 
 class DrainError(Exception):
@@ -172,6 +177,17 @@ def load_config(path):
         raise DrainError(f"{path}: not a rendered fireactions config ({e})")
 
 
+def lock_scaling(path):
+    """Blocks until no scale call is in flight, then keeps the scaler out; held until exit."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        raise DrainError(f"{path}: {e.strerror}")
+    return fd
+
+
 def pause(fa, pools):
     for pool in pools:
         fa.call("POST", f"/pools/{pool}/pause")
@@ -268,6 +284,7 @@ def main(argv=None):
     p.add_argument("--poll-seconds", type=float, default=2.0)
     p.add_argument("--no-resume", action="store_true", help="leave the pools paused after STEP (the host is being removed)")
     p.add_argument("--reload", action="store_true", help="run STEP (the renderer), reload fireactions, drain pools it no longer has")
+    p.add_argument("--lock", default=SCALE_LOCK, help="held exclusively while draining: runner-fleet-scaler adds no VM meanwhile")
     p.add_argument("step", nargs=argparse.REMAINDER, help="-- COMMAND: the step to run once drained (with --reload: the renderer)")
     args = p.parse_args(argv)
     step = args.step[1:] if args.step[:1] == ["--"] else args.step
@@ -282,6 +299,10 @@ def main(argv=None):
         if args.reload:
             return reload(fa, args.config, step, args.poll_seconds, api)
         gh = GitHub(api, config["github"]["app_id"], config["github"]["app_private_key"])
+        # Before the pause: a scale call in flight ends first, and none starts until we exit.
+        # (A reload needs no lock: the pools it drains are gone from pools.json, which the
+        # scaler reads, so it scales them no more.)
+        lock_scaling(args.lock)
         pools = args.pools.split(",") if args.pools else fa.pools()
         running = drain(fa, gh, pools, orgs, args.timeout_minutes, args.poll_seconds)
     except DrainError as e:
@@ -291,6 +312,12 @@ def main(argv=None):
     if running:
         line = f"{host}: {running} jobs still running after {args.timeout_minutes:g} minutes"
         if not args.proceed_on_timeout:
+            # Nothing happened (no restart, reboot or removal): the host goes on serving, its
+            # pools resumed even with --no-resume, and the line is the last one.
+            try:
+                resume(fa, pools)
+            except DrainError as e:
+                log(f"{host}: resuming failed: {e}")
             print(f"{line}; nothing was restarted", file=sys.stderr, flush=True)
             return EXIT_TIMEOUT
         log(f"{line}; proceeding anyway (deploy.drainProceedOnTimeout)")

@@ -18,6 +18,7 @@ backoff, never an exit.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -59,6 +60,11 @@ READ_CHUNK = 1024 * 1024
 # The live VM list is re-read at least this often (seconds), in case a VM died without a job
 # and another started between two passes (a VM that ran a job is re-listed as it finishes).
 LIST_EVERY = 30.0
+
+# runner-fleet-drain holds this exclusively from its pause to its resume; the scaler adds VMs
+# only under a shared hold, never waiting for it: a scale call in flight delays the drain's
+# pause until that VM is up (and drained with the rest), and no call starts during a drain.
+SCALE_LOCK = "/run/runner-fleet/scale.lock"
 
 POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):([0-9]{1,5})$")
@@ -223,6 +229,21 @@ def checked_pool(pool, where):
     if not ok or pool["status"].get("state") not in ("Active", "Paused"):
         raise ApiError(f"{where}: unexpected answer (not a fireactions pool)")
     return pool
+
+
+def try_shared_lock(path):
+    """An fd holding a shared flock on path, None while a drain holds it, or "absent" when no
+    lock file exists (no drain has run since boot: tmpfiles makes it, the drain too)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "absent"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
 
 
 class Api:
@@ -414,13 +435,19 @@ class Scaler:
         # (pool.go l.124, l.166): a VM leaving while a scale call holds the lock would make it
         # add one VM too many. Runners that finished their job leave next, so wait for them.
         if add > 0 and not view.scaling and finishing == 0:
+            held = try_shared_lock(self.args.lock)
+            if held is None:
+                self.say(f"drain:{name}", f"pool {name}: a drain holds {self.args.lock}; not scaled until it ends")
+                return
+            self.say(f"drain:{name}", None)
             log(f"pool {name}: {current - busy} idle < min {lo} (busy {busy}, current {current}, max {hi}): adding {add}")
             view.scaling = True
-            threading.Thread(target=self.scale_up, args=(view, add, desired, kept), daemon=True).start()
+            threading.Thread(target=self.scale_up, args=(view, add, desired, kept, held), daemon=True).start()
 
-    def scale_up(self, view, add, target, kept):
+    def scale_up(self, view, add, target, kept, held=None):
         """Up to `add` scale calls, each after re-reading the pool: none once it is paused, at
-        `target`, or below what fireactions itself keeps (its own loop fills that first)."""
+        `target`, or below what fireactions itself keeps (its own loop fills that first). `held`
+        is the shared scale lock's fd, released when the calls are done."""
         try:
             for _ in range(add):
                 pool = self.api.pool(view.name)
@@ -437,6 +464,8 @@ class Scaler:
             log(f"pool {view.name}: scale-up failed: {e}")
         finally:
             view.scaling = False
+            if isinstance(held, int):
+                os.close(held)
 
     def metrics(self):
         pools = {}
@@ -501,6 +530,7 @@ def parse_args(argv):
     p.add_argument("--interval", type=float, default=0.5, help="seconds between passes")
     p.add_argument("--max-backoff", type=float, default=30.0, help="longest wait between retries while the API is down")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per API call (a scale call boots a VM)")
+    p.add_argument("--lock", default=SCALE_LOCK, help="the lock runner-fleet-drain holds while it drains (no scaling then)")
     args = p.parse_args(argv)
     m = HOST_PORT.match(args.metrics_address)
     if not m or not 1 <= int(m.group(2)) <= 65535:

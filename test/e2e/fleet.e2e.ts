@@ -28,6 +28,7 @@ const APP_KEY_CANARY = `E2E-CANARY-APPKEY-${tag}`;
 // No trailing newline: `pulumi config set` drops it from a value read on stdin.
 const APP_KEY = `-----BEGIN PRIVATE KEY-----\n${APP_KEY_CANARY}\n-----END PRIVATE KEY-----`;
 const CACHE_KEY = `e2e-cache-1:E2E-CANARY-CACHEKEY-${tag}`;
+const GITLAB_TOKEN = `glrt-E2E-CANARY-GITLAB-${tag}`;
 const CACHE_KEY_2 = `e2e-cache-1:E2E-CANARY-CACHEKEY2-${tag}`;
 /** Secret values read back from Vault (the generated Forgejo tokens), searched for too. */
 const generated: string[] = [];
@@ -99,7 +100,7 @@ function readAsHost(host: string, kvName: string): { status: number; output: str
 const appHosts = ["e2e-fa-1", "e2e-fa-2"];
 /** KV names each host reads (vault-paths.ts). */
 const ownSecrets: Record<string, string[]> = {
-  "e2e-fa-1": ["shared/github-app/e2e-org"],
+  "e2e-fa-1": ["shared/github-app/e2e-org", "hosts/e2e-fa-1/gitlab-runner"],
   "e2e-fa-2": ["shared/github-app/e2e-org", "hosts/e2e-fa-2/forgejo-runner"],
   "e2e-cache-1": ["hosts/e2e-cache-1/forgejo-runner", "hosts/e2e-cache-1/cache"],
 };
@@ -131,6 +132,7 @@ beforeAll(() => {
   ok(pulumi(["stack", "init", STACK]));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: APP_KEY }));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:cacheSigningKey", "--stack", STACK], { input: CACHE_KEY }));
+  ok(pulumi(["config", "set", "--secret", "runner-fleet:gitlabRunnerToken", "--stack", STACK], { input: GITLAB_TOKEN }));
   const pub = fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim();
   ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", pub, "--stack", STACK]));
 }, 300_000);
@@ -182,6 +184,7 @@ describe("a fleet of existing machines, with the real engine", () => {
     }
     expect(kvData("shared/github-app/e2e-org")).toEqual({ app_id: "4242", private_key: APP_KEY });
     expect(kvData("hosts/e2e-cache-1/cache")).toEqual({ signing_key: CACHE_KEY });
+    expect(kvData("hosts/e2e-fa-1/gitlab-runner")).toEqual({ token: GITLAB_TOKEN });
     const mount = baoJson<Record<string, { type: string; options: Record<string, string> }>>(["secrets", "list"])[`${MOUNT}/`];
     expect(mount.type).toBe("kv");
     expect(mount.options.version).toBe("2");
@@ -190,6 +193,8 @@ describe("a fleet of existing machines, with the real engine", () => {
     const policy = ok(bao(["policy", "read", POLICY("e2e-fa-2")])).stdout;
     expect(policy).toContain(`path "${MOUNT}/data/hosts/e2e-fa-2/forgejo-runner"`);
     expect(policy).not.toContain("e2e-cache-1");
+    expect(policy).not.toContain("gitlab-runner");
+    expect(ok(bao(["policy", "read", POLICY("e2e-fa-1")])).stdout).toContain(`path "${MOUNT}/data/hosts/e2e-fa-1/gitlab-runner"`);
   });
 
   describe.each(Object.keys(HOSTS))("on host %s", (host) => {
@@ -236,6 +241,8 @@ describe("a fleet of existing machines, with the real engine", () => {
       const expected: Record<string, string> = {};
       if (appHosts.includes(host)) Object.assign(expected, { "/run/secrets/github-app-id": "4242", "/run/secrets/github-app-key.pem": APP_KEY });
       if (host === "e2e-cache-1") expected["/run/secrets/cache-signing-key"] = CACHE_KEY;
+      // The gitlab-runner role's token file, in the env format nixpkgs' module sources (README).
+      if (host === "e2e-fa-1") expected["/run/secrets/gitlab-runner-token"] = `CI_SERVER_TOKEN=${GITLAB_TOKEN}\n`;
       if (host !== "e2e-fa-1") expected["/run/secrets/forgejo-runner-token"] = `TOKEN=${kvData(`hosts/${host}/forgejo-runner`)!.token}\n`;
       for (const [file, content] of Object.entries(expected)) {
         await waitFor(`${file} on ${host}`, () => hostFile(host, file) === content, 60);
@@ -401,7 +408,7 @@ describe("a fleet of existing machines, with the real engine", () => {
 
   it("canary secrets never appear in stack exports, state, engine output, process lists or host logs", (ctx) => {
     needsUp(ctx);
-    const canaries = [APP_KEY_CANARY, CACHE_KEY, CACHE_KEY_2, ...generated];
+    const canaries = [APP_KEY_CANARY, CACHE_KEY, CACHE_KEY_2, GITLAB_TOKEN, ...generated];
     expect(generated.length).toBe(2);
     const places: Array<[string, string]> = [
       ...exports.map((e, i) => [`stack export / state snapshot #${i}`, e] as [string, string]),

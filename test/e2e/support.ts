@@ -147,15 +147,18 @@ export function hostFile(host: string, file: string): string | undefined {
   return r.status === 0 ? r.stdout : undefined;
 }
 
-/** The project copy the stack lives in: the repo's program (links) and the e2e stack file. */
-export function makeProject(): void {
+/**
+ * The project copy the stack lives in: the repo's program (links) and the stack files of
+ * `stacks` (test/e2e/Pulumi.<stack>.yaml; default the e2e stack).
+ */
+export function makeProject(stacks: string[] = [STACK]): void {
   fs.rmSync(PROJECT, { recursive: true, force: true });
   fs.mkdirSync(PROJECT, { recursive: true });
   for (const entry of ["index.ts", "components", "nix", "node_modules", "package.json", "tsconfig.json"]) {
     fs.symlinkSync(path.join(REPO, entry), path.join(PROJECT, entry));
   }
   fs.copyFileSync(path.join(REPO, "Pulumi.yaml"), path.join(PROJECT, "Pulumi.yaml"));
-  fs.copyFileSync(path.join(E2E, `Pulumi.${STACK}.yaml`), path.join(PROJECT, `Pulumi.${STACK}.yaml`));
+  for (const stack of stacks) fs.copyFileSync(path.join(E2E, `Pulumi.${stack}.yaml`), path.join(PROJECT, `Pulumi.${stack}.yaml`));
 }
 
 /** The offline plan of the stack file as it is now: `npm run plan -- --config FILE --out DIR --json`. */

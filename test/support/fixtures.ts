@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { stringify } from "yaml";
-import { buildFleetModel, PROJECT, SECRET_KEYS } from "../../components/config";
+import { buildFleetModel, ConfigError, PROJECT, SECRET_KEYS } from "../../components/config";
 import type { FleetModel } from "../../components/model";
 
 export const ROOT = path.resolve(__dirname, "../..");
@@ -19,7 +19,9 @@ export const SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMS2h8BA5KkfTs1AVBW+
 export const PLANTED_SECRETS = {
   githubAppPrivateKey: "-----BEGIN RSA PRIVATE KEY-----\nPLANTED-APP-KEY-5f0c1d\n-----END RSA PRIVATE KEY-----\n",
   giteaRunnerToken: "PLANTED-GITEA-TOKEN-8a41be",
-  cacheSigningKey: "cache-1:PLANTED-SIGNING-KEY-77d2e0==",
+  gitlabRunnerToken: "glrt-PLANTED-GITLAB-TOKEN-3c9d71",
+  // A real Nix secret key (its public half is derived from it): the seed's base64 starts with the marker.
+  cacheSigningKey: "cache-1:PLANTEDSIGNINGKEY77d2e0AAAAAAAAAAAAAAAAABweiHKoi5Y3YeabjY6B3rIzdHAsKMIzl1mfVLTu6hMVxaA==",
 };
 
 /** A valid config (top-level keys without the project prefix) to start from. */
@@ -55,6 +57,22 @@ export function modelFrom(config: Record<string, any>, secretsSet: string[] = Ob
     baseDir: ROOT,
     requireImageFiles: false,
   });
+}
+
+/** The problems a config produces, each `runner-fleet:<key path>: ...` (empty when valid). */
+export function configProblems(config: Record<string, any>, secretsSet?: string[]): string[] {
+  try {
+    modelFrom(config, secretsSet);
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+}
+
+/** An existing x86_64 machine with its host key pinned (the shape most role tests need). */
+export function existingHost(address: string, roles: string[]): Record<string, unknown> {
+  return { provider: "existing", address, arch: "x86_64", vcpus: 8, memoryMib: 16384, roles, hostKey: SSH_KEY.split(" ").slice(0, 2).join(" ") };
 }
 
 /** The flat `runner-fleet:<key>` map installMocks takes, with the planted secrets set. */

@@ -38,6 +38,12 @@ rec {
   replicate = n: x: genList (_: x) n;
   concatMapStringsSep = sep: f: xs: concatStringsSep sep (map f xs);
   genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+  inherit (builtins) mapAttrs;
+  optionalAttrs = cond: attrs: if cond then attrs else { };
+  # lib.strings.hasInfix: the infix occurs in the string (matched literally).
+  hasInfix = infix: content: builtins.length (builtins.split (builtins.replaceStrings
+    [ "\\" "." "[" "]" "*" "+" "?" "(" ")" "{" "}" "|" "^" "$" ]
+    [ "\\\\" "\\." "\\[" "\\]" "\\*" "\\+" "\\?" "\\(" "\\)" "\\{" "\\}" "\\|" "\\^" "\\$" ] infix) content) > 1;
   hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
   removePrefix =
     p: s:

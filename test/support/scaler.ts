@@ -4,7 +4,8 @@
  * scripts/bench-scaler.ts.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { resolve } from "node:path";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 
 export const SCALER = resolve(__dirname, "..", "..", "nix", "pkgs", "runner-fleet-scaler.py");
 
@@ -25,9 +26,14 @@ export function metricValue(text: string, name: string, pool?: string): number |
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-export async function startScaler(opts: { pools: string; poolsDir: string; api: string; metricsAddress: string; interval?: number; maxBackoff?: number }): Promise<ScalerProc> {
+/**
+ * `lock`: the drain's scale lock (--lock). Without one, a path that does not exist: no drain
+ * runs, and the machine's /run/runner-fleet/scale.lock is none of a test's business.
+ */
+export async function startScaler(opts: { pools: string; poolsDir: string; api: string; metricsAddress: string; interval?: number; maxBackoff?: number; lock?: string }): Promise<ScalerProc> {
+  const lock = opts.lock ?? join(tmpdir(), `runner-fleet-test-${process.pid}-no-drain`, "scale.lock");
   const args = [SCALER, "--pools", opts.pools, "--pools-dir", opts.poolsDir, "--api", opts.api,
-    "--metrics-address", opts.metricsAddress, "--interval", String(opts.interval ?? 0.2), "--max-backoff", String(opts.maxBackoff ?? 2)];
+    "--metrics-address", opts.metricsAddress, "--interval", String(opts.interval ?? 0.2), "--max-backoff", String(opts.maxBackoff ?? 2), "--lock", lock];
   const proc = spawn("python3", args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   proc.stderr!.on("data", (d) => (stderr += d));

@@ -16,7 +16,8 @@ in
 {
   options.runnerFleet.cache.domain = lib.mkOption {
     type = lib.types.nullOr lib.types.str;
-    default = null;
+    # cache.domains.<host> in the stack config (inventory.json `cache.domains`).
+    default = config.runnerFleet.inventory.cache.domains.${host.name} or null;
     description = ''
       DNS name for a publicly trusted (ACME) certificate. Without one, Caddy
       serves the host address with a certificate from its internal CA, which

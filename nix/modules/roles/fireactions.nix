@@ -40,6 +40,7 @@ let
   renderCommand = "${lib.getExe renderer} ${lib.escapeShellArgs (renderFlags ++ mirrorFlags)}";
   # Bridge, subnet, gateway, CNI config and DNS forwarder settings, as data.
   vmNet = import ../../lib/vm-network.nix;
+  hardening = import ../../lib/host-hardening.nix;
 in
 {
   imports = [ ../scaler.nix ];
@@ -79,13 +80,35 @@ in
       serviceConfig.ExecStartPre = (import ../../lib/record-unit.nix { inherit pkgs; unit = "fireactions"; });
       # Render, POST /api/v1/reload, pause and drain the pools that left the config.
       serviceConfig.ExecReload = "${lib.getExe drain} --config ${config.services.fireactions.configFile} --reload -- ${renderCommand}";
+      # VM console logs (pools/<pool>/<runner>.log, os.Create: 0666 less the umask) and pool
+      # directories were world-readable. Now 0640/2750 in the setgid pools directory, so they
+      # belong to the log group, which the scaler (a DynamicUser that reads them) joins.
+      serviceConfig.UMask = "0027";
+      # Firecracker runs without its jailer (fireactions v0.4.0 never uses it). What the unit
+      # can take without breaking KVM, CNI (it writes /proc/sys, loads no modules itself),
+      # containerd's devmapper or the VMs' taps; from thpham/nixos-fireactions'
+      # modules/fireactions/security/hardening.nix, less the filters that would.
+      serviceConfig.NoNewPrivileges = true;
+      serviceConfig.LockPersonality = true;
+      serviceConfig.RestrictRealtime = true;
+      serviceConfig.RestrictSUIDSGID = true;
+      serviceConfig.ProtectClock = true;
+      serviceConfig.ProtectKernelLogs = true;
+      serviceConfig.SystemCallArchitectures = "native";
+      serviceConfig.RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" "AF_VSOCK" ];
     };
+
+    users.groups.${hardening.logGroup} = { };
+    # The VMs' traffic is routed (security.nix keeps it to the bridge), and the hardened settings.
+    boot.kernel.sysctl = hardening.sysctl // { "net.ipv4.ip_forward" = 1; };
 
     systemd.tmpfiles.rules = [
       "d /opt/cni 0755 root root -"
       "L+ /opt/cni/bin - - - - ${cniPlugins}/bin"
       # dnsmasq's dhcp-hostsdir must exist when it starts; the CNI plugin fills it.
       "d ${vmNet.dhcpHostsDir} 0755 root root -"
+      # setgid: the pool directories fireactions makes in it, and the logs in those, take its group.
+      "d /var/lib/fireactions/pools 2750 root ${hardening.logGroup} -"
     ];
 
     # One CNI network for all microVMs: a NATed bridge; tc-redirect-tap hands
@@ -110,7 +133,6 @@ in
       allowedTCPPorts = [ 53 ];
     };
 
-    boot.kernel.sysctl."net.ipv4.ip_forward" = 1;
 
     # fireactions turns images into block devices through containerd's
     # devmapper snapshotter, which needs a thin pool: the whole "containerd" data disk when the

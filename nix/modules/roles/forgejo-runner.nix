@@ -52,6 +52,20 @@ let
   };
 
   enabled = kind: builtins.elem "${kind}-runner" host.roles;
+
+  # The module loads tokenFile as the unit's EnvironmentFile, and act_runner (Forgejo's and
+  # Gitea's) copies the daemon's whole environment into every host-mode job
+  # (act/runner/run_context.go startHostEnvironment: `for _, env := range os.Environ()`). So a
+  # job could read TOKEN. Only `act_runner register` (the module's ExecStartPre) needs it: the
+  # daemon starts without it. The registration the daemon keeps (.runner in its state
+  # directory) stays readable to jobs: host runners are for trusted repositories (README).
+  withoutToken = real: pkgs.writeShellApplication {
+    name = "act_runner";
+    text = ''
+      if [ "''${1:-}" = daemon ]; then unset TOKEN; fi
+      exec ${real}/bin/act_runner "$@"
+    '';
+  } // (if real ? version then { inherit (real) version; } else { });
 in
 {
   # The upstream module has one package for all its instances
@@ -68,13 +82,13 @@ in
       ];
     }
     (lib.mkIf (enabled "forgejo") {
-      services.gitea-actions-runner.package = pkgs.forgejo-runner;
+      services.gitea-actions-runner.package = withoutToken pkgs.forgejo-runner;
       services.gitea-actions-runner.instances.forgejo = mkInstance "forgejo";
       systemd.services.${unitOf "forgejo"} = gracefulUnit "forgejo";
       warnings = lib.optional (!(inventory ? forgejo)) "runner-fleet: inventory has no forgejo.url; ${host.name}'s runner cannot register";
     })
     (lib.mkIf (enabled "gitea") {
-      services.gitea-actions-runner.package = pkgs.gitea-actions-runner;
+      services.gitea-actions-runner.package = withoutToken pkgs.gitea-actions-runner;
       services.gitea-actions-runner.instances.gitea = mkInstance "gitea";
       systemd.services.${unitOf "gitea"} = gracefulUnit "gitea";
       warnings = lib.optional (!(inventory ? gitea)) "runner-fleet: inventory has no gitea.url; ${host.name}'s runner cannot register";

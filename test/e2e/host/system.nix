@@ -7,7 +7,11 @@
 #               replaced by stubs that keep name, text and kind.
 #   units       on fireactions hosts, the runner-fleet-scaler service of nix/modules/scaler.nix
 #               (its ExecStart and restart settings, as the module sets them; the option
-#               defaults come from the module's own options), which host/systemctl runs.
+#               defaults come from the module's own options), which host/systemctl runs; on
+#               every host runner-fleet-exporter (nix/modules/monitoring.nix) and node exporter,
+#               started as nixpkgs' exporters/node.nix would start it with the module's
+#               listenAddress and port (Debian's node_exporter here).
+#   etc         files nix/modules/monitoring.nix puts in /etc (environment.etc), by path.
 #   vaultAgent  the settings nix/modules/vault-agent.nix gives services.vault-agent for this
 #               host, plus the pid_file default NixOS' vault-agent module adds; NixOS writes
 #               them to a JSON file and runs `vault agent -config <file>`.
@@ -41,6 +45,8 @@ let
     genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
     escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'${x}'") xs);
     concatStringsSep = builtins.concatStringsSep;
+    inherit (builtins) mapAttrs;
+    hasInfix = infix: s: builtins.length (builtins.split (builtins.replaceStrings [ "." ] [ "\\." ] infix) s) > 1;
     types = { str = { }; listOf = t: { }; ints.positive = { }; bool = { }; };
   };
   tool = name: { inherit name; outPath = "/run/current-system/sw"; };
@@ -86,11 +92,38 @@ let
     };
   };
   scalerProgram = pkgs.callPackage "${flake}/pkgs/runner-fleet-scaler.nix" { };
+
+  # secrets.nix decides the consumers; monitoring.nix reads them (the module system would merge).
+  consumers = (import "${flake}/modules/secrets.nix" {
+    inherit lib pkgs;
+    config.runnerFleet = { host = hostEntry; secrets = { consumers = [ ]; timeoutSec = 300; }; };
+  }).config.runnerFleet.secrets.consumers;
+  monitoring = import "${flake}/modules/monitoring.nix" {
+    inherit lib pkgs;
+    config.runnerFleet = { inherit inventory; host = hostEntry; secrets.consumers = consumers; };
+  };
+  exporterProgram = pkgs.callPackage "${flake}/pkgs/runner-fleet-exporter.nix" { };
+  exporterUnit = monitoring.systemd.services.runner-fleet-exporter;
+  node = monitoring.services.prometheus.exporters.node;
   scalerUnit = scalerModule.config.systemd.services.runner-fleet-scaler;
 in
 {
-  programs = programs ++ lib.optional fireactions { inherit (scalerProgram) name text kind; };
-  units = lib.optionalAttrs fireactions {
+  programs = programs ++ lib.optional fireactions { inherit (scalerProgram) name text kind; }
+    ++ [ { inherit (exporterProgram) name text kind; } ];
+  etc = builtins.mapAttrs (_: f: f.text) monitoring.environment.etc;
+  units = {
+    runner-fleet-exporter = {
+      inherit (exporterUnit.serviceConfig) ExecStart Restart RestartSec;
+      StartLimitBurst = exporterUnit.startLimitBurst;
+      StartLimitIntervalSec = exporterUnit.startLimitIntervalSec;
+    };
+    # nixpkgs' ExecStart: `node_exporter <collector flags> --web.listen-address <addr>:<port> <extraFlags>`
+    # (exporters/node.nix; no collector lists or extra flags set), Restart=always (exporters.nix).
+    prometheus-node-exporter = {
+      ExecStart = "/usr/bin/prometheus-node-exporter --web.listen-address ${node.listenAddress}:${toString node.port}";
+      Restart = "always";
+    };
+  } // lib.optionalAttrs fireactions {
     runner-fleet-scaler = {
       inherit (scalerUnit.serviceConfig) ExecStart Restart RestartSec;
       StartLimitBurst = scalerUnit.startLimitBurst;

@@ -11,11 +11,24 @@
 # standin_toplevel FLAKE HOST   prints the store path that system gets on the host
 #                               (/nix/store/<hash of the system and the inventory>-nixos-system-HOST): what the
 #                               nix stand-in answers for the host's toplevel.
+#
+# Kernel, initrd and kernel modules: every system the stand-ins build has the same three
+# (STANDIN_KERNEL_LINKS; NixOS links them as <toplevel>/kernel, /initrd, /kernel-modules), and the
+# nix stand-in answers the reboot check with them. A test that wants a reboot wave points the
+# host's /run/booted-system at a system with other ones.
+#
+# The fireactions unit: on fireactions hosts the system carries a fireactions.service whose text
+# stands for what the real unit refers to (the runner-fleet-drain and render-fireactions-config
+# programs of its ExecReload and preStart) plus the content of $RF_E2E_DIR/fireactions-unit when
+# a test wrote one (a new fireactions package, say). It changes only when those do, as a NixOS
+# unit's store path does; restartIfChanged = false keeps activation from restarting it.
 
 STANDIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STANDIN_HOST_DIR="$STANDIN_DIR/../host"
 STANDIN_ACTIVATE=/nix/store/00000000000000000000000000000000-runner-fleet-e2e-activate/activate-rs
 STANDIN_SSH_EXTRA=()
+STANDIN_KERNEL_LINKS="/nix/store/00000000000000000000000000000000-stand-in-kernel/bzImage /nix/store/00000000000000000000000000000000-stand-in-initrd/initrd /nix/store/00000000000000000000000000000000-stand-in-modules"
+STANDIN_UNIT_KNOB="${RF_E2E_DIR:-/tmp/rf-e2e}/fireactions-unit"
 STANDIN_SSH=(-o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
 
 standin_record() {
@@ -45,7 +58,12 @@ standin_toplevel() {
   # shellcheck disable=SC2064
   trap "rm -rf '$work'" RETURN
   standin_system_json "$flake" "$host" "$work/system.json" || return 1
-  echo "/nix/store/$(cat "$work/system.json" "$RUNNER_FLEET_INVENTORY" | sha256sum | cut -c1-32)-nixos-system-$host"
+  echo "/nix/store/$(standin_system_hash "$work/system.json")-nixos-system-$host"
+}
+
+# The toplevel's hash: the system, the inventory and the fireactions unit knob (when set).
+standin_system_hash() {
+  { cat "$1" "$RUNNER_FLEET_INVENTORY"; if [ -s "$STANDIN_UNIT_KNOB" ]; then cat "$STANDIN_UNIT_KNOB"; fi; } | sha256sum | cut -c1-32
 }
 
 standin_activate() {
@@ -58,8 +76,8 @@ standin_activate() {
   trap "rm -rf '$work'" RETURN
   standin_system_json "$flake" "$host" "$work/system.json" || return 1
   # A real system changes with its inventory entry too (tags, roles...): so does this path.
-  toplevel="/nix/store/$(cat "$work/system.json" "$RUNNER_FLEET_INVENTORY" | sha256sum | cut -c1-32)-nixos-system-$host"
-  python3 - "$work/system.json" "$work/system" <<'PY' || return 1
+  toplevel="/nix/store/$(standin_system_hash "$work/system.json")-nixos-system-$host"
+  python3 - "$work/system.json" "$work/system" "$STANDIN_KERNEL_LINKS" "$STANDIN_UNIT_KNOB" <<'PY' || return 1
 import json, os, sys
 system = json.load(open(sys.argv[1]))
 out = sys.argv[2]
@@ -77,10 +95,31 @@ for p in system["programs"]:
         f.write(preamble[p["kind"]] + p["text"])
 with open(f"{out}/etc/vault-agent/runner-fleet.json", "w") as f:
     json.dump(system["vaultAgent"], f, indent=2, sort_keys=True)
+# Files the modules put in /etc (environment.etc), under etc/files/<path>.
+for rel, text in system.get("etc", {}).items():
+    os.makedirs(os.path.dirname(f"{out}/etc/files/{rel}"), exist_ok=True)
+    with open(f"{out}/etc/files/{rel}", "w") as f:
+        f.write(text)
 # The services host/systemctl runs (their unit settings, as JSON).
 for name, unit in system.get("units", {}).items():
     with open(f"{out}/etc/runner-fleet-e2e/units/{name}.json", "w") as f:
         json.dump(unit, f, indent=2, sort_keys=True)
+# kernel, initrd, kernel-modules (lib.sh STANDIN_KERNEL_LINKS), one "name target" a line.
+with open(f"{out}/etc/kernel-links", "w") as f:
+    for name, target in zip(["kernel", "initrd", "kernel-modules"], sys.argv[3].split()):
+        f.write(f"{name} {target}\n")
+# The fireactions unit (fireactions hosts: those with the scaler): see lib.sh's header.
+if "runner-fleet-scaler" in system.get("units", {}):
+    import hashlib
+    refs = {p["name"]: hashlib.sha256(p["text"].encode()).hexdigest() for p in system["programs"]
+            if p["name"] in ("runner-fleet-drain", "render-fireactions-config")}
+    knob = open(sys.argv[4]).read().strip() if os.path.exists(sys.argv[4]) else ""
+    os.makedirs(f"{out}/etc/systemd/system")
+    with open(f"{out}/etc/systemd/system/fireactions.service", "w") as f:
+        f.write("# STAND-IN fireactions unit (test/e2e/stand-ins/lib.sh)\n[Unit]\nX-RestartIfChanged=false\n")
+        f.write("".join(f"X-Uses={n} {h}\n" for n, h in sorted(refs.items())))
+        if knob:
+            f.write(f"X-Stand-In-Version={knob}\n")
 PY
   tar -C "$work/system" -cf "$work/system.tar" bin etc
   ssh ${STANDIN_SSH_EXTRA[@]+"${STANDIN_SSH_EXTRA[@]}"} "${STANDIN_SSH[@]}" "$user@$address" "sudo -n $STANDIN_ACTIVATE activate $host $toplevel $mode" < "$work/system.tar"
