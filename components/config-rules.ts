@@ -592,6 +592,8 @@ const dataDisksAndMirrorValid: Rule = {
   check(r) {
     const fleet = r.sections.registryMirror;
     if (!fleet) return;
+    // The fleet's list is checked against each host's upstreams; say each key once.
+    const credProblems = new Set<string>();
     for (const [name, host] of sorted(r.hosts)) {
       const m = { ...fleet, ...(host.registryMirror ?? {}) };
       const upstreams = Object.keys(m.upstreams).length;
@@ -599,6 +601,14 @@ const dataDisksAndMirrorValid: Rule = {
       if (upstreams === 0 && m.enable) r.problem(`${at}.upstreams`, "must name at least one upstream registry (or set enable: false)");
       if (m.firstPort + upstreams - 1 > 65535) r.problem(`${at}.firstPort`, `${upstreams} upstreams from port ${m.firstPort} go past 65535`);
       if (host.registryMirror && !host.roles.includes("fireactions")) r.problem(`hosts.${name}.registryMirror`, "only fireactions hosts run the registry mirror");
+      // A host that overrides upstreams is checked against its own list, at its own key.
+      const credAt = host.registryMirror?.credentials || host.registryMirror?.upstreams ? `hosts.${name}.registryMirror` : "registryMirror";
+      m.credentials.forEach((up, i) => {
+        const key = `${credAt}.credentials[${i}]`;
+        if (up in m.upstreams || credProblems.has(key)) return;
+        credProblems.add(key);
+        r.problem(key, `${up} is not one of the mirror's upstreams (${Object.keys(m.upstreams).sort().join(", ") || "none"})`);
+      });
       const disks: Array<{ at: string; purpose?: string; mountPoint?: string }> = [];
       if (host.provider === "aws") for (const [vol, v] of sorted(host.dataVolumes)) disks.push({ at: `hosts.${name}.dataVolumes.${vol}`, purpose: v.purpose, mountPoint: v.mountPoint });
       if (host.provider === "azure") {

@@ -117,6 +117,11 @@ const registryMirrorFields = {
   maxSizeGib: int(1, 65536),
   /** systemd OnCalendar of that check. */
   pruneSchedule: z.string().regex(/^(minutely|hourly|daily|weekly)$|^\*-\*-\* [0-9]{2}:[0-9]{2}(:[0-9]{2})?$/, { error: 'must be hourly, daily, weekly or "*-*-* HH:MM"' }),
+  /**
+   * Upstreams the mirror logs in to. Only the names: the username/password live in Vault KV
+   * (vault-paths.ts kvPaths.registryMirror, written with `bao kv put`), never in config or state.
+   */
+  credentials: z.array(RegistryHost),
 };
 export const RegistryMirrorSchema = z.strictObject({
   enable: registryMirrorFields.enable.default(true),
@@ -124,6 +129,7 @@ export const RegistryMirrorSchema = z.strictObject({
   firstPort: registryMirrorFields.firstPort.default(5001),
   maxSizeGib: registryMirrorFields.maxSizeGib.default(50),
   pruneSchedule: registryMirrorFields.pruneSchedule.default("hourly"),
+  credentials: registryMirrorFields.credentials.default([]),
 });
 /** hosts.<name>.registryMirror: any field, over the fleet-wide one. */
 const RegistryMirrorOverride = z.strictObject(registryMirrorFields).partial();

@@ -40,8 +40,11 @@ export interface PoolModel {
 
 export interface RegistryMirrorModel {
   enable: boolean;
-  /** Upstream host -> its URL and the mirror's port on the VM gateway. */
-  upstreams: Record<string, { url: string; port: number }>;
+  /**
+   * Upstream host -> its URL and the mirror's port on the VM gateway; credentials: the mirror
+   * logs in with the username/password vault-agent renders from Vault (vault-paths.ts).
+   */
+  upstreams: Record<string, { url: string; port: number; credentials?: true }>;
   maxSizeGib: number;
   pruneSchedule: string;
 }

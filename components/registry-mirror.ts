@@ -17,7 +17,7 @@ export function registryMirrorFor(fleet: FleetConfig["registryMirror"], host: Ho
   const names = Object.keys(m.upstreams).sort();
   return {
     enable: m.enable,
-    upstreams: Object.fromEntries(names.map((n, i) => [n, { url: m.upstreams[n], port: m.firstPort + i }])),
+    upstreams: Object.fromEntries(names.map((n, i) => [n, { url: m.upstreams[n], port: m.firstPort + i, ...(m.credentials.includes(n) ? { credentials: true } : {}) }])),
     maxSizeGib: m.maxSizeGib,
     pruneSchedule: m.pruneSchedule,
   };

@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../components/config";
 import { buildInventory } from "../components/inventory";
+import { policyFor, secretFilesFor } from "../components/vault-paths";
 import { baseConfig, modelFrom } from "./support/fixtures";
 
 function problemsOf(config: Record<string, any>): string[] {
@@ -62,6 +63,72 @@ describe("registryMirror", () => {
     const c = baseConfig();
     c.registryMirror = { firstPort: 65534 };
     expect(problemsOf(c)).toEqual(["runner-fleet:registryMirror.firstPort: 4 upstreams from port 65534 go past 65535"]);
+  });
+});
+
+describe("registryMirror.credentials: upstream logins from Vault", () => {
+  const PLANTED = "planted-registry-password-7f3a";
+
+  it("an upstream with credentials gets its two files from shared/registry-mirror/<upstream>, readable by its host's policy", () => {
+    const c = baseConfig();
+    c.registryMirror = { credentials: ["docker.io"] };
+    const model = modelFrom(c);
+    const metal = model.hosts.find((h) => h.name === "metal")!;
+    const inv = buildInventory(model, Object.fromEntries(model.hosts.map((h) => [h.name, { public: "203.0.113.1", private: null }])));
+    expect(inv.hosts.metal.registryMirror!.upstreams["docker.io"]).toEqual({ url: "https://registry-1.docker.io", port: 5001, credentials: true });
+    expect(inv.hosts.metal.registryMirror!.upstreams["ghcr.io"]).toEqual({ url: "https://ghcr.io", port: 5003 });
+    const mount = model.vault.mount;
+    const login = `${mount}/data/shared/registry-mirror/docker.io`;
+    expect(inv.hosts.metal.secrets.filter((f) => f.file.startsWith("/run/secrets/registry-mirror/"))).toEqual([
+      { file: "/run/secrets/registry-mirror/docker.io/username", path: login, field: "username", format: "raw" },
+      { file: "/run/secrets/registry-mirror/docker.io/password", path: login, field: "password", format: "raw" },
+    ]);
+    const policy = policyFor(metal, model);
+    expect(policy).toContain(`path "${login}" {\n  capabilities = ["read"]\n}`);
+    expect(policy).toContain(`path "${mount}/metadata/shared/registry-mirror/docker.io" {`);
+    // Exactly that upstream: no glob over shared/registry-mirror, nothing for the others.
+    expect(policy).not.toMatch(/registry-mirror\/(ghcr|gcr|quay)\.io|registry-mirror\/[*+]/);
+  });
+
+  it("a host's list overrides the fleet's; no credentials, no secret files; the mirror off, none either", () => {
+    const c = baseConfig();
+    c.registryMirror = { credentials: ["docker.io"] };
+    c.hosts.metal.registryMirror = { credentials: [] };
+    let model = modelFrom(c);
+    expect(secretFilesFor(model.hosts.find((h) => h.name === "metal")!, model).some((f) => f.file.includes("registry-mirror"))).toBe(false);
+    c.hosts.metal.registryMirror = { enable: false };
+    model = modelFrom(c);
+    expect(secretFilesFor(model.hosts.find((h) => h.name === "metal")!, model).some((f) => f.file.includes("registry-mirror"))).toBe(false);
+  });
+
+  it("names only: the stack takes no credential value, so none can reach state", () => {
+    const c = baseConfig();
+    c.registryMirror = { credentials: { "docker.io": { username: "u", password: PLANTED } } };
+    expect(problemsOf(c).join("\n")).toMatch(/^runner-fleet:registryMirror\.credentials: /m);
+    expect(problemsOf(c).join("\n")).not.toContain(PLANTED);
+    c.registryMirror = { credentials: ["docker.io"], password: PLANTED };
+    expect(problemsOf(c).join("\n")).toContain("runner-fleet:registryMirror.password: unknown key");
+  });
+
+  it("each name must be one of the upstreams, checked where it applies, every problem at once", () => {
+    const c = baseConfig();
+    c.registryMirror = { credentials: ["docker.io", "registry.example.com", "Not A Host"] };
+    c.hosts.metal.registryMirror = { upstreams: { "ghcr.io": "https://ghcr.io" } };
+    // metal2 takes the fleet's lists; metal3 its own credentials against the fleet's upstreams.
+    c.hosts.metal2 = { ...baseConfig().hosts.metal };
+    c.hosts.metal3 = { ...baseConfig().hosts.metal, registryMirror: { credentials: ["quay.io", "example.org"] } };
+    const p = problemsOf(c);
+    expect(p).toEqual(expect.arrayContaining([
+      "runner-fleet:registryMirror.credentials[2]: must be a registry host name such as ghcr.io",
+    ]));
+    // Schema errors stop before the rules; fix that one and the rules speak.
+    c.registryMirror.credentials = ["docker.io", "registry.example.com"];
+    expect(problemsOf(c).filter((x) => x.includes("credentials")).sort()).toEqual([
+      "runner-fleet:hosts.metal.registryMirror.credentials[0]: docker.io is not one of the mirror's upstreams (ghcr.io)",
+      "runner-fleet:hosts.metal.registryMirror.credentials[1]: registry.example.com is not one of the mirror's upstreams (ghcr.io)",
+      "runner-fleet:hosts.metal3.registryMirror.credentials[1]: example.org is not one of the mirror's upstreams (docker.io, gcr.io, ghcr.io, quay.io)",
+      "runner-fleet:registryMirror.credentials[1]: registry.example.com is not one of the mirror's upstreams (docker.io, gcr.io, ghcr.io, quay.io)",
+    ]);
   });
 });
 

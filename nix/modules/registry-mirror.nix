@@ -17,12 +17,14 @@ let
   enabled = builtins.elem "fireactions" host.roles && (mirror.enable or false);
   helper = pkgs.callPackage ../pkgs/runner-fleet-registry-mirror.nix { };
   vmNet = import ../lib/vm-network.nix;
+  paths = import ../lib/host-paths.nix;
   storageDir = "/var/lib/runner-fleet/registry-mirror";
   upstreams = mirror.upstreams or { };
   mirrorConfig = pkgs.writeText "registry-mirror.json" (builtins.toJSON {
     listen = vmNet.gateway;
     inherit storageDir upstreams;
-    # vault-agent renders each upstream's username/password here (modules/secrets.nix).
+    # vault-agent renders the username/password of each upstream with credentials = true here
+    # (components/vault-paths.ts secretFilesFor, in the inventory's secrets list).
     credentialsDir = "/run/secrets/registry-mirror";
   });
   # systemd unit names: registry-mirror-docker-io for docker.io.
@@ -58,14 +60,22 @@ in
 
     systemd.services =
       lib.mapAttrs' (
-        name: _:
+        name: up:
+        let
+          # A login from Vault: start once runner-fleet-secrets has seen vault-agent's files, as
+          # the runners do (Wants: a re-seed restarting it must not cut pulls; new credentials
+          # are read at the mirror's next start). First boot: skipped until bootstrap starts
+          # runner-fleet-secrets, which pulls it in.
+          login = up.credentials or false;
+        in
         lib.nameValuePair (unitName name) {
           description = "registry pull-through mirror of ${name}";
-          wantedBy = [ "multi-user.target" ];
+          wantedBy = [ "multi-user.target" ] ++ lib.optional login "runner-fleet-secrets.service";
           before = [ "fireactions.service" ];
           # The registry-cache disk, when there is one, is mounted there first (data-disks.nix).
-          wants = [ "runner-fleet-data-disks.target" ];
-          after = [ "runner-fleet-data-disks.target" ];
+          wants = [ "runner-fleet-data-disks.target" ] ++ lib.optional login "runner-fleet-secrets.service";
+          after = [ "runner-fleet-data-disks.target" ] ++ lib.optional login "runner-fleet-secrets.service";
+          unitConfig = lib.optionalAttrs login { ConditionPathExists = paths.secretIdFile; };
           startLimitIntervalSec = 300;
           startLimitBurst = 5;
           serviceConfig = {

@@ -8,7 +8,10 @@ nix/modules/registry-mirror.nix from the host's inventory entry):
 
   {"listen": "10.200.0.1", "storageDir": "/var/lib/runner-fleet/registry-mirror",
    "credentialsDir": "/run/secrets/registry-mirror",
-   "upstreams": {"docker.io": {"url": "https://registry-1.docker.io", "port": 5001}, ...}}
+   "upstreams": {"docker.io": {"url": "https://registry-1.docker.io", "port": 5001,
+                               "credentials": true}, ...}}
+
+`credentials: true`: the upstream needs a login, so its username/password files must be there.
 
 Commands (pure rendering; only `registry --out FILE` and `prune` touch the disk):
 - registry NAME: the distribution config for upstream NAME, as JSON (valid YAML, which the
@@ -71,6 +74,8 @@ def validate(cfg):
             problems.append(f"{at}.port: {port} is already the port of {ports[port]}")
         else:
             ports[port] = name
+        if "credentials" in up and not isinstance(up["credentials"], bool):
+            problems.append(f"{at}.credentials: must be true or false")
     if problems:
         raise MirrorError("; ".join(problems))
     return cfg
@@ -81,6 +86,10 @@ def read_credentials(cfg, name):
     base = os.path.join(cfg["credentialsDir"], name)
     user_file, pass_file = os.path.join(base, "username"), os.path.join(base, "password")
     if not os.path.exists(user_file) and not os.path.exists(pass_file):
+        if cfg["upstreams"][name].get("credentials"):
+            # Pulling anonymously instead would hit the limits the login is there to lift.
+            raise MirrorError(f"credentials for {name}: {user_file} and {pass_file} are missing "
+                              f"(vault-agent renders them from shared/registry-mirror/{name})")
         return None
     try:
         user = open(user_file, encoding="utf-8").read().strip()
