@@ -84,6 +84,18 @@ describe("distribution config per upstream", () => {
     expect(r.stderr).not.toContain("only-password");
   });
 
+  it("an upstream marked credentials: true refuses to start anonymously, in one line", () => {
+    const { file } = mirrorConfig({ upstreams: { ...UPSTREAMS, "docker.io": { ...UPSTREAMS["docker.io"], credentials: true } } });
+    const r = run(file, "registry", "docker.io", "--out", join(scratch, "never.json"));
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(/credentials for docker\.io: .*creds\/docker\.io\/username and .*password are missing \(vault-agent renders them from shared\/registry-mirror\/docker\.io\)/);
+    // The others, without the mark, still start without a login.
+    expect(run(file, "registry", "ghcr.io").status).toBe(0);
+    const bad = mirrorConfig({ upstreams: { "docker.io": { ...UPSTREAMS["docker.io"], credentials: "yes" } } });
+    expect(run(bad.file, "vm").stderr).toContain("upstreams.docker.io.credentials: must be true or false");
+  });
+
   it("lists every problem of a bad config at once", () => {
     const { file } = mirrorConfig({
       listen: "0.0.0.0:80", storageDir: "rel",
@@ -188,5 +200,37 @@ describe("the guard opens the mirror ports and nothing more (nix/lib/nftables-ru
     const r = spawnSync("nft", ["-c", "-f", f], { encoding: "utf8" });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
+  });
+});
+
+describe("nix/modules/registry-mirror.nix: an upstream with a login waits for vault-agent's files", () => {
+  it("its unit wants and follows runner-fleet-secrets and is skipped before bootstrap; the others are as before", async () => {
+    const { baseConfig, modelFrom } = await import("./support/fixtures");
+    const { buildInventory } = await import("../components/inventory");
+    const c = baseConfig();
+    c.registryMirror = { credentials: ["docker.io"] };
+    const model = modelFrom(c);
+    const inventory = join(scratch, "inventory.json");
+    writeFileSync(inventory, JSON.stringify(buildInventory(model, { metal: { public: "203.0.113.1", private: null } })));
+    const modules = join(root, "test", "support", "nix-modules.nix");
+    const expr = `(let t = import ${modules}; in map (d: d.value) (t.defsAt [ "systemd" "services" ] (t.call { file = ${join(root, "nix", "modules", "registry-mirror.nix")}; inventory = t.readInventory ${inventory}; hostName = "metal"; })))`;
+    const [units] = JSON.parse(execFileSync("nix-instantiate", ["--eval", "--strict", "--json", "--expr", expr], {
+      encoding: "utf8", env: { ...process.env, NIX_REMOTE: "dummy://", HOME: scratch, NIX_CONFIG: "" },
+    }));
+    const docker = units["registry-mirror-docker-io"];
+    expect(docker.wants).toContain("runner-fleet-secrets.service");
+    expect(docker.after).toContain("runner-fleet-secrets.service");
+    // Started by runner-fleet-secrets too: on first boot bootstrap starts it, which pulls this in.
+    expect(docker.wantedBy).toEqual(["multi-user.target", "runner-fleet-secrets.service"]);
+    expect(docker.requires).toBeUndefined();
+    const secretId = JSON.parse(execFileSync("nix-instantiate", ["--eval", "--json", "--expr", `(import ${join(root, "nix", "lib", "host-paths.nix")}).secretIdFile`], {
+      encoding: "utf8", env: { ...process.env, NIX_REMOTE: "dummy://", HOME: scratch, NIX_CONFIG: "" },
+    }));
+    // The same condition as runner-fleet-secrets' consumers (modules/secrets.nix).
+    expect(docker.unitConfig.ConditionPathExists).toBe(secretId);
+    const ghcr = units["registry-mirror-ghcr-io"];
+    expect(ghcr.wants).not.toContain("runner-fleet-secrets.service");
+    expect(ghcr.after).not.toContain("runner-fleet-secrets.service");
+    expect(ghcr.unitConfig).toEqual({});
   });
 });
