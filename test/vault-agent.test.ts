@@ -140,8 +140,8 @@ describe("vault-agent renders a registry mirror upstream's login (real bao agent
     const files = secretFilesFor(host, model).filter((f) => f.file.startsWith("/run/secrets/registry-mirror/"));
     expect(files.map((f) => f.file)).toEqual(["/run/secrets/registry-mirror/docker.io/username", "/run/secrets/registry-mirror/docker.io/password"]);
 
-    // What the README tells the user to run.
-    cli(["kv", "put", "secret/shared/registry-mirror/docker.io", "username=ci-robot", `password=${PASSWORD}`]);
+    // What the README tells the user to run (password from stdin: never in argv).
+    cli(["kv", "put", "-mount=secret", "shared/registry-mirror/docker.io", "username=ci-robot", "password=-"], PASSWORD);
     cli(["kv", "put", "secret/shared/registry-mirror/ghcr.io", "username=other", "password=not-for-this-host"]);
     cli(["policy", "write", "metal", "-"], policyFor(host, model));
     cli(["auth", "enable", "approle"]);
