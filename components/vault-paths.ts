@@ -93,7 +93,8 @@ export function policyFor(host: HostModel, model: Pick<FleetModel, "vault" | "gi
   const lines = [`# runner-fleet stack ${model.stack}: what host ${host.name} may read, and nothing else.`];
   const rule = (path: string, capabilities: string[]) => {
     // Paths come from validated names; refuse anything that could widen or break the rule.
-    if (!/^[A-Za-z0-9_./-]+$/.test(path) || path.includes("..")) throw new Error(`host ${host.name}: refusing to write policy for path ${JSON.stringify(path)}`);
+    // ":" is a registry's port (shared/registry-mirror/host:5000); not a glob in Vault ACLs (only * and +).
+    if (!/^[A-Za-z0-9_./:-]+$/.test(path) || path.includes("..")) throw new Error(`host ${host.name}: refusing to write policy for path ${JSON.stringify(path)}`);
     lines.push(`path "${path}" {`, `  capabilities = [${capabilities.map((c) => `"${c}"`).join(", ")}]`, `}`);
   };
   for (const path of [...data, ...metadata]) rule(path, ["read"]);

@@ -90,6 +90,14 @@ describe("registryMirror.credentials: upstream logins from Vault", () => {
     expect(policy).not.toMatch(/registry-mirror\/(ghcr|gcr|quay)\.io|registry-mirror\/[*+]/);
   });
 
+  it("an upstream with a port gets its policy too (no glob in it)", () => {
+    const c = baseConfig();
+    c.registryMirror = { upstreams: { "registry.example.com:5000": "https://registry.example.com:5000" }, credentials: ["registry.example.com:5000"] };
+    const model = modelFrom(c);
+    const policy = policyFor(model.hosts.find((h) => h.name === "metal")!, model);
+    expect(policy).toContain(`path "${model.vault.mount}/data/shared/registry-mirror/registry.example.com:5000" {`);
+  });
+
   it("a host's list overrides the fleet's; no credentials, no secret files; the mirror off, none either", () => {
     const c = baseConfig();
     c.registryMirror = { credentials: ["docker.io"] };
