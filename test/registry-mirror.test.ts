@@ -58,6 +58,15 @@ describe("distribution config per upstream", () => {
     }
   });
 
+  it("takes every upstream name the stack's config takes, a registry port included", () => {
+    // components/config-schema.ts RegistryHost admits `host:port`; the host program must too.
+    const named = { "registry.example.com:5000": { url: "https://registry.example.com:5000", port: 5004 } };
+    const { file } = mirrorConfig({ upstreams: { ...UPSTREAMS, ...named } });
+    const r = run(file, "registry", "registry.example.com:5000");
+    expect(r.stderr).toBe("");
+    expect(JSON.parse(r.stdout).proxy).toEqual({ remoteurl: "https://registry.example.com:5000" });
+  });
+
   it("puts vault-agent's credentials into the 0600 file only", () => {
     const { dir, file } = mirrorConfig();
     mkdirSync(join(dir, "creds", "ghcr.io"), { recursive: true });

@@ -34,7 +34,8 @@ import shutil
 import sys
 import tempfile
 
-UPSTREAM_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+# The same pattern as the stack's config (components/config-schema.ts RegistryHost): a port may follow.
+UPSTREAM_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
 LISTEN = re.compile(r"^[0-9.]{7,15}$")
 
 
