@@ -597,10 +597,63 @@ const legacyNamesAreHosts: Rule = {
   },
 };
 
+const dataDisksAndMirrorValid: Rule = {
+  name: "dataDisksAndMirrorValid",
+  why: "each disk purpose needs what uses it, one disk per purpose, and the mirror's ports must fit below 65536",
+  needs: ["registryMirror"],
+  check(r) {
+    const fleet = r.sections.registryMirror;
+    if (!fleet) return;
+    // The fleet's list is checked against each host's upstreams; say each key once.
+    const credProblems = new Set<string>();
+    for (const [name, host] of sorted(r.hosts)) {
+      const m = { ...fleet, ...(host.registryMirror ?? {}) };
+      const upstreams = Object.keys(m.upstreams).length;
+      const at = host.registryMirror?.firstPort !== undefined || host.registryMirror?.upstreams ? `hosts.${name}.registryMirror` : "registryMirror";
+      if (upstreams === 0 && m.enable) r.problem(`${at}.upstreams`, "must name at least one upstream registry (or set enable: false)");
+      if (m.firstPort + upstreams - 1 > 65535) r.problem(`${at}.firstPort`, `${upstreams} upstreams from port ${m.firstPort} go past 65535`);
+      if (host.registryMirror && !host.roles.includes("fireactions")) r.problem(`hosts.${name}.registryMirror`, "only fireactions hosts run the registry mirror");
+      // A host that overrides upstreams is checked against its own list, at its own key.
+      const credAt = host.registryMirror?.credentials || host.registryMirror?.upstreams ? `hosts.${name}.registryMirror` : "registryMirror";
+      m.credentials.forEach((up, i) => {
+        const key = `${credAt}.credentials[${i}]`;
+        if (up in m.upstreams || credProblems.has(key)) return;
+        credProblems.add(key);
+        r.problem(key, `${up} is not one of the mirror's upstreams (${Object.keys(m.upstreams).sort().join(", ") || "none"})`);
+      });
+      const disks: Array<{ at: string; purpose?: string; mountPoint?: string }> = [];
+      if (host.provider === "aws") for (const [vol, v] of sorted(host.dataVolumes)) disks.push({ at: `hosts.${name}.dataVolumes.${vol}`, purpose: v.purpose, mountPoint: v.mountPoint });
+      if (host.provider === "azure") {
+        const at2 = `hosts.${name}`;
+        if ((host.dataDiskPurpose || host.dataDiskMountPoint) && !host.dataDiskGib) r.problem(`${at2}.dataDiskPurpose`, "needs dataDiskGib: the host has no data disk");
+        else disks.push({ at: at2, purpose: host.dataDiskPurpose, mountPoint: host.dataDiskMountPoint });
+      }
+      const seen = new Map<string, string>();
+      for (const d of disks) {
+        const azure = host.provider === "azure";
+        const purposeKey = azure ? `${d.at}.dataDiskPurpose` : `${d.at}.purpose`;
+        const mountKey = azure ? `${d.at}.dataDiskMountPoint` : `${d.at}.mountPoint`;
+        if (d.purpose === "mount" && !d.mountPoint) r.problem(mountKey, "is required with purpose mount");
+        if (d.purpose !== "mount" && d.mountPoint) r.problem(mountKey, "is only for purpose mount");
+        if ((d.purpose === "containerd" || d.purpose === "registry-cache") && !host.roles.includes("fireactions")) r.problem(purposeKey, `${d.purpose} is used by fireactions hosts only`);
+        if (d.purpose === "registry-cache" && !m.enable) r.problem(purposeKey, "registry-cache needs the registry mirror enabled");
+        if (d.purpose === "containerd" || d.purpose === "registry-cache") {
+          const other = seen.get(d.purpose);
+          if (other) r.problem(purposeKey, `${d.purpose} is already the purpose of ${other}`);
+          else seen.set(d.purpose, d.at);
+        }
+        if (d.purpose === "mount" && d.mountPoint && /^\/(nix|boot|etc|run|proc|sys|dev|usr|var\/lib\/containerd)(\/|$)|^\/$/.test(d.mountPoint)) {
+          r.problem(mountKey, `${d.mountPoint} is a system path; mount user data elsewhere (e.g. /srv/...)`);
+        }
+      }
+    }
+  },
+};
+
 /** Every rule, in the order they run. */
 export const RULES: readonly Rule[] = [
   poolsResolve, hostPoolsExist, poolsUsed, poolsMatchRoles, oneForgeRunner, oneActivation, hostNamesUsable, addressesUnique,
-  regionsKnown, spreadGroupsFit, dataVolumesValid,
+  regionsKnown, spreadGroupsFit, dataVolumesValid, dataDisksAndMirrorValid,
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
   imagesConfigured, rolesHaveServices, fleetCacheUsable, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,
   legacyNamesAreHosts,

@@ -95,6 +95,49 @@ export const PoolSchema = z.strictObject({
     .optional(),
 });
 
+/** A registry host name as image references spell it: docker.io, ghcr.io, registry.example.com:5000. */
+const RegistryHost = z.string().regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$/, { error: "must be a registry host name such as ghcr.io" });
+/** What runner VMs pull through by default (the seed's and fireactions' docs' list). */
+export const DEFAULT_REGISTRY_UPSTREAMS: Record<string, string> = {
+  "docker.io": "https://registry-1.docker.io",
+  "gcr.io": "https://gcr.io",
+  "ghcr.io": "https://ghcr.io",
+  "quay.io": "https://quay.io",
+};
+const registryMirrorFields = {
+  enable: z.boolean(),
+  /** Upstream registry host -> its URL; one distribution registry (and port) each. */
+  upstreams: z.record(RegistryHost, check(z.string(), (v) => {
+    const found = urlProblem("always")(v);
+    return found?.startsWith("must use https") ? "must use https: a mirror that pulls in clear can be fed any image" : found;
+  })),
+  /** The first upstream (by name) listens here on the VM gateway, the next one port higher, ... */
+  firstPort: int(1024, 65535),
+  /** Per upstream; distribution has no limit of its own, so a timer empties a cache that outgrows it. */
+  maxSizeGib: int(1, 65536),
+  /** systemd OnCalendar of that check. */
+  pruneSchedule: z.string().regex(/^(minutely|hourly|daily|weekly)$|^\*-\*-\* [0-9]{2}:[0-9]{2}(:[0-9]{2})?$/, { error: 'must be hourly, daily, weekly or "*-*-* HH:MM"' }),
+  /**
+   * Upstreams the mirror logs in to. Only the names: the username/password live in Vault KV
+   * (vault-paths.ts kvPaths.registryMirror, written with `bao kv put`), never in config or state.
+   */
+  credentials: z.array(RegistryHost),
+};
+export const RegistryMirrorSchema = z.strictObject({
+  enable: registryMirrorFields.enable.default(true),
+  upstreams: registryMirrorFields.upstreams.default(DEFAULT_REGISTRY_UPSTREAMS),
+  firstPort: registryMirrorFields.firstPort.default(5001),
+  maxSizeGib: registryMirrorFields.maxSizeGib.default(50),
+  pruneSchedule: registryMirrorFields.pruneSchedule.default("hourly"),
+  credentials: registryMirrorFields.credentials.default([]),
+});
+/** hosts.<name>.registryMirror: any field, over the fleet-wide one. */
+const RegistryMirrorOverride = z.strictObject(registryMirrorFields).partial();
+/** What a data disk holds (nix/modules/data-disks.nix). */
+export const DISK_PURPOSES = ["containerd", "registry-cache", "mount"] as const;
+const MountPoint = z.string().regex(/^\/[A-Za-z0-9._+-]+(\/[A-Za-z0-9._+-]+)*$/, { error: "must be an absolute path such as /srv/data" })
+  .refine((p) => !p.split("/").includes(".."), { error: "must not contain .." });
+
 const hostCommon = {
   roles: uniqueList(z.enum(ROLES)).min(1, { error: "must name at least one role" }),
   pools: uniqueList(z.string()).default([]),
@@ -103,6 +146,9 @@ const hostCommon = {
   replaceOnImageChange: z.boolean().default(false),
   boot: z.boolean().default(false),
   trial: z.boolean().default(false),
+  registryMirror: RegistryMirrorOverride.optional(),
+  /** The thin pool on a containerd data disk is dm-crypt with a key made at each boot. */
+  thinPoolEncrypt: z.boolean().default(true),
 };
 
 const DataVolumeSchema = z.strictObject({
@@ -111,6 +157,8 @@ const DataVolumeSchema = z.strictObject({
   type: z.enum(["gp3", "io2", "st1"]).default("gp3"),
   iops: int(1, 256000).optional(),
   throughput: int(1, 2000).optional(),
+  purpose: z.enum(DISK_PURPOSES).optional(),
+  mountPoint: MountPoint.optional(),
 });
 
 const AwsHostSchema = z.strictObject({
@@ -129,6 +177,8 @@ const AzureHostSchema = z.strictObject({
   location: z.string().optional(),
   osDiskGib: int(30, 4095).default(64),
   dataDiskGib: int(1, 32767).optional(),
+  dataDiskPurpose: z.enum(DISK_PURPOSES).optional(),
+  dataDiskMountPoint: MountPoint.optional(),
   ...hostCommon,
 });
 const HetznerHostSchema = z.strictObject({
@@ -270,6 +320,7 @@ export const FleetConfigSchema = z.strictObject({
     reserveVcpus: int(0, 1024).default(1),
     reserveMemoryMib: int(0, 1024 * 1024).default(2048),
   }).default({ reserveVcpus: 1, reserveMemoryMib: 2048 }),
+  registryMirror: RegistryMirrorSchema.default(RegistryMirrorSchema.parse({})),
   unsafe: z.strictObject({ githubAppKeyInUserData: z.boolean().default(false) }).default({ githubAppKeyInUserData: false }),
   // Who may scrape the hosts' exporters (host firewall and every cloud's); none: nobody.
   monitoring: z.strictObject({ allowCidrs: uniqueList(Cidr).default([]) }).default({ allowCidrs: [] }),

@@ -5,6 +5,7 @@
  * is wrong>`, even when other parts fail the schema; no message quotes a secret, and nothing here
  * touches the Pulumi runtime.
  */
+import { dataDisksFor, registryMirrorFor } from "./registry-mirror";
 import { z } from "zod";
 import { lookupInstance } from "./catalog";
 import { type Derived, type HostFacts, runRules, SECRET_KEYS } from "./config-rules";
@@ -242,7 +243,7 @@ function forbiddenCharacters(value: unknown, path: PropertyKey[], problems: stri
 // ---------------------------------------------------------------------------------------------
 // The model, once every rule passed
 
-function hostModel(name: string, host: HostConfig, facts: HostFacts, ctx: LoadContext): HostModel {
+function hostModel(name: string, host: HostConfig, facts: HostFacts, ctx: LoadContext, cfg: FleetConfig): HostModel {
   const base = {
     name,
     roles: host.roles,
@@ -252,6 +253,9 @@ function hostModel(name: string, host: HostConfig, facts: HostFacts, ctx: LoadCo
     replaceOnImageChange: host.replaceOnImageChange,
     boot: host.boot,
     trial: host.trial,
+    registryMirror: registryMirrorFor(cfg.registryMirror, host),
+    dataDisks: dataDisksFor(host),
+    thinPoolEncrypt: host.thinPoolEncrypt,
     ...facts,
   };
   switch (host.provider) {
@@ -297,7 +301,7 @@ function hostModel(name: string, host: HostConfig, facts: HostFacts, ctx: LoadCo
 
 function fleetModel(parsed: ParsedConfig, derived: Derived, ctx: LoadContext): FleetModel {
   const cfg = parsed.sections as FleetConfig;
-  const hosts = Object.keys(parsed.hosts).sort().map((name) => hostModel(name, parsed.hosts[name], derived.facts.get(name) as HostFacts, ctx));
+  const hosts = Object.keys(parsed.hosts).sort().map((name) => hostModel(name, parsed.hosts[name], derived.facts.get(name) as HostFacts, ctx, cfg));
   return {
     stack: ctx.stack,
     ssh: cfg.ssh,

@@ -3,7 +3,7 @@
  * (contract in docs/contracts.md). Pure: the model plus the hosts' addresses.
  */
 import type { InventoryCache } from "./fleet-cache";
-import type { FleetModel, HostModel, RemoteBuild } from "./model";
+import type { DataDisk, FleetModel, HostModel, RegistryMirrorModel, RemoteBuild } from "./model";
 import { secretFilesFor, type SecretFile } from "./vault-paths";
 
 export interface HostAddresses {
@@ -34,6 +34,11 @@ export interface InventoryHost {
   remoteBuild: RemoteBuild;
   /** Existing machines with install: true: the disk their disko layout partitions. */
   installDisk?: string;
+  /** fireactions hosts: the registry mirror (nix/modules/registry-mirror.nix). */
+  registryMirror?: RegistryMirrorModel;
+  /** Data disks with a purpose (nix/modules/data-disks.nix). */
+  dataDisks: DataDisk[];
+  thinPoolEncrypt: boolean;
 }
 
 export interface Inventory {
@@ -81,6 +86,9 @@ export function buildInventory(model: FleetModel, addresses: Record<string, Host
       secrets: secretFilesFor(host, model),
       remoteBuild: model.deploy.remoteBuild,
       ...(host.provider === "existing" && host.installDisk ? { installDisk: host.installDisk } : {}),
+      ...(host.registryMirror ? { registryMirror: host.registryMirror } : {}),
+      dataDisks: host.dataDisks,
+      thinPoolEncrypt: host.thinPoolEncrypt,
     };
   }
   return {

@@ -38,6 +38,29 @@ export interface PoolModel {
   kernelArgs: string;
 }
 
+export interface RegistryMirrorModel {
+  enable: boolean;
+  /**
+   * Upstream host -> its URL and the mirror's port on the VM gateway; credentials: the mirror
+   * logs in with the username/password vault-agent renders from Vault (vault-paths.ts).
+   */
+  upstreams: Record<string, { url: string; port: number; credentials?: true }>;
+  maxSizeGib: number;
+  pruneSchedule: string;
+}
+
+export type DiskPurpose = "containerd" | "registry-cache" | "mount";
+
+export interface DataDisk {
+  name: string;
+  purpose: DiskPurpose;
+  /** A stable path to the disk on the host. */
+  device: string;
+  /** Where it is mounted (registry-cache: the mirror's storage; containerd: none, the pool takes it whole). */
+  mountPoint?: string;
+  sizeGib: number;
+}
+
 export interface DataVolume {
   name: string;
   sizeGib: number;
@@ -45,6 +68,8 @@ export interface DataVolume {
   type: "gp3" | "io2" | "st1";
   iops?: number;
   throughput?: number;
+  purpose?: DiskPurpose;
+  mountPoint?: string;
 }
 
 interface HostBase {
@@ -58,6 +83,12 @@ interface HostBase {
   replaceOnImageChange: boolean;
   /** Activate new configurations on next boot instead of switching live. */
   boot: boolean;
+  /** The registry mirror on this host (fireactions hosts only, else null). */
+  registryMirror: RegistryMirrorModel | null;
+  /** Data disks with a purpose, and where they go. */
+  dataDisks: DataDisk[];
+  /** Encrypt the thin pool on a containerd data disk with a per-boot key. */
+  thinPoolEncrypt: boolean;
   /** Activate with `switch-to-configuration test`: live now, no boot entry (a reboot reverts it). */
   trial: boolean;
   arch: Arch;

@@ -11,7 +11,15 @@ export const kvPaths = {
   host: (host: string, role: Exclude<Role, "fireactions">) => `hosts/${host}/${role}`,
   /** Where a host publishes its own SSH host public key (field `public_key`); the deploy pins it. */
   sshHostKey: (host: string) => `hosts/${host}/ssh-host-key`,
+  /**
+   * A registry mirror upstream's login (fields `username`, `password`), fleet-wide like the
+   * GitHub App: one account per upstream, written by the user with `bao kv put`, never config.
+   */
+  registryMirror: (upstream: string) => `shared/registry-mirror/${upstream}`,
 };
+
+/** Where vault-agent renders an upstream's login; runner-fleet-registry-mirror.py reads it. */
+export const REGISTRY_CREDENTIALS_DIR = "/run/secrets/registry-mirror";
 
 /** The KV v2 API path (`<mount>/data/...`) of a host's published SSH host key. */
 export function sshHostKeyApiPath(host: string, model: Pick<FleetModel, "vault">): string {
@@ -48,6 +56,13 @@ export function secretFilesFor(host: HostModel, model: Pick<FleetModel, "vault" 
     // (docs/upstream.md); the URL is in host.json, so the file carries the token alone.
     files.push({ file: "/run/secrets/gitlab-runner-token", path: data(kvPaths.host(host.name, "gitlab-runner")), field: "token", format: "env:CI_SERVER_TOKEN" });
   }
+  if (host.registryMirror?.enable) {
+    for (const [upstream, u] of Object.entries(host.registryMirror.upstreams).sort(([a], [b]) => a.localeCompare(b))) {
+      if (!u.credentials) continue;
+      const login = data(kvPaths.registryMirror(upstream));
+      for (const field of ["username", "password"]) files.push({ file: `${REGISTRY_CREDENTIALS_DIR}/${upstream}/${field}`, path: login, field, format: "raw" });
+    }
+  }
   if (host.roles.includes("cache")) {
     files.push({ file: "/run/secrets/cache-signing-key", path: data(kvPaths.host(host.name, "cache")), field: "signing_key", format: "raw" });
   }
@@ -78,7 +93,8 @@ export function policyFor(host: HostModel, model: Pick<FleetModel, "vault" | "gi
   const lines = [`# runner-fleet stack ${model.stack}: what host ${host.name} may read, and nothing else.`];
   const rule = (path: string, capabilities: string[]) => {
     // Paths come from validated names; refuse anything that could widen or break the rule.
-    if (!/^[A-Za-z0-9_./-]+$/.test(path) || path.includes("..")) throw new Error(`host ${host.name}: refusing to write policy for path ${JSON.stringify(path)}`);
+    // ":" is a registry's port (shared/registry-mirror/host:5000); not a glob in Vault ACLs (only * and +).
+    if (!/^[A-Za-z0-9_./:-]+$/.test(path) || path.includes("..")) throw new Error(`host ${host.name}: refusing to write policy for path ${JSON.stringify(path)}`);
     lines.push(`path "${path}" {`, `  capabilities = [${capabilities.map((c) => `"${c}"`).join(", ")}]`, `}`);
   };
   for (const path of [...data, ...metadata]) rule(path, ["read"]);

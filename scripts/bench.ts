@@ -1,7 +1,7 @@
 /**
  * npm run bench [-- --sizes 1,10,100,1000] [--runs N] [--heap MiB] [--profile] [--no-typecheck] [--keep]
  *                 [--engine [--engine-sizes 10,100,1000] [--rollout-seconds 20] [--engine-only]]
- *                 [--<rows>-only | --no-<rows>], <rows>: monitoring, scaler, cache, drain
+ *                 [--<rows>-only | --no-<rows>], <rows>: monitoring, scaler, cache, drain, mirror
  *
  * Measures the offline plan (scripts/plan.ts --json, the real program under mocks) on synthetic
  * fleets of growing size, against a floor measured in the same run: a process that loads the
@@ -17,7 +17,8 @@
  * scrape and relay latency, memory, against floors), the fleet cache's (scripts/bench-cache.ts:
  * substitution with the module's settings against a store-to-store copy, and past a dead cache)
  * and the drain's (scripts/bench-drain.ts: a pool edit's apply time and VMs kept, reload against
- * restart in the same run).
+ * restart in the same run) and the registry mirror's (scripts/bench-mirror.ts: cold and warm pulls
+ * through it against a direct pull).
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -30,6 +31,7 @@ import { benchMonitoring } from "./bench-monitoring";
 import { benchCache } from "./bench-cache";
 import { benchScaler } from "./bench-scaler";
 import { benchDrain } from "./bench-drain";
+import { benchMirror } from "./bench-mirror";
 import { missingEngineBinaries } from "../engine/env";
 import { benchFleet } from "./bench-fleet";
 import {
@@ -51,6 +53,7 @@ const ROW_SECTIONS: RowSection[] = [
   { name: "scaler", run: benchScaler },
   { name: "cache", run: benchCache },
   { name: "drain", run: benchDrain },
+  { name: "mirror", run: benchMirror },
 ];
 
 interface Measurement {

@@ -26,6 +26,10 @@ const NEEDED = {
   promtool: "prometheus", // checks the scaler's metrics text (test/scaler.test.ts), the alert rules (test/monitoring.test.ts)
   prometheus: "prometheus", // scrapes our exporter and node exporter for real (test/monitoring.test.ts, monitoring e2e)
   "/usr/bin/prometheus-node-exporter": "prometheus-node-exporter", // node exporter on the test hosts, with the NixOS module's flags
+  "docker-registry": "docker-registry", // upstream and mirror in test/registry-mirror-pull.test.ts and the bench
+  skopeo: "skopeo", // pushes the test image there
+  ctr: "containerd", // the runner VM's containerd pulling through the mirror
+  cryptsetup: "cryptsetup-bin", // the encrypted thin pool (test/data-disks.test.ts)
 };
 /** Needed by `npm run engine` beyond NEEDED, with --engine (its OpenBao venv needs python3-venv,
  * which is in NEEDED since the unit tests' flake8 and openbao venvs need it too). */

@@ -396,7 +396,7 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     const deployed = (roles: string) => nixEval(`
       let
         lib = { mkIf = cond: value: if cond then value else { }; };
-        config.runnerFleet = { host.roles = ${roles}; fireactions = { bridge = "${BRIDGE}"; gateway = "${GATEWAY}"; }; };
+        config.runnerFleet = { host.roles = ${roles}; fireactions = { bridge = "${BRIDGE}"; gateway = "${GATEWAY}"; }; registryMirror.ports = [ ]; };
       in (import ${join(root, "nix", "modules", "security.nix")} { inherit config lib; }).networking.nftables.tables`);
     expect(deployed(`[ "fireactions" ]`)).toEqual(guard().tables);
     expect(deployed(`[ "cache" ]`)).toEqual({});

@@ -15,6 +15,8 @@
   # The bridge's own address, where the host's DNS forwarder answers
   # (lib/vm-network.nix); the one host service a VM may reach.
   gateway,
+  # TCP ports of the registry mirror on the gateway (modules/registry-mirror.nix); [] opens none.
+  mirrorPorts ? [ ],
 }:
 let
   inherit (builtins) concatStringsSep;
@@ -27,6 +29,13 @@ let
   inherit (monitoring) guardPorts;
   scrapePorts = [ monitoring.nodeExporterPort monitoring.exporterPort ];
   metricsDrop = ports: ''iifname "${bridge}" tcp dport { ${concatStringsSep ", " (map toString ports)} } drop comment "runner VMs never reach metrics"'';
+
+  # The registry mirror (#23): its ports at the gateway, TCP only, nothing else of the host.
+  mirrorRule =
+    if mirrorPorts == [ ] then
+      ""
+    else
+      ''iifname "${bridge}" ip daddr ${gateway} tcp dport { ${concatStringsSep ", " (map toString mirrorPorts)} } accept'';
 
   # Destinations a VM must never be forwarded to.
   blocked4 = [
@@ -58,7 +67,7 @@ let
   '';
 in
 {
-  inherit blocked4 blocked6 gateway guardPorts scrapePorts;
+  inherit blocked4 blocked6 gateway guardPorts scrapePorts mirrorPorts;
 
   # Same shape as networking.nftables.tables.<name>: { family, content }.
   tables = {
@@ -105,6 +114,7 @@ in
           iifname "${bridge}" ip daddr ${gateway} udp dport 53 accept
           iifname "${bridge}" ip daddr ${gateway} tcp dport 53 accept
           iifname "${bridge}" udp sport 68 udp dport 67 accept
+          ${mirrorRule}
           iifname "${bridge}" drop
         }
       '';

@@ -13,6 +13,8 @@
     ./monitoring.nix
     ./fireactions.nix
     ./roles/fireactions.nix
+    ./registry-mirror.nix
+    ./data-disks.nix
     ./roles/forgejo-runner.nix
     ./roles/gitlab-runner.nix
     ./roles/cache.nix

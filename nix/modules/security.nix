@@ -11,7 +11,10 @@
 }:
 let
   inherit (config.runnerFleet) host;
-  guard = import ../lib/nftables-rules.nix { inherit (config.runnerFleet.fireactions) bridge gateway; };
+  guard = import ../lib/nftables-rules.nix {
+    inherit (config.runnerFleet.fireactions) bridge gateway;
+    mirrorPorts = config.runnerFleet.registryMirror.ports;
+  };
 in
 {
   networking.nftables.enable = true;

@@ -21,6 +21,9 @@ What fireactions v0.4.0 itself does with this file (server/config.go, server/poo
 - group_id: sent as RunnerGroupID as is; absent means 0, not GitHub's default group 1.
 - image_pull_policy: never read (scaleUp pulls only when containerd lacks the image). Its tag
   requires one of always/never/ifnotpresent, so we write the one that describes what happens.
+- firecracker.metadata: scaleUp copies it into MMDS under latest/meta-data/ next to its own
+  `fireactions` key (runner_id, runner_jit_config). `--vm-metadata FILE` (the registry mirror's
+  VM configs, #23) goes there as `runner_fleet.registry_mirror`, the same in every pool.
 - CNI: the conf dir /etc/cni/net.d and bin dir /opt/cni/bin are hard-coded in scaleUp, and
   yaml.v3 drops unknown keys, so the config carries no CNI settings; the NixOS role puts the
   plugins at /opt/cni/bin.
@@ -118,7 +121,7 @@ def with_journal_on_console(kernel_args):
     return f"{kernel_args} {JOURNAL_TO_CONSOLE}".strip()
 
 
-def render_pool(pool, host):
+def render_pool(pool, host, vm_metadata=None):
     runner = pool["runner"]
     fc = pool["firecracker"]
     # An imagePullPolicy left in an older pools.json is ignored: v0.4.0 never reads it.
@@ -143,11 +146,12 @@ def render_pool(pool, host):
                 "vcpu_count": fc["vcpuCount"],
                 "mem_size_mib": fc["memSizeMib"],
             },
+            **({"metadata": {"runner_fleet": {"registry_mirror": vm_metadata}}} if vm_metadata is not None else {}),
         },
     }
 
 
-def render_config(pools, app_id, app_key, host):
+def render_config(pools, app_id, app_key, host, vm_metadata=None):
     """The fireactions v0.4 config as a dict (key order is kept in the output)."""
     return {
         "bind_address": host["bind_address"],
@@ -156,7 +160,7 @@ def render_config(pools, app_id, app_key, host):
         "metrics": {"enabled": True, "address": host["metrics_address"]},
         "basic_auth_enabled": False,
         "github": {"app_id": app_id, "app_private_key": app_key},
-        "pools": [render_pool(p, host) for p in sorted(pools, key=lambda p: p["name"])],
+        "pools": [render_pool(p, host, vm_metadata) for p in sorted(pools, key=lambda p: p["name"])],
     }
 
 
@@ -210,6 +214,7 @@ def main(argv=None):
     p.add_argument("--bind-address", default="127.0.0.1:8080")
     p.add_argument("--metrics-address", default="127.0.0.1:8081")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--vm-metadata", help="JSON object put into every pool's MMDS metadata as runner_fleet.registry_mirror")
     args = p.parse_args(argv)
 
     try:
@@ -231,7 +236,15 @@ def main(argv=None):
             "metrics_address": args.metrics_address,
             "log_level": args.log_level,
         }
-        config = render_config(pools, read_app_id(args.app_id_file), read_app_key(args.app_key_file), host)
+        vm_metadata = None
+        if args.vm_metadata:
+            with open(args.vm_metadata, encoding="utf-8") as f:
+                try:
+                    vm_metadata = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise PoolsError(f"--vm-metadata: not valid JSON ({e})")
+            _require(isinstance(vm_metadata, dict), "--vm-metadata", "must be a JSON object")
+        config = render_config(pools, read_app_id(args.app_id_file), read_app_key(args.app_key_file), host, vm_metadata)
     except (PoolsError, OSError) as e:
         print(f"render-fireactions-config: {e}", file=sys.stderr)
         return 1

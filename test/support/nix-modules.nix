@@ -26,6 +26,16 @@ let
         };
         cache.domain = null;
         fireactions = { inherit (import ../../nix/lib/vm-network.nix) bridge gateway; };
+        # modules/registry-mirror.nix's read-only options on a host without a mirror.
+        registryMirror = {
+          ports = [ ];
+          vmMetadata = null;
+        };
+        # modules/data-disks.nix's on a host without a containerd disk.
+        dataDisks = {
+          thinPoolDisk = null;
+          thinPoolEncrypt = true;
+        };
       };
       nix.package = pkgs.nix;
       services.fireactions.enable = fireactions;

@@ -59,5 +59,14 @@ rec {
     else
       s;
   escapeShellArgs = xs: concatStringsSep " " (map escapeShellArg xs);
+  # registry-mirror.nix (#23): nixpkgs lib/attrsets.nix and lib/strings.nix, same meaning.
+  nameValuePair = name: value: { inherit name value; };
+  mapAttrs' = f: set: builtins.listToAttrs (builtins.attrValues (builtins.mapAttrs f set));
+  mapAttrsToList = f: set: map (n: f n set.${n}) (builtins.attrNames set);
+  concatMapStrings = f: xs: concatStringsSep "" (map f xs);
+  attrNames = builtins.attrNames;
+  replaceStrings = builtins.replaceStrings;
+  sort = builtins.sort;
+  lessThan = builtins.lessThan;
   getExe = drv: "${drv}/bin/${drv.meta.mainProgram or drv.name or "main"}";
 }

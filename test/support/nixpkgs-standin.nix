@@ -13,6 +13,8 @@ let
     "forgejo-runner" "gawk" "git" "gitea-actions-runner" "gnused" "hcloud" "hcloud-upload-image"
     "htop" "iproute2" "iptables" "jq" "lvm2" "nix" "nixos-anywhere" "nodejs" "openssh" "openssl" "systemd"
     "thin-provisioning-tools" "util-linux" "vault" "wget"
+    # registry-mirror.nix (#23)
+    "distribution"
   ];
 in
 builtins.listToAttrs (map (n: { name = n; value = pkg n; }) names)
@@ -22,5 +24,7 @@ builtins.listToAttrs (map (n: { name = n; value = pkg n; }) names)
   callPackage = path: args: pkg (baseNameOf (toString path)) // { imagePath = "vmlinux"; };
   writers.writePython3Bin = name: _: _: pkg name;
   writeShellScript = name: text: pkg name // { inherit text; };
+  writeText = name: text: pkg name // { inherit text; };
+  runCommand = name: env: script: pkg name // { inherit script; };
   runtimeShell = "/nix/store/00000000000000000000000000000000-bash/bin/bash";
 }

@@ -16,6 +16,8 @@ let
   kernelImage = "${guestKernel}/${guestKernel.imagePath}";
   tcRedirectTap = pkgs.callPackage ../../pkgs/tc-redirect-tap.nix { };
   dhcpHost = pkgs.callPackage ../../pkgs/cni-dhcp-host.nix { };
+  thinpool = pkgs.callPackage ../../pkgs/runner-fleet-thinpool.nix { };
+  disks = config.runnerFleet.dataDisks;
   # fireactions v0.4.0 runs CNI from /opt/cni/bin and /etc/cni/net.d, hard-coded
   # (server/pool.go); the plugins are linked there.
   cniPlugins = pkgs.symlinkJoin {
@@ -31,7 +33,11 @@ let
     "--firecracker" (lib.getExe pkgs.firecracker)
     "--kernel" kernelImage
   ];
-  renderCommand = "${lib.getExe renderer} ${lib.escapeShellArgs renderFlags}";
+  # The registry mirror's VM configs into every pool's MMDS metadata (modules/registry-mirror.nix).
+  mirrorFlags = lib.optionals (config.runnerFleet.registryMirror.vmMetadata != null) [
+    "--vm-metadata" config.runnerFleet.registryMirror.vmMetadata
+  ];
+  renderCommand = "${lib.getExe renderer} ${lib.escapeShellArgs (renderFlags ++ mirrorFlags)}";
   # Bridge, subnet, gateway, CNI config and DNS forwarder settings, as data.
   vmNet = import ../../lib/vm-network.nix;
   hardening = import ../../lib/host-hardening.nix;
@@ -129,8 +135,9 @@ in
 
 
     # fireactions turns images into block devices through containerd's
-    # devmapper snapshotter, which needs a thin pool. Sparse files keep it
-    # independent of the disk layout.
+    # devmapper snapshotter, which needs a thin pool: the whole "containerd" data disk when the
+    # host has one (data-disks.nix; encrypted with a key for this boot, by default), else sparse
+    # files on the root disk.
     virtualisation.containerd.settings.plugins."io.containerd.snapshotter.v1.devmapper" = {
       root_path = "/var/lib/containerd/devmapper";
       pool_name = "containerd-pool";
@@ -140,22 +147,16 @@ in
       description = "devmapper thin pool for containerd";
       wantedBy = [ "containerd.service" ];
       before = [ "containerd.service" ];
-      path = with pkgs; [ util-linux lvm2 coreutils ];
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
+        ExecStart = lib.escapeShellArgs ([ (lib.getExe thinpool) "--name" "containerd-pool" ]
+          ++ (if disks.thinPoolDisk != null then
+            [ "--disk" disks.thinPoolDisk "--state-dir" "/var/lib/containerd" ]
+            ++ lib.optional disks.thinPoolEncrypt "--encrypt"
+          else
+            [ "--dir" "/var/lib/containerd/devmapper" "--size-gib" "40" ]));
       };
-      script = ''
-        dmsetup status containerd-pool >/dev/null 2>&1 && exit 0
-        dir=/var/lib/containerd/devmapper
-        mkdir -p "$dir"
-        [ -f "$dir/data" ] || truncate -s 40G "$dir/data"
-        [ -f "$dir/metadata" ] || truncate -s 256M "$dir/metadata"
-        data=$(losetup --find --show "$dir/data")
-        meta=$(losetup --find --show "$dir/metadata")
-        dmsetup create containerd-pool --table \
-          "0 $(blockdev --getsz "$data") thin-pool $meta $data 128 32768 1 skip_block_zeroing"
-      '';
     };
     systemd.services.containerd.path = with pkgs; [ lvm2 thin-provisioning-tools e2fsprogs ];
   };
