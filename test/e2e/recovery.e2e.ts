@@ -55,6 +55,8 @@ beforeAll(() => {
   ok(pulumi(["stack", "init", STACK]));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: "-----BEGIN PRIVATE KEY-----\nrecovery\n-----END PRIVATE KEY-----" }));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:cacheSigningKey", "--stack", STACK], { input: "e2e-cache-1:recovery-e2e" }));
+  // The e2e stack's e2e-fa-1 also runs gitlab-runner (#25), whose token the stack must hold.
+  ok(pulumi(["config", "set", "--secret", "runner-fleet:gitlabRunnerToken", "--stack", STACK], { input: "glrt-recovery-e2e" }));
   ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim(), "--stack", STACK]));
 }, 300_000);
 
