@@ -25,9 +25,10 @@ const SCRAPE_MAX_EXTRA_MS = 50;
 const RELAY_MAX_RATIO = 2;
 const RSS_MAX_RATIO = 1.5;
 
-const FLOOR_SERVER = `
+/** Serves one body, read from a file, at every path: the floor, and the upstream the exporter relays. */
+const STATIC_SERVER = `
 import http.server, sys
-body = b"x" * int(sys.argv[2])
+body = open(sys.argv[2], "rb").read()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
@@ -40,26 +41,14 @@ host, port = sys.argv[1].rsplit(":", 1)
 print("ready", flush=True)
 http.server.ThreadingHTTPServer((host, int(port)), H).serve_forever()
 `;
-const UPSTREAM = `
-import http.server, sys
-# What fireactions v0.4.0 serves for a host with 4 pools (server/metrics.go names).
-lines = ["fireactions_server_up 1", "fireactions_pool_total 4"]
-for p in range(4):
-    for m, v in (("max_runners_count", 10), ("min_runners_count", 2), ("current_runners_count", 3), ("status", 1), ("scale_requests", 5), ("scale_successes", 5), ("scale_failures", 0)):
-        lines.append(f'fireactions_pool_{m}{{pool="p{p}"}} {v}')
-body = ("\\n".join(lines) + "\\n").encode()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-host, port = sys.argv[1].rsplit(":", 1)
-print("ready", flush=True)
-http.server.ThreadingHTTPServer((host, int(port)), H).serve_forever()
-`;
+
+/** What fireactions v0.4.0 serves for a host with 4 pools (server/metrics.go names). */
+function fireactionsMetrics(): string {
+  const lines = ["fireactions_server_up 1", "fireactions_pool_total 4"];
+  const values: Array<[string, number]> = [["max_runners_count", 10], ["min_runners_count", 2], ["current_runners_count", 3], ["status", 1], ["scale_requests", 5], ["scale_successes", 5], ["scale_failures", 0]];
+  for (let p = 0; p < 4; p++) for (const [m, v] of values) lines.push(`fireactions_pool_${m}{pool="p${p}"} ${v}`);
+  return `${lines.join("\n")}\n`;
+}
 
 const UNITS = ["vault-agent-runner-fleet", "runner-fleet-secrets", "fireactions", "runner-fleet-scaler"];
 const SECRETS = ["/run/secrets/github-app-id", "/run/secrets/github-app-key.pem"];
@@ -107,7 +96,9 @@ export async function benchMonitoring(opts: { work: string; samples?: number; lo
   fs.writeFileSync(systemctl, `#!/bin/sh\n# STAND-IN: systemctl show --property=Id,ActiveState -- UNITS\nshift 3\nfirst=1\nfor u in "$@"; do [ $first = 1 ] || echo; first=0; printf 'Id=%s.service\\nActiveState=active\\n' "$u"; done\n`);
   fs.chmodSync(systemctl, 0o755);
   const upAddr = `127.0.0.1:${await freePort()}`;
-  const upstream = await startPy(UPSTREAM, [upAddr]);
+  const upstreamBody = path.join(dir, "fireactions-metrics.txt");
+  fs.writeFileSync(upstreamBody, fireactionsMetrics());
+  const upstream = await startPy(STATIC_SERVER, [upAddr, upstreamBody]);
   const children: ChildProcess[] = [upstream];
   try {
     log(`monitoring bench: ${n} scrapes of the exporter ... `);
@@ -122,7 +113,9 @@ export async function benchMonitoring(opts: { work: string; samples?: number; lo
     await ex.stop();
     log("floors ... ");
     const floorAddr = `127.0.0.1:${await freePort()}`;
-    const floorServer = await startPy(FLOOR_SERVER, [floorAddr, String(scrape.bytes)]);
+    const floorBody = path.join(dir, "floor-body");
+    fs.writeFileSync(floorBody, "x".repeat(scrape.bytes));
+    const floorServer = await startPy(STATIC_SERVER, [floorAddr, floorBody]);
     children.push(floorServer);
     const floor = await timings(`http://${floorAddr}/metrics`, n);
     const floorRss = peakRssMib(floorServer.pid!);
