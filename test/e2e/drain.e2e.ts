@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { env, hostsSh, makeProject, ok, onHost, openbaoSh, pulumi, RF, sh, STATE, E2E } from "./support";
+import { freshHosts, freshStack, env, ok, onHost, pulumi, RF, sh, E2E } from "./support";
 import { startGitHub, waitFor, FIREACTIONS_STANDIN, type GitHubStandIn, type Job } from "../stand-ins/support";
 
 /** Its own stack (Pulumi.drain.yaml, KV mount ci-drain): nothing of fleet.e2e.ts's `e2e` stack is shared. */
@@ -81,10 +81,7 @@ async function runningJob(name: string, duration: number): Promise<Job> {
 }
 
 beforeAll(async () => {
-  expect(process.getuid?.()).toBe(0);
-  openbaoSh(["stop"]);
-  hostsSh(["up", ...Object.entries(HOSTS).map(([h, a]) => `${h}=${a}`)]);
-  openbaoSh(["start"]);
+  freshHosts(HOSTS);
   const dir = path.join(RF, "drain");
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
@@ -97,15 +94,9 @@ beforeAll(async () => {
     ok(onHost(host, `printf 'standin=%s\\ngithub_api=%s\\n' '${FIREACTIONS_STANDIN}' '${gh.url}' > /etc/runner-fleet/e2e-fireactions`));
   }
   fs.rmSync(UNIT_KNOB, { force: true });
-  fs.rmSync(STATE, { recursive: true, force: true });
-  fs.rmSync(path.join(RF, "pulumi-home"), { recursive: true, force: true });
-  fs.mkdirSync(STATE, { recursive: true });
-  makeProject([STACK]);
-  ok(pulumi(["login", `file://${STATE}`]));
-  ok(pulumi(["stack", "init", STACK]));
+  freshStack(STACK);
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: appKey }));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:cacheSigningKey", "--stack", STACK], { input: "e2e-cache-1:drain-e2e" }));
-  ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim(), "--stack", STACK]));
 }, 300_000);
 
 afterAll(async () => {

@@ -13,9 +13,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  HOSTS, MOUNT, RF, STACK, STATE,
-  bao, baoJson, deployedHost, engineBin, filesUnder, hostFile, hostsSh, ok, onHost, openbaoSh, plan, pulumi,
-  pulumiAsync, makeProject, sh, standinCalls, transcript, waitFor,
+  freshHosts, freshStack, HOSTS, MOUNT, RF, STACK, STATE,
+  bao, baoJson, deployedHost, filesUnder, hostFile, hostsSh, ok, onHost, openbaoSh, plan, pulumi,
+  pulumiAsync, sh, standinCalls, transcript, waitFor,
 } from "./support";
 
 const VAULT_ON_BRIDGE = "https://10.231.0.1:8200";
@@ -112,30 +112,16 @@ const foreignSecret: Record<string, string> = {
 };
 
 beforeAll(() => {
-  expect(process.getuid?.(), "the e2e needs root (network namespaces, mounts)").toBe(0);
-  for (const tool of ["pulumi", "pulumi-language-nodejs", "pulumi-resource-command", "pulumi-resource-vault", "bao"]) {
-    expect(fs.existsSync(path.join(engineBin(), tool)), `${engineBin()}/${tool} is missing: run npm run engine`).toBe(true);
-  }
-  openbaoSh(["stop"]);
-  hostsSh(["up", ...Object.entries(HOSTS).map(([h, a]) => `${h}=${a}`)]);
-  openbaoSh(["start"]);
-  fs.rmSync(STATE, { recursive: true, force: true });
-  fs.rmSync(path.join(RF, "pulumi-home"), { recursive: true, force: true });
-  fs.rmSync(path.join(RF, "stand-ins.log"), { force: true });
-  fs.mkdirSync(STATE, { recursive: true });
-  makeProject();
+  freshHosts(HOSTS);
+  freshStack(STACK);
   // Every process's command line, sampled all run long (the canary test searches it).
   // The hosts share the machine's process table, so this covers their process lists too.
   psSampler = spawn("sh", ["-c", `while :; do ps -eww -o args=; sleep 0.2; done | awk '!seen[$0]++ { print; fflush() }' > ${RF}/ps.log`], { stdio: "ignore", detached: true });
 
-  // The README's real-use steps (the backend is a local directory, as `file://` allows).
-  ok(pulumi(["login", `file://${STATE}`]));
-  ok(pulumi(["stack", "init", STACK]));
+  // The README's real-use steps go on (freshStack logged in to a file:// backend and made the stack).
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: APP_KEY }));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:cacheSigningKey", "--stack", STACK], { input: CACHE_KEY }));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:gitlabRunnerToken", "--stack", STACK], { input: GITLAB_TOKEN }));
-  const pub = fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim();
-  ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", pub, "--stack", STACK]));
 }, 300_000);
 
 afterAll(() => {

@@ -13,7 +13,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { E2E, PROJECT, RF, STATE, engineBin, hostFile, hostsSh, ok, onHost, openbaoSh, pulumi, makeProject, sh } from "./support";
+import { freshHosts, freshStack, RF, hostFile, ok, onHost, pulumi, sh } from "./support";
 import { startPrometheus, type PrometheusProc } from "../support/prometheus";
 
 const STACK = "mon";
@@ -31,26 +31,12 @@ const needsProm = (ctx: Ctx) => { if (!prom) ctx.skip("prometheus did not start"
 const status = (args: string[]) => sh(path.join(REPO, "node_modules", ".bin", "tsx"), [path.join(REPO, "scripts", "status.ts"), "--stack", STACK, ...args]);
 
 beforeAll(() => {
-  expect(process.getuid?.(), "the e2e needs root (network namespaces, mounts)").toBe(0);
-  for (const tool of ["pulumi", "pulumi-language-nodejs", "pulumi-resource-command", "pulumi-resource-vault", "bao"]) {
-    expect(fs.existsSync(path.join(engineBin(), tool)), `${engineBin()}/${tool} is missing: run npm run engine`).toBe(true);
-  }
-  openbaoSh(["stop"]);
-  hostsSh(["up", ...Object.entries(HOSTS).map(([h, a]) => `${h}=${a}`)]);
-  openbaoSh(["start"]);
-  fs.rmSync(STATE, { recursive: true, force: true });
-  fs.rmSync(path.join(RF, "pulumi-home"), { recursive: true, force: true });
-  fs.mkdirSync(STATE, { recursive: true });
-  makeProject();
-  fs.copyFileSync(path.join(E2E, `Pulumi.${STACK}.yaml`), path.join(PROJECT, `Pulumi.${STACK}.yaml`));
+  freshHosts(HOSTS);
+  freshStack(STACK);
   const key = path.join(RF, "mon-app-key.pem");
   ok(sh("openssl", ["genrsa", "-out", key, "2048"], { cwd: REPO }));
   ok(sh("openssl", ["rsa", "-in", key, "-pubout", "-out", path.join(RF, "mon-app-pub.pem")], { cwd: REPO }));
-  ok(pulumi(["login", `file://${STATE}`]));
-  ok(pulumi(["stack", "init", STACK]));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: fs.readFileSync(key, "utf8").trim() }));
-  const pub = fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim();
-  ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", pub, "--stack", STACK]));
   // fireactions (its stand-in, with the GitHub stand-in) on e2e-mon-1 only.
   ok(onHost("e2e-mon-1", [
     `setsid -f python3 ${STANDINS}/github/github_standin.py --listen ${HOSTS["e2e-mon-1"]}:${GH_PORT} --app-id 4242 --app-public-key ${RF}/mon-app-pub.pem --lost-after 5 </dev/null >>/var/log/github-standin.log 2>&1`,

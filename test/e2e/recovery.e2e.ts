@@ -10,8 +10,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  E2E, HOSTS, MOUNT, PROJECT, RF, STACK, STATE,
-  bao, deployedHost, env, hostsSh, makeProject, ok, onHost, openbaoSh, pulumi, standinCalls, waitFor,
+  freshHosts, freshStack, E2E, HOSTS, MOUNT, PROJECT, RF, STACK,
+  bao, deployedHost, env, ok, onHost, pulumi, standinCalls, waitFor,
 } from "./support";
 
 const VAULT_ON_BRIDGE = "https://10.231.0.1:8200";
@@ -42,22 +42,12 @@ function logsIn(host: string): boolean {
 }
 
 beforeAll(() => {
-  expect(process.getuid?.(), "the e2e needs root (network namespaces, mounts)").toBe(0);
-  openbaoSh(["stop"]);
-  hostsSh(["up", ...Object.entries(HOSTS).map(([h, a]) => `${h}=${a}`)]);
-  openbaoSh(["start"]);
-  fs.rmSync(STATE, { recursive: true, force: true });
-  fs.rmSync(path.join(RF, "pulumi-home"), { recursive: true, force: true });
-  fs.rmSync(path.join(RF, "stand-ins.log"), { force: true });
-  fs.mkdirSync(STATE, { recursive: true });
-  makeProject();
-  ok(pulumi(["login", `file://${STATE}`]));
-  ok(pulumi(["stack", "init", STACK]));
+  freshHosts(HOSTS);
+  freshStack(STACK);
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: "-----BEGIN PRIVATE KEY-----\nrecovery\n-----END PRIVATE KEY-----" }));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:cacheSigningKey", "--stack", STACK], { input: "e2e-cache-1:recovery-e2e" }));
   // The e2e stack's e2e-fa-1 also runs gitlab-runner (#25), whose token the stack must hold.
   ok(pulumi(["config", "set", "--secret", "runner-fleet:gitlabRunnerToken", "--stack", STACK], { input: "glrt-recovery-e2e" }));
-  ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim(), "--stack", STACK]));
 }, 300_000);
 
 afterAll(() => {

@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { E2E, PROJECT, RF, STATE, engineBin, hostFile, hostsSh, ok, onHost, openbaoSh, pulumi, makeProject, sh, waitFor } from "./support";
+import { freshHosts, freshStack, RF, hostFile, ok, onHost, pulumi, sh, waitFor } from "./support";
 import { metricValue } from "../support/scaler";
 
 const STACK = "scaler";
@@ -62,27 +62,13 @@ async function until(what: string, probe: () => Promise<boolean> | boolean, seco
 }
 
 beforeAll(() => {
-  expect(process.getuid?.(), "the e2e needs root (network namespaces, mounts)").toBe(0);
-  for (const tool of ["pulumi", "pulumi-language-nodejs", "pulumi-resource-command", "pulumi-resource-vault", "bao"]) {
-    expect(fs.existsSync(path.join(engineBin(), tool)), `${engineBin()}/${tool} is missing: run npm run engine`).toBe(true);
-  }
-  openbaoSh(["stop"]);
-  hostsSh(["up", `${HOST}=${ADDR}`]);
-  openbaoSh(["start"]);
-  fs.rmSync(STATE, { recursive: true, force: true });
-  fs.rmSync(path.join(RF, "pulumi-home"), { recursive: true, force: true });
-  fs.mkdirSync(STATE, { recursive: true });
-  makeProject();
-  fs.copyFileSync(path.join(E2E, `Pulumi.${STACK}.yaml`), path.join(PROJECT, `Pulumi.${STACK}.yaml`));
+  freshHosts({ [HOST]: ADDR });
+  freshStack(STACK);
   // A real RSA key: the fireactions stand-in signs the App's JWTs with it, as fireactions does.
   const key = path.join(RF, "scaler-app-key.pem");
   ok(sh("openssl", ["genrsa", "-out", key, "2048"], { cwd: REPO }));
   ok(sh("openssl", ["rsa", "-in", key, "-pubout", "-out", path.join(RF, "scaler-app-pub.pem")], { cwd: REPO }));
-  ok(pulumi(["login", `file://${STATE}`]));
-  ok(pulumi(["stack", "init", STACK]));
   ok(pulumi(["config", "set", "--secret", "runner-fleet:githubAppPrivateKey", "--stack", STACK], { input: fs.readFileSync(key, "utf8").trim() }));
-  const pub = fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim();
-  ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", pub, "--stack", STACK]));
   // The GitHub stand-in on the host's address, and the fireactions daemon: host/systemctl runs
   // the fireactions stand-in where /etc/runner-fleet/e2e-fireactions names it (the real daemon
   // needs KVM).

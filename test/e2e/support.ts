@@ -6,6 +6,7 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { expect } from "vitest";
 import { engineBinDir, engineEnv } from "../../engine/env";
 
 export const REPO = path.resolve(__dirname, "../..");
@@ -159,6 +160,36 @@ export function makeProject(stacks: string[] = [STACK]): void {
   }
   fs.copyFileSync(path.join(REPO, "Pulumi.yaml"), path.join(PROJECT, "Pulumi.yaml"));
   for (const stack of stacks) fs.copyFileSync(path.join(E2E, `Pulumi.${stack}.yaml`), path.join(PROJECT, `Pulumi.${stack}.yaml`));
+}
+
+/**
+ * Fresh test hosts for one suite: the engine is built, and OpenBao restarts around the hosts
+ * coming up (its listener binds on their bridge).
+ */
+export function freshHosts(hosts: Record<string, string>): void {
+  expect(process.getuid?.(), "the e2e needs root (network namespaces, mounts)").toBe(0);
+  for (const tool of ["pulumi", "pulumi-language-nodejs", "pulumi-resource-command", "pulumi-resource-vault", "bao"]) {
+    expect(fs.existsSync(path.join(engineBinDir(), tool)), `${engineBinDir()}/${tool} is missing: run npm run engine`).toBe(true);
+  }
+  openbaoSh(["stop"]);
+  hostsSh(["up", ...Object.entries(hosts).map(([h, a]) => `${h}=${a}`)]);
+  openbaoSh(["start"]);
+}
+
+/**
+ * A fresh stack, as the README's real-use steps make one: empty state and Pulumi home, the
+ * project with `stack`'s file, `pulumi login file://...`, `stack init`, and the deploy key.
+ * Each suite sets its own secrets after.
+ */
+export function freshStack(stack: string): void {
+  fs.rmSync(STATE, { recursive: true, force: true });
+  fs.rmSync(path.join(RF, "pulumi-home"), { recursive: true, force: true });
+  fs.rmSync(STANDIN_LOG, { force: true });
+  fs.mkdirSync(STATE, { recursive: true });
+  makeProject([stack]);
+  ok(pulumi(["login", `file://${STATE}`]));
+  ok(pulumi(["stack", "init", stack]));
+  ok(pulumi(["config", "set", "--path", "runner-fleet:ssh.authorizedKeys[0]", fs.readFileSync(path.join(RF, "id_ed25519.pub"), "utf8").trim(), "--stack", stack]));
 }
 
 /** The offline plan of the stack file as it is now: `npm run plan -- --config FILE --out DIR --json`. */
