@@ -6,13 +6,13 @@
  *  - runner-fleet-bootstrap (nix/modules/bootstrap.nix, evaluated, then run with bash) unwraps
  *    only a token whose creation path is this host's own AppRole's secret-id endpoint.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFileSync, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { engineBinDir } from "../engine/env";
-import { freePort } from "./support/free-port";
+import { startDevBao } from "./support/dev-bao";
 import { ROOT } from "./support/fixtures";
 
 const BAO = path.join(engineBinDir(), "bao");
@@ -46,12 +46,7 @@ describe.skipIf(!haveBao)("a host's secret_id against OpenBao (#24 item 9)", () 
   const roleId = async (role: string) => (await api("GET", `auth/approle/role/${role}/role-id`)).json.data.role_id as string;
 
   beforeAll(async () => {
-    const port = await freePort();
-    address = `http://127.0.0.1:${port}`;
-    bao = spawn(BAO, ["server", "-dev", "-dev-root-token-id=root", `-dev-listen-address=127.0.0.1:${port}`], { stdio: "ignore" });
-    for (let i = 0; i < 100 && (await fetch(`${address}/v1/sys/health`).then((r) => r.ok, () => false)) === false; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    ({ proc: bao, address } = await startDevBao(BAO, { rootToken: "root" }));
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), "rf-bootstrap-bao-"));
     await api("POST", "sys/auth/approle", { type: "approle" });
     await api("POST", "sys/mounts/ci", { type: "kv", options: { version: "2" } });

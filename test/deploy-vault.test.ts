@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "./support/free-port";
+import { startDevBao } from "./support/dev-bao";
 import { hostKeyFromVaultCommand } from "../components/deploy-commands";
 import { policyFor, sshHostKeyApiPath } from "../components/vault-paths";
 import { baseConfig, modelFrom } from "./support/fixtures";
@@ -60,17 +60,7 @@ describe.skipIf(!BAO)("waiting for a host's SSH host key in Vault (real OpenBao)
   });
 
   beforeAll(async () => {
-    const port = await freePort();
-    addr = `http://127.0.0.1:${port}`;
-    server = spawn(BAO!, ["server", "-dev", `-dev-root-token-id=${ROOT_TOKEN}`, `-dev-listen-address=127.0.0.1:${port}`], {
-      stdio: "ignore", env: { ...process.env, HOME: dir },
-    });
-    for (let i = 0; i < 100; i++) {
-      try {
-        if ((await fetch(`${addr}/v1/sys/health`)).status === 200) break;
-      } catch { /* not up yet */ }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    ({ proc: server, address: addr } = await startDevBao(BAO!, { rootToken: ROOT_TOKEN, env: { ...process.env, HOME: dir } }));
     // The host's own policy, as FleetVault writes it.
     bao(["policy", "write", "host", "-"], ROOT_TOKEN, policyFor(host, vaultModel));
   }, 30_000);

@@ -4,7 +4,7 @@
  * left alone on a second run, updated in place on an edit and removed on destroy; a KV document
  * reads back through getSecretV2; generated and wrapped secrets stay out of state in plaintext.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomHexCommand } from "../components/vault";
 import { engineBinDir, engineEnv, missingEngineBinaries } from "../engine/env";
 import { ROOT } from "./support/fixtures";
+import { startDevBao } from "./support/dev-bao";
 
 const missing = missingEngineBinaries();
 if (missing.length) console.warn(`skipped: the Pulumi engine is not built (no ${missing.join(", ")}); run npm run engine`);
@@ -73,10 +74,7 @@ describe.skipIf(missing.length > 0)("command and vault plugins against OpenBao",
 
   /** A fresh in-memory dev server on the same port: a restart loses everything. */
   const startBao = async (port: number) => {
-    bao = spawn(path.join(engineBinDir(), "bao"), ["server", "-dev", "-dev-root-token-id=root", `-dev-listen-address=127.0.0.1:${port}`], { stdio: "ignore" });
-    for (let i = 0; i < 100 && (await fetch(`${address}/v1/sys/health`).then((r) => r.ok, () => false)) === false; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    ({ proc: bao } = await startDevBao(path.join(engineBinDir(), "bao"), { rootToken: "root", port }));
   };
   const stopBao = () => new Promise<void>((resolve) => {
     bao.once("exit", () => resolve());

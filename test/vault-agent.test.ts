@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "./support/free-port";
+import { startDevBao } from "./support/dev-bao";
 import { pinnedVenvPython } from "./support/pinned-venv";
 
 const root = path.resolve(__dirname, "..");
@@ -45,15 +45,7 @@ describe("vault-agent on a host with no secrets (real bao agent)", () => {
 
   beforeAll(async () => {
     bao = findBao();
-    const port = await freePort();
-    addr = `http://127.0.0.1:${port}`;
-    server = spawn(bao, ["server", "-dev", `-dev-root-token-id=${ROOT_TOKEN}`, `-dev-listen-address=127.0.0.1:${port}`], { stdio: "ignore", env: { ...process.env, HOME: dir } });
-    for (let i = 0; i < 100; i++) {
-      try {
-        if ((await fetch(`${addr}/v1/sys/health`)).status === 200) break;
-      } catch { /* not up yet */ }
-      await sleep(100);
-    }
+    ({ proc: server, address: addr } = await startDevBao(bao, { rootToken: ROOT_TOKEN, env: { ...process.env, HOME: dir } }));
     cli(["auth", "enable", "approle"]);
     cli(["write", "auth/approle/role/h", "token_policies=default"]);
     fs.writeFileSync(path.join(dir, "role-id"), cli(["read", "-field=role_id", "auth/approle/role/h/role-id"]));
@@ -111,15 +103,7 @@ describe("vault-agent renders a registry mirror upstream's login (real bao agent
 
   beforeAll(async () => {
     bao = findBao();
-    const port = await freePort();
-    addr = `http://127.0.0.1:${port}`;
-    server = spawn(bao, ["server", "-dev", `-dev-root-token-id=${ROOT_TOKEN}`, `-dev-listen-address=127.0.0.1:${port}`], { stdio: "ignore", env: { ...process.env, HOME: dir } });
-    for (let i = 0; i < 100; i++) {
-      try {
-        if ((await fetch(`${addr}/v1/sys/health`)).status === 200) break;
-      } catch { /* not up yet */ }
-      await sleep(100);
-    }
+    ({ proc: server, address: addr } = await startDevBao(bao, { rootToken: ROOT_TOKEN, env: { ...process.env, HOME: dir } }));
   }, 180_000);
 
   afterAll(() => {

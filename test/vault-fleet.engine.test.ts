@@ -11,7 +11,7 @@
  *  - #24 item 14: two stacks of the README's sharing guide on one OpenBao, whose old names met
  *    (stack ci with host eu-a, stack ci-eu with host a), leave each other's objects alone.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { engineBinDir, engineEnv, missingEngineBinaries } from "../engine/env";
 import { buildFleetModel } from "../components/config";
 import { providerMaxLeaseTtlSeconds } from "../components/vault";
-import { freePort } from "./support/free-port";
+import { startDevBao } from "./support/dev-bao";
 import { ROOT, SSH_KEY } from "./support/fixtures";
 
 const missing = missingEngineBinaries();
@@ -89,12 +89,7 @@ describe.skipIf(missing.length > 0)("the fleet's Vault component against OpenBao
   };
 
   beforeAll(async () => {
-    const port = await freePort();
-    address = `http://127.0.0.1:${port}`;
-    bao = spawn(path.join(engineBinDir(), "bao"), ["server", "-dev", "-dev-root-token-id=root", `-dev-listen-address=127.0.0.1:${port}`], { stdio: "ignore" });
-    for (let i = 0; i < 100 && (await fetch(`${address}/v1/sys/health`).then((r) => r.ok, () => false)) === false; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    ({ proc: bao, address } = await startDevBao(path.join(engineBinDir(), "bao"), { rootToken: "root" }));
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-vault-fleet-"));
     fs.writeFileSync(path.join(dir, "Pulumi.yaml"), "name: vaultfleet\nruntime:\n  name: nodejs\n  options:\n    typescript: false\n    nodeargs: \"--import tsx\"\n");
     fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ name: "vaultfleet", main: "index.ts" }));
