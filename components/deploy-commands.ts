@@ -334,7 +334,7 @@ export const MAX_OUTPUT_LINE = 4000;
  * trap puts the original streams back and waits for both filters, so the last line is never lost
  * and the script's exit status stays its own.
  */
-export function boundedOutputLines(host: string, step: string, logDir = DEPLOY_LOG_DIR): string[] {
+export function boundedOutputLines(host: string, step: string, logDir = DEPLOY_LOG_DIR, beforeExit?: string): string[] {
   const filter = (stream: "out" | "err") => {
     const log = `${logDir}/${host}-${step}.${stream}.log`;
     return `LC_ALL=C awk -v max=${MAX_OUTPUT_LINE} -v file=${shellQuote(log)} '{ print > file; fflush(file); if (length($0) > max) $0 = substr($0, 1, max) " [line of " length($0) " bytes cut; whole in " file "]"; print; fflush() }' < "$work/std${stream}"`;
@@ -345,7 +345,7 @@ export function boundedOutputLines(host: string, step: string, logDir = DEPLOY_L
     `${filter("out")} &`,
     `${filter("err")} >&2 &`,
     'exec 3>&1 4>&2 >"$work/stdout" 2>"$work/stderr"',
-    'trap \'exec 1>&3 2>&4; wait; rm -rf "$work"\' EXIT',
+    `trap '${beforeExit ? `${beforeExit}; ` : ""}exec 1>&3 2>&4; wait; rm -rf "$work"' EXIT`,
   ];
 }
 
@@ -596,17 +596,41 @@ function toplevelAttr(a: Pick<SwitchCommandArgs, "flake" | "host">): string {
 }
 
 /**
+ * One evaluation of the host's system for the whole switch: $want (its toplevel, what the host
+ * must run afterwards) and $boot_want (its kernel, initrd and kernel modules, for the reboot
+ * check). Each `nix eval` of a NixOS configuration evaluates the whole module system again, so
+ * the checks share one instead of evaluating it up to three times per host.
+ */
+export function systemEvalLines(a: Pick<SwitchCommandArgs, "flake" | "host">): string[] {
+  const apply = 'h: let c = h.config; in "${c.system.build.toplevel} ${c.boot.kernelPackages.kernel}/${c.system.boot.loader.kernelFile} ${c.system.build.initialRamdisk}/${c.system.boot.loader.initrdFile} ${c.system.modulesTree}"';
+  return [
+    `system=$(nix eval --raw --impure ${shellQuote(`${a.flake}#nixosConfigurations."${a.host}"`)} --apply ${shellQuote(apply)}) ${orFail(`${a.host}: evaluating its system failed`)}`,
+    'set -- $system',
+    `[ $# -eq 4 ] || { echo "${a.host}: evaluating its system gave $# paths, not its toplevel, kernel, initrd and modules" >&2; exit 1; }`,
+    'want=$1; boot_want="$2 $3 $4"',
+  ];
+}
+
+/**
+ * Our own ssh calls around the tool (the reboot check, the post-switch checks and restart) share
+ * one connection: each new one costs a key exchange, and they sit on the wave's critical path.
+ * The deploy tool never gets these options: deploy-rs' magic rollback must prove that a *new*
+ * connection still works after activation. The master closes when the switch exits (the trap),
+ * or after 60 s idle if the script is killed. The reboot path opens fresh connections too.
+ */
+const MUX_LINE = 'mux_opts="-o ControlMaster=auto -o ControlPath=$work/mux -o ControlPersist=60"';
+const MUX_CLOSE = '[ -S "$work/mux" ] && ssh -o ControlPath="$work/mux" -O exit mux 2>/dev/null';
+
+/**
  * Before a switch: does the new system need a reboot? Its kernel, initrd and kernel modules
  * (what NixOS links as <toplevel>/kernel, /initrd, /kernel-modules) against the running boot's
  * (/run/booted-system). Sets $reboot and says which host reboots and why. A host without
  * /run/booted-system (no NixOS boot yet) does not reboot.
  */
 export function rebootCheckLines(a: SwitchCommandArgs): string[] {
-  const apply = 'h: let c = h.config; in "${c.boot.kernelPackages.kernel}/${c.system.boot.loader.kernelFile} ${c.system.build.initialRamdisk}/${c.system.boot.loader.initrdFile} ${c.system.modulesTree}"';
   return [
     "reboot=no",
-    `boot_want=$(nix eval --raw --impure ${shellQuote(`${a.flake}#nixosConfigurations."${a.host}"`)} --apply ${shellQuote(apply)}) ${orFail(`${a.host}: evaluating its kernel failed`)}`,
-    `boot_have=$(ssh $ssh_opts ${a.sshUser}@${a.host} 'for l in kernel initrd kernel-modules; do readlink -f /run/booted-system/$l || echo -; done' 2>/dev/null | tr '\n' ' ') || boot_have=""`,
+    `boot_have=$(ssh $ssh_opts $mux_opts ${a.sshUser}@${a.host} 'for l in kernel initrd kernel-modules; do readlink -f /run/booted-system/$l || echo -; done' 2>/dev/null | tr '\n' ' ') || boot_have=""`,
     'set -- $boot_have',
     'if [ $# -eq 3 ] && [ "$1" != - ]; then',
     '  why=""',
@@ -629,7 +653,6 @@ export function rebootLines(a: SwitchCommandArgs): string[] {
   const ssh = `ssh $ssh_opts ${a.sshUser}@${a.host}`;
   const drain = [`--timeout-minutes ${a.drainTimeoutMinutes ?? 60}`, ...(a.drainProceedOnTimeout ? ["--proceed-on-timeout"] : [])].join(" ");
   return [
-    `want=$(nix eval --raw --impure ${shellQuote(`${toplevelAttr(a)}.outPath`)}) ${orFail(`${a.host}: evaluating its system failed`)}`,
     `have=$(${ssh} readlink -f /nix/var/nix/profiles/system) ${orFail(`${a.host}: cannot read /nix/var/nix/profiles/system`)}`,
     `[ "$have" = "$want" ] || { echo "${a.host}: /nix/var/nix/profiles/system is $have, not the system it was given ($want): the deploy did not take" >&2; exit 1; }`,
     // The drain fails (and nothing reboots) when jobs still run at the timeout.
@@ -646,16 +669,16 @@ export function rebootLines(a: SwitchCommandArgs): string[] {
 }
 
 /**
- * After the tool: the host must run the system it was given (deploy-rs can exit 0 after rolling
+ * After the tool: the host must run the system it was given ($want, systemEvalLines; deploy-rs can exit 0 after rolling
  * back, deploy-rs issue #214), then the runner units the switch left alone (restartIfChanged =
  * false) restart where they changed, fireactions after a drain (runner-fleet-restart-changed).
  * `switch` checks /run/current-system and the system profile, `test` the first, `boot` the second.
  */
 export function postSwitchLines(a: SwitchCommandArgs): string[] {
   const activation = activationOf(a);
-  const ssh = `ssh $ssh_opts ${a.sshUser}@${a.host}`;
+  const ssh = `ssh $ssh_opts $mux_opts ${a.sshUser}@${a.host}`;
   const links = activation === "test" ? ["/run/current-system"] : activation === "boot" ? ["/nix/var/nix/profiles/system"] : ["/run/current-system", "/nix/var/nix/profiles/system"];
-  const lines = [`want=$(nix eval --raw --impure ${shellQuote(`${toplevelAttr(a)}.outPath`)}) ${orFail(`${a.host}: evaluating its system failed`)}`];
+  const lines: string[] = [];
   for (const link of links) {
     lines.push(
       `have=$(${ssh} readlink -f ${link}) ${orFail(`${a.host}: cannot read ${link}`)}`,
@@ -696,8 +719,9 @@ export function switchCommand(a: SwitchCommandArgs): string {
     "umask 077",
     'work=$(mktemp -d)',
     'trap \'rm -rf "$work"\' EXIT',
-    ...boundedOutputLines(a.host, "switch", a.logDir),
+    ...boundedOutputLines(a.host, "switch", a.logDir, MUX_CLOSE),
     ...pinnedSshLines(a.host, a.address),
+    MUX_LINE,
     ...(a.tool === "colmena" ? colmenaSshConfigLines(a.host, a.address) : []),
     ...buildOnTargetLines(a.remoteBuild, a.arch),
     ...remoteFlag,
@@ -705,6 +729,7 @@ export function switchCommand(a: SwitchCommandArgs): string {
     "export ssh_opts remote_build",
     'cat > "$work/inventory.json"',
     'export RUNNER_FLEET_INVENTORY="$work/inventory.json"',
+    ...systemEvalLines(a),
     ...(activationOf(a) === "switch" ? [
       ...rebootCheckLines(a),
       'if [ "$reboot" = yes ]; then',

@@ -16,7 +16,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hostKeyScanCommand, pinnedSshLines, pinnedSshWrapperLines } from "../components/deploy-commands";
+import { hostKeyScanCommand, pinnedSshLines, pinnedSshWrapperLines, switchCommand } from "../components/deploy-commands";
 
 const SSHD = ["/usr/sbin/sshd", "/usr/bin/sshd"].find((p) => fs.existsSync(p));
 const HAVE_SSH = !!SSHD && spawnSync("ssh", ["-V"]).status === 0;
@@ -178,5 +178,80 @@ describe.skipIf(!HAVE_SSH)("pinned SSH host keys against a real sshd", () => {
     });
     expect(r.status).toBe(0);
     expect(r.stdout).toBe(serverKey);
+  });
+});
+
+/**
+ * The switch's own ssh calls around the tool share one connection (components/deploy-commands.ts
+ * MUX_LINE), and the tool's do not: deploy-rs' magic rollback must prove a new connection. Real
+ * sshd with a ForceCommand standing for the host (it answers the profile reads with the system
+ * the fake nix evaluated), the real switchCommand script, ssh through a port/identity shim.
+ */
+describe.skipIf(!HAVE_SSH)("the switch's ssh calls against a real sshd", () => {
+  let dir = "";
+  let sshd: ChildProcess | undefined;
+  let sshdLog = "";
+  const SYSTEM = "/nix/store/0000000000000000000000000000000a-nixos-system-alpha";
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-mux-"));
+    keygen(path.join(dir, "host_ed25519"));
+    keygen(path.join(dir, "client"));
+    fs.copyFileSync(path.join(dir, "client.pub"), path.join(dir, "authorized_keys"));
+    const port = await freePort();
+    fs.writeFileSync(path.join(dir, "host.sh"), [
+      "#!/bin/sh",
+      `echo "$SSH_ORIGINAL_COMMAND" >> ${path.join(dir, "commands.log")}`,
+      'case "$SSH_ORIGINAL_COMMAND" in',
+      `  "readlink -f /run/current-system"|"readlink -f /nix/var/nix/profiles/system") echo ${SYSTEM} ;;`,
+      "  *booted-system*) exit 1 ;;",
+      "esac",
+      "",
+    ].join("\n"), { mode: 0o755 });
+    if (process.getuid?.() === 0) fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+    fs.writeFileSync(path.join(dir, "sshd_config"), [
+      `Port ${port}`, "ListenAddress 127.0.0.1",
+      `HostKey ${path.join(dir, "host_ed25519")}`, `AuthorizedKeysFile ${path.join(dir, "authorized_keys")}`,
+      `PidFile ${path.join(dir, "sshd.pid")}`, "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+      "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no", `ForceCommand ${path.join(dir, "host.sh")}`, "",
+    ].join("\n"));
+    sshd = spawn(SSHD!, ["-D", "-e", "-f", path.join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
+    sshd.stderr!.on("data", (d) => (sshdLog += d.toString()));
+    await waitForPort(port, "127.0.0.1");
+    fs.mkdirSync(path.join(dir, "bin"));
+    const realSsh = spawnSync("sh", ["-c", "command -v ssh"], { encoding: "utf8" }).stdout.trim();
+    const shim = (name: string, body: string) => fs.writeFileSync(path.join(dir, "bin", name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+    shim("ssh", `exec ${realSsh} -p ${port} -i ${path.join(dir, "client")} -o IdentitiesOnly=yes "$@"`);
+    shim("nix", `echo "${SYSTEM} /k /i /m"`);
+    // deploy-rs connects with the --ssh-opts it is given, as the real one does.
+    shim("deploy", `while [ $# -gt 0 ]; do [ "$1" = --ssh-opts ] && opts=$2; shift; done; exec ssh $opts ${USER}@alpha deploy-activate`);
+  });
+
+  afterAll(() => {
+    sshd?.kill();
+  });
+
+  it("the reboot check, both profile reads and the restart share one connection; deploy-rs gets its own; none is left open", async () => {
+    const script = switchCommand({
+      tool: "deploy-rs", host: "alpha", address: "127.0.0.1", flake: "./nix", sshUser: USER, arch: "x86_64", remoteBuild: "never",
+      boot: false, confirmTimeout: 30, activationTimeout: 240, switchTimeoutMinutes: 5, logDir: path.join(dir, "logs"),
+    });
+    const hostKey = fs.readFileSync(path.join(dir, "host_ed25519.pub"), "utf8").trim().split(" ").slice(0, 2).join(" ");
+    const r = spawnSync("/bin/sh", ["-c", script], {
+      input: "{}\n", encoding: "utf8", timeout: 60_000,
+      env: { ...process.env, RF_HOST_KEY: hostKey, TMPDIR: dir, HOME: dir, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(dir, "commands.log"), "utf8").trim().split("\n")).toEqual([
+      "for l in kernel initrd kernel-modules; do readlink -f /run/booted-system/$l || echo -; done",
+      "deploy-activate",
+      "readlink -f /run/current-system",
+      "readlink -f /nix/var/nix/profiles/system",
+      "sudo -n /run/current-system/sw/bin/runner-fleet-restart-changed --timeout-minutes 60",
+    ]);
+    await new Promise((ok) => setTimeout(ok, 300));
+    // One login for our four calls, one for deploy-rs (five before the calls shared one).
+    expect(sshdLog.match(/Accepted publickey/g)?.length).toBe(2);
+    expect(spawnSync("pgrep", ["-f", `ControlPath=${dir}`]).status, "an ssh master outlived the switch").toBe(1);
   });
 });
