@@ -62,7 +62,7 @@ let
 
   # What a VM port may send (bridge family, vmPorts): ARP whose sender MAC is the frame's
   # source and whose (port, MAC, sender IP) is bound; IPv4 from its bound address; DHCP
-  # from 0.0.0.0 with its own MAC. Nothing else: no IPv6, no other ethertype, no VLAN tags.
+  # from 0.0.0.0 with its own MAC. Nothing else: no IPv6, no other ethertype.
   bindRules = ''
     arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @vm_ports iifname . arp saddr ether . arp saddr ip @vm_ports accept
     ip saddr != 0.0.0.0 iifname . ether saddr . ip saddr @vm_ports accept
