@@ -7,13 +7,17 @@
 // Vault. The host runs the guests' DNS forwarder: Debian's dnsmasq with the very settings
 // roles/fireactions.nix gives services.dnsmasq (nix/lib/vm-network.nix), forwarding to
 // 168.63.129.16 the way an Azure host's resolv.conf would, and serving static DHCP from the
-// entries our CNI plugin (nix/pkgs/cni-dhcp-host.sh) writes. Probes are TCP connects, DNS
+// entries our CNI plugin (nix/pkgs/cni-vm-port.sh) writes. Probes are TCP connects, DNS
 // queries (UDP and TCP) and a DHCP exchange (busybox udhcpc); the same probes are first run
-// without the rules, so every "dropped" below is shown to pass when unguarded. Needs root,
-// iproute2, nftables, dnsmasq (Debian dnsmasq-base), busybox, jq and nix-instantiate; a missing
-// tool fails the suite.
+// without the rules, so every "dropped" below is shown to pass when unguarded. The plugin also
+// binds each VM's bridge port to its MAC and address (the vmPorts table the fireactions unit
+// loads): frames one VM crafts with another's address or MAC (AF_PACKET and raw sockets) are
+// shown to poison the host's neighbour and forwarding tables and to leave the host without that
+// table, and not with it. Needs root, iproute2, nftables, dnsmasq (Debian dnsmasq-base),
+// busybox, jq and nix-instantiate; a missing tool fails the suite.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import fc from "fast-check";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -21,7 +25,7 @@ import { join, resolve } from "node:path";
 const root = resolve(__dirname, "..");
 const rulesNix = join(root, "nix", "lib", "nftables-rules.nix");
 const vmNetNix = join(root, "nix", "lib", "vm-network.nix");
-const dhcpHostPlugin = join(root, "nix", "pkgs", "cni-dhcp-host.sh");
+const vmPortPlugin = join(root, "nix", "pkgs", "cni-vm-port.sh");
 const BRIDGE = "fireactions0";
 const MONITORING = JSON.parse(readFileSync(join(root, "nix", "lib", "monitoring.json"), "utf8"));
 const GUARD_PORTS: number[] = MONITORING.guardPorts;
@@ -55,13 +59,17 @@ interface VmNetwork {
   bridge: string;
   subnet: string;
   gateway: string;
+  portsTable: string;
   dnsmasq: Record<string, string | number | boolean | string[]>;
   cniConflist: any;
 }
 const vmNetwork = () => nixEval(`import ${vmNetNix}`) as VmNetwork;
 // The guard exactly as security.nix instantiates it: bridge and gateway from vm-network.nix.
 const guard = () =>
-  nixEval(`import ${rulesNix} { inherit (import ${vmNetNix}) bridge gateway; }`) as { tables: Record<string, Table>; blocked4: string[]; blocked6: string[]; gateway: string };
+  nixEval(`import ${rulesNix} { inherit (import ${vmNetNix}) bridge gateway; }`) as {
+    tables: Record<string, Table>; blocked4: string[]; blocked6: string[]; gateway: string;
+    vmPorts: Table & { name: string; text: string };
+  };
 
 /** nixpkgs' services.dnsmasq.settings format: `k=v`, true as a bare `k`, lists as repeated keys. */
 function renderDnsmasqLikeNixos(settings: VmNetwork["dnsmasq"]): string {
@@ -73,7 +81,7 @@ function renderDnsmasqLikeNixos(settings: VmNetwork["dnsmasq"]): string {
 // ---- namespaces ---------------------------------------------------------------------------
 
 const tag = `rf${process.pid % 100000}`;
-const ns = { host: `${tag}-host`, vm1: `${tag}-vm1`, vm2: `${tag}-vm2`, out: `${tag}-out`, lan: `${tag}-lan` };
+const ns = { host: `${tag}-host`, vm1: `${tag}-vm1`, vm2: `${tag}-vm2`, vm3: `${tag}-vm3`, out: `${tag}-out`, lan: `${tag}-lan` };
 const listeners: ChildProcess[] = [];
 
 function sh(cmd: string[]): string {
@@ -95,6 +103,8 @@ const HOST_LAN = "172.31.9.1";
 const LAN_PEER = "172.31.9.2";
 const VM1 = "10.200.0.2";
 const VM2 = "10.200.0.3";
+// A VM whose CNI ADD has not run (its port has no binding) until the DHCP test below.
+const VM3 = "10.200.0.4";
 // What every DNS server outside answers for any name; the forwarder passes it on.
 const ANSWER = "198.51.100.7";
 
@@ -106,7 +116,7 @@ function buildTopology(): void {
   // creates bridge and address with the first VM.
   inNs(ns.host, "ip", "link", "add", BRIDGE, "type", "bridge");
   inNs(ns.host, "ip", "link", "set", BRIDGE, "up");
-  for (const [vm, addr, port] of [[ns.vm1, VM1, "p1"], [ns.vm2, VM2, "p2"]] as const) {
+  for (const [vm, addr, port] of [[ns.vm1, VM1, "p1"], [ns.vm2, VM2, "p2"], [ns.vm3, VM3, "p3"]] as const) {
     inNs(ns.host, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", vm);
     inNs(ns.host, "ip", "link", "set", port, "master", BRIDGE, "up");
     inNs(vm, "ip", "addr", "add", `${addr}/24`, "dev", "eth0");
@@ -246,23 +256,29 @@ function startDnsmasq(): Promise<void> {
 
 const hostsDir = () => join(scratch, "dhcp-hosts");
 
-/** Runs our CNI plugin as libcni would: the command in the environment, the config on stdin. */
-function cniDhcpHost(command: string, containerId: string, prevResult?: unknown): { status: number | null; out: any } {
-  const conf = { cniVersion: "1.0.0", name: "fireactions", type: "runner-fleet-dhcp-host", hostsDir: hostsDir(), ...(prevResult ? { prevResult } : {}) };
-  const r = spawnSync("bash", [dhcpHostPlugin], {
+const stateDir = () => join(scratch, "vm-ports");
+
+/** Runs our CNI plugin as libcni would (the command in the environment, the deployed plugin
+ * config on stdin, only its directories moved into the scratch directory), in the host namespace. */
+function cniVmPort(command: string, containerId: string, prevResult?: unknown, path = process.env.PATH): { status: number | null; out: any; stderr: string } {
+  const deployed = vmNetwork().cniConflist.plugins.find((p: any) => p.type === "runner-fleet-vm-port");
+  const conf = { cniVersion: "1.0.0", name: "fireactions", ...deployed, hostsDir: hostsDir(), stateDir: stateDir(), ...(prevResult ? { prevResult } : {}) };
+  const r = spawnSync("ip", ["netns", "exec", ns.host, "bash", vmPortPlugin], {
     input: JSON.stringify(conf), encoding: "utf8",
-    env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: "/var/run/netns/x", CNI_IFNAME: "eth0", CNI_PATH: "/opt/cni/bin" },
+    env: { ...process.env, PATH: path, CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: "/var/run/netns/x", CNI_IFNAME: "eth0", CNI_PATH: "/opt/cni/bin" },
   });
-  return { status: r.status, out: r.stdout.trim() ? JSON.parse(r.stdout) : null };
+  return { status: r.status, out: r.stdout.trim() ? JSON.parse(r.stdout) : null, stderr: r.stderr };
 }
 
-/** A CNI result shaped like tc-redirect-tap's (docs/upstream.md): the VM's interface has the VM id as sandbox. */
-function tcRedirectTapResult(vmId: string, vmMac: string, vmAddr: string): unknown {
+/** A CNI result shaped like the bridge plugin's then tc-redirect-tap's (docs/upstream.md): the
+ * bridge, the host end of the veth (the bridge port, no sandbox), the container end; then the tap
+ * and the VM's own interface, whose sandbox is the VM id. */
+function tcRedirectTapResult(vmId: string, vmMac: string, vmAddr: string, port = "veth0a1b2c3d"): any {
   return {
     cniVersion: "1.0.0",
     interfaces: [
       { name: BRIDGE, mac: "02:00:00:00:00:01" },
-      { name: "veth0a1b2c3d", mac: "02:00:00:00:00:02" },
+      { name: port, mac: "02:00:00:00:00:02" },
       { name: "eth0", mac: vmMac, sandbox: "/var/run/netns/x" },
       { name: "tap0", mac: "02:00:00:00:00:04", sandbox: "/var/run/netns/x" },
       { name: "tap0", mac: vmMac, sandbox: vmId },
@@ -348,11 +364,133 @@ function loadRules(text: string, check: boolean): void {
   inNs(ns.host, "nft", ...(check ? ["-c"] : []), "-f", file);
 }
 
+// ---- the VM port binding (#24 item 12) -----------------------------------------------------
+
+/** What the fireactions unit's ExecStartPre does: load the port table fresh (empty). */
+const loadPorts = () => loadRules(guard().vmPorts.text, false);
+const unloadPorts = () => spawnSync("ip", ["netns", "exec", ns.host, "nft", "delete", "table", "bridge", guard().vmPorts.name]);
+const portElements = () => inNs(ns.host, "nft", "list", "set", "bridge", guard().vmPorts.name, "vm_ports");
+const VMS = { vm1: { id: "runner-vm1", addr: VM1, port: "p1" }, vm2: { id: "runner-vm2", addr: VM2, port: "p2" }, vm3: { id: "runner-vm3", addr: VM3, port: "p3" } };
+/** CNI ADD for a VM of the topology with its real bridge port, MAC and address. */
+function addVm(vm: keyof typeof VMS): ReturnType<typeof cniVmPort> {
+  const { id, addr, port } = VMS[vm];
+  return cniVmPort("ADD", id, tcRedirectTapResult(id, macOf(ns[vm]), addr, port));
+}
+
+// Sends one Ethernet frame on eth0 (AF_PACKET): dst, src, ethertype (hex), payload (hex).
+const SEND_FRAME = `
+import socket, sys
+dst, src, etype, payload = sys.argv[1:5]
+mac = lambda m: bytes.fromhex(m.replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+frame = mac(dst) + mac(src) + bytes.fromhex(etype) + bytes.fromhex(payload)
+for _ in range(3): s.send(frame.ljust(60, b"\\0"))
+`;
+const hex = (m: string) => m.replace(/:/g, "");
+const ipHex = (a: string) => a.split(".").map((o) => Number(o).toString(16).padStart(2, "0")).join("");
+/** An Ethernet/IPv4 ARP packet: op 1 request, 2 reply. */
+const arpPayload = (op: 1 | 2, sha: string, spa: string, tha: string, tpa: string) =>
+  `000108000604000${op}${hex(sha)}${ipHex(spa)}${hex(tha)}${ipHex(tpa)}`;
+function sendFrame(from: string, dst: string, src: string, etype: string, payload: string): void {
+  inNs(from, "python3", "-c", SEND_FRAME, dst, src, etype, payload);
+}
+const bridgeMac = () => inNs(ns.host, "cat", `/sys/class/net/${BRIDGE}/address`).trim();
+/** The host's neighbour entry for addr on the VM bridge ("" if none). */
+const neighbour = (addr: string) => inNs(ns.host, "ip", "neigh", "show", addr, "dev", BRIDGE).trim();
+/** The bridge port the host's forwarding table puts mac on ("" if none). */
+const fdbPort = (mac: string) => (inNs(ns.host, "bridge", "fdb", "show", "br", BRIDGE).split("\n").find((l) => l.startsWith(`${mac} dev `) && !l.includes(" permanent")) ?? "").split(" ")[2] ?? "";
+
+// A UDP datagram from a forged source address (raw socket, IP_HDRINCL: the kernel fills length,
+// id and checksum), routed out through the VM's gateway like any other.
+const SEND_SPOOFED_UDP = `
+import socket, struct, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+udp = struct.pack(">HHHH", 40000, port, 8 + 5, 0) + b"spoof"
+ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(3): s.sendto(ip + udp, (dst, 0))
+`;
+// Waits up to 2 s for one datagram on the port; prints its source address.
+const RECV_UDP = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(2)
+print("ready", flush=True)
+try:
+    print(s.recvfrom(64)[1][0], flush=True)
+except socket.timeout:
+    pass
+`;
+/** Sends a datagram from `from` with source `src` to the internet address; the source it arrives with, or null. */
+async function spoofedUdp(from: string, src: string): Promise<string | null> {
+  const child = spawn("ip", ["netns", "exec", ns.out, "python3", "-c", RECV_UDP, "9999"], { stdio: ["ignore", "pipe", "inherit"] });
+  listeners.push(child);
+  let out = "";
+  const done = new Promise<void>((ok) => child.once("exit", () => ok()));
+  await new Promise<void>((ok) => child.stdout!.on("data", (d) => { out += d; if (out.includes("ready")) ok(); }));
+  inNs(from, "python3", "-c", SEND_SPOOFED_UDP, src, OUT.internet, "9999");
+  await done;
+  return out.split("\n").map((l) => l.trim()).find((l) => /^\d+\.\d+\.\d+\.\d+$/.test(l)) ?? null;
+}
+
+const FAKE_MAC = "02:de:ad:be:ef:01";
+/**
+ * What VM 1 can do to VM 2 and to the host, each attack run from scratch (host entries cleared):
+ * answer ARP for VM 2's address (request and reply), give its own address a MAC that is not its
+ * own, send from VM 2's address, and take VM 2's MAC into the bridge's forwarding table through
+ * an ordinary frame, an 802.1X (link-local, input hook) frame and an LLDP frame (no hook). True
+ * where the attack took effect.
+ */
+async function attacks(): Promise<Record<string, boolean>> {
+  const [vm1Mac, vm2Mac, brMac] = [macOf(ns.vm1), macOf(ns.vm2), bridgeMac()];
+  const clearNeighbours = () => inNs(ns.host, "ip", "neigh", "flush", "dev", BRIDGE);
+  const clearFdb = () => spawnSync("ip", ["netns", "exec", ns.host, "bridge", "fdb", "del", vm2Mac, "dev", "p1", "master"]);
+  const result: Record<string, boolean> = {};
+
+  clearNeighbours();
+  sendFrame(ns.vm1, "ff:ff:ff:ff:ff:ff", vm1Mac, "0806", arpPayload(1, vm1Mac, VM2, "00:00:00:00:00:00", GATEWAY));
+  result["an ARP request with VM 2's address makes the host send VM 2's traffic to VM 1"] = neighbour(VM2).includes(vm1Mac);
+  // A reply updates an entry the host has (older than locktime, 1 s): VM 2's real one, made by
+  // VM 2's own ARP (it asks for the gateway).
+  clearNeighbours();
+  sendFrame(ns.vm2, "ff:ff:ff:ff:ff:ff", vm2Mac, "0806", arpPayload(1, vm2Mac, VM2, "00:00:00:00:00:00", GATEWAY));
+  await new Promise((ok) => setTimeout(ok, 1200));
+  sendFrame(ns.vm1, brMac, vm1Mac, "0806", arpPayload(2, vm1Mac, VM2, brMac, GATEWAY));
+  result["an ARP reply with VM 2's address makes the host send VM 2's traffic to VM 1"] = neighbour(VM2).includes(vm1Mac);
+  clearNeighbours();
+  sendFrame(ns.vm1, "ff:ff:ff:ff:ff:ff", vm1Mac, "0806", arpPayload(1, FAKE_MAC, VM1, "00:00:00:00:00:00", GATEWAY));
+  result["an ARP request whose sender MAC is not the frame's sets another MAC for VM 1's address"] = neighbour(VM1).includes(FAKE_MAC);
+  clearNeighbours();
+
+  result["a datagram from VM 2's address leaves the host"] = (await spoofedUdp(ns.vm1, VM2)) === VM2;
+
+  const fdb: [string, string, string, string][] = [
+    ["an ordinary frame", "ff:ff:ff:ff:ff:ff", "0806", arpPayload(1, vm2Mac, VM2, "00:00:00:00:00:00", GATEWAY)],
+    ["an 802.1X frame (link-local, input hook)", "01:80:c2:00:00:03", "888e", "0100000000"],
+    ["an LLDP frame (link-local, no hook)", "01:80:c2:00:00:0e", "88cc", "00".repeat(20)],
+  ];
+  for (const [what, dst, etype, payload] of fdb) {
+    clearFdb();
+    sendFrame(ns.vm1, dst, vm2Mac, etype, payload);
+    result[`${what} from VM 1 with VM 2's MAC moves VM 2's MAC to VM 1's port`] = fdbPort(vm2Mac) === "p1";
+  }
+  clearFdb();
+  return result;
+}
+
+/** Probes from VM 3, whose port nothing was bound to: each true where it got through. */
+function unboundProbes(): Record<string, boolean> {
+  return {
+    "a VM whose ADD never ran reaches the internet": connects(ns.vm3, OUT.internet, 80),
+    "a VM whose ADD never ran resolves a name at the gateway": resolves(ns.vm3, GATEWAY, "udp"),
+  };
+}
+
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), "nftables-test-"));
   expect(process.getuid?.(), "network namespaces need root").toBe(0);
   buildTopology();
   mkdirSync(hostsDir());
+  mkdirSync(stateDir());
   await Promise.all([
     listen(ns.out, [80, 8200, 32526, ...GUARD_PORTS]),
     listen(ns.host, [22, ...GUARD_PORTS]),
@@ -363,8 +501,11 @@ beforeAll(async () => {
   ]);
   await startDnsmasq();
   await addGateway();
-  // What CNI's ADD leaves for VM 1 (VM 2 gets no entry; see the DHCP test below).
-  expect(cniDhcpHost("ADD", "runner-vm1", tcRedirectTapResult("runner-vm1", macOf(ns.vm1), VM1)).status).toBe(0);
+  // What CNI's ADD leaves for VMs 1 and 2 (DHCP records; VM 3 gets none, see the DHCP test
+  // below); the port table, which ADD needs, is taken away again until the guard is loaded.
+  loadPorts();
+  for (const vm of ["vm1", "vm2"] as const) expect(addVm(vm).status).toBe(0);
+  unloadPorts();
 }, 60_000);
 
 afterAll(() => {
@@ -402,6 +543,18 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(deployed(`[ "cache" ]`)).toEqual({});
   });
 
+  it("security.nix asserts that nixpkgs never flushes the whole ruleset on a fireactions host (it would take the port table)", () => {
+    const assertions = (roles: string, flush: boolean) => nixEval(`
+      let
+        lib = { mkIf = cond: value: if cond then value else { }; };
+        config.runnerFleet = { host.roles = ${roles}; fireactions = { bridge = "${BRIDGE}"; gateway = "${GATEWAY}"; }; registryMirror.ports = [ ]; };
+        config.networking.nftables.flushRuleset = ${flush};
+      in (import ${join(root, "nix", "modules", "security.nix")} { inherit config lib; }).assertions`);
+    expect(assertions(`[ "fireactions" ]`, false)).toEqual([{ assertion: true, message: expect.stringMatching(/^networking\.nftables\.flushRuleset: must stay false/) }]);
+    expect(assertions(`[ "fireactions" ]`, true)).toEqual([{ assertion: false, message: expect.stringContaining(guard().vmPorts.name) }]);
+    expect(assertions(`[ "cache" ]`, true)).toEqual({});
+  });
+
   it("is accepted by nft -c as nixpkgs renders it", () => {
     loadRules(renderLikeNixos(guard().tables), true);
   });
@@ -416,16 +569,50 @@ describe("nix/lib/nftables-rules.nix (the security.nix guard)", () => {
     expect(before).toEqual(Object.fromEntries(probes.map((p) => [p.what, true])));
   }, 60_000);
 
+  it("without the port table (the guard as it was), VM 1 takes VM 2's address and MAC, and an unbound VM gets through", async () => {
+    loadRules(renderLikeNixos(guard().tables), false);
+    // Link-local learning as the bridge plugin leaves it (our plugin's ADD turned it off).
+    inNs(ns.host, "sh", "-c", `echo 0 > /sys/class/net/${BRIDGE}/bridge/no_linklocal_learn`);
+    const results = await attacks();
+    expect(results).toEqual(Object.fromEntries(Object.keys(results).map((k) => [k, true])));
+    expect(Object.keys(results)).toHaveLength(7);
+    expect(unboundProbes()).toEqual({ "a VM whose ADD never ran reaches the internet": true, "a VM whose ADD never ran resolves a name at the gateway": true });
+  }, 60_000);
+
   it("with the guard loaded, VMs reach the internet, DNS at the gateway and DHCP, nothing else", () => {
     const text = renderLikeNixos(guard().tables);
     loadRules(text, false);
     // Loading twice must work too: nixpkgs reloads the same file on every switch.
     loadRules(text, false);
+    // The fireactions unit's start, then CNI ADD for both VMs (the real plugin).
+    loadPorts();
+    for (const vm of ["vm1", "vm2"] as const) expect(addVm(vm).status).toBe(0);
     const listed = inNs(ns.host, "nft", "list", "ruleset");
     expect(listed).toContain("table inet runner-fleet-guard");
     expect(listed).toContain("table bridge runner-fleet-guard-l2");
+    expect(listed).toContain(`table bridge ${guard().vmPorts.name}`);
     expect(runProbes()).toEqual(Object.fromEntries(probes.map((p) => [p.what, p.guarded])));
   }, 60_000);
+
+  it("with the port table, none of VM 1's attacks takes effect, and an unbound VM gets nothing through", async () => {
+    const results = await attacks();
+    expect(results).toEqual(Object.fromEntries(Object.keys(results).map((k) => [k, false])));
+    expect(Object.keys(results)).toHaveLength(7);
+    expect(unboundProbes()).toEqual({ "a VM whose ADD never ran reaches the internet": false, "a VM whose ADD never ran resolves a name at the gateway": false });
+    // The VMs themselves are untouched by all that: VM 2 still reaches the internet.
+    expect(connects(ns.vm2, OUT.internet, 80)).toBe(true);
+  }, 60_000);
+
+  it("a reload of nixpkgs' tables keeps the bindings; the unit's load empties them", () => {
+    const bound = (text: string) => ["p1", "p2"].every((p) => text.includes(`"${p}" . `));
+    expect(bound(portElements())).toBe(true);
+    loadRules(renderLikeNixos(guard().tables), false);
+    expect(bound(portElements())).toBe(true);
+    loadPorts();
+    expect(portElements()).not.toContain("elements");
+    for (const vm of ["vm1", "vm2"] as const) expect(addVm(vm).status).toBe(0);
+    expect(bound(portElements())).toBe(true);
+  });
 });
 
 // Opens n connections at once from the namespace (non-blocking), waits a second, counts the ones that completed.
@@ -496,6 +683,8 @@ describe("a fireactions host's kernel settings and fireactions' unit (#24 item 1
       in builtins.elemAt rules (builtins.length rules - 1)`);
     expect(lastRule).toBe(`d /var/lib/fireactions/pools 2750 root ${hardening().logGroup} -`);
     expect(roleDefs(["users", "groups"])).toEqual([{ [hardening().logGroup]: {} }]);
+    // Before fireactions starts (and so before any VM): the port table, loaded fresh.
+    expect(unit.serviceConfig.ExecStartPre.at(-1)).toMatch(new RegExp(`^\\+/nix/store/[0-9a-z]{32}-nftables/bin/nft -f /nix/store/[0-9a-z]{32}-${guard().vmPorts.name}\\.nft$`));
     const scaler = readFileSync(join(root, "nix", "modules", "scaler.nix"), "utf8");
     expect(scaler).toMatch(/SupplementaryGroups = \[ \(import \.\.\/lib\/host-hardening\.nix\)\.logGroup \];/);
   });
@@ -533,8 +722,10 @@ describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", ()
     // DHCP only for MACs the plugin recorded (static), in the CNI subnet, from the plugin's directory.
     expect(net.dnsmasq["dhcp-range"]).toBe(`10.200.0.0,static,255.255.255.0,5m`);
     expect(net.subnet).toBe("10.200.0.0/24");
-    expect(net.cniConflist.plugins.map((p: any) => p.type)).toEqual(["bridge", "firewall", "tc-redirect-tap", "runner-fleet-dhcp-host"]);
-    expect(net.cniConflist.plugins[3].hostsDir).toBe(net.dnsmasq["dhcp-hostsdir"]);
+    expect(net.cniConflist.plugins.map((p: any) => p.type)).toEqual(["bridge", "firewall", "tc-redirect-tap", "runner-fleet-vm-port"]);
+    // The plugin binds ports of the VM bridge in the table the fireactions unit loads.
+    expect(net.cniConflist.plugins[3]).toEqual({ type: "runner-fleet-vm-port", bridge: BRIDGE, hostsDir: net.dnsmasq["dhcp-hostsdir"], stateDir: "/run/runner-fleet/vm-ports", table: guard().vmPorts.name });
+    expect(net.cniConflist.plugins[3].stateDir).not.toBe(net.dnsmasq["dhcp-hostsdir"]);
   });
 
   it("is what roles/fireactions.nix deploys: the CNI file, services.dnsmasq, the firewall's port 53 on the bridge", () => {
@@ -550,32 +741,112 @@ describe("nix/lib/vm-network.nix (the guests' gateway, DNS and CNI network)", ()
     expect(defs.firewall.map((d: any) => d.value)).toEqual([{ [BRIDGE]: { allowedUDPPorts: [53, 67], allowedTCPPorts: [53] } }]);
   });
 
-  it("DHCP answers only a MAC the CNI plugin recorded, with exactly its CNI address; DEL removes the record", () => {
-    // VM 1's entry was written in beforeAll; VM 2 has none, so dnsmasq stays silent for it.
+  it("DHCP answers only a MAC the CNI plugin recorded, with exactly its CNI address; ADD binds the port, DEL unbinds it", () => {
+    const table = guard().vmPorts.name;
+    const vm3Mac = macOf(ns.vm3);
     expect(readFileSync(join(hostsDir(), "runner-vm1"), "utf8")).toBe(`${macOf(ns.vm1)},${VM1}\n`);
-    expect(dhcpLease(ns.vm2)).toBeNull();
     expect(dhcpLease(ns.vm1)).toEqual({ ip: VM1, router: GATEWAY, dns: GATEWAY });
+    // VM 3 has no record. Its port bound by hand, so the port table lets its request through:
+    // dnsmasq (static) stays silent all the same.
+    const byHand = `{ "p3" . ${vm3Mac} . ${VM3}, "p3" . ${vm3Mac} . 0.0.0.0 }`;
+    inNs(ns.host, "nft", "add", "element", "bridge", table, "vm_ports", byHand);
+    expect(dhcpLease(ns.vm3)).toBeNull();
+    inNs(ns.host, "nft", "delete", "element", "bridge", table, "vm_ports", byHand);
+    expect(connects(ns.vm3, OUT.internet, 80)).toBe(false);
     // A new file is read while dnsmasq runs (inotify), no restart.
-    const added = cniDhcpHost("ADD", "runner-vm2", tcRedirectTapResult("runner-vm2", macOf(ns.vm2), VM2));
+    const added = addVm("vm3");
     expect(added.status).toBe(0);
     // ADD passes the previous result on untouched (the SDK reads it after us).
-    expect(added.out).toEqual(tcRedirectTapResult("runner-vm2", macOf(ns.vm2), VM2));
-    expect(dhcpLease(ns.vm2)).toEqual({ ip: VM2, router: GATEWAY, dns: GATEWAY });
-    expect(cniDhcpHost("CHECK", "runner-vm2").status).toBe(0);
-    expect(cniDhcpHost("DEL", "runner-vm2").status).toBe(0);
-    expect(existsSync(join(hostsDir(), "runner-vm2"))).toBe(false);
-    expect(cniDhcpHost("CHECK", "runner-vm2").status).not.toBe(0);
+    expect(added.out).toEqual(tcRedirectTapResult("runner-vm3", vm3Mac, VM3, "p3"));
+    expect(portElements()).toContain(`"p3" . ${vm3Mac} . ${VM3}`);
+    expect(readFileSync(join(stateDir(), "runner-vm3"), "utf8")).toBe(`p3 ${vm3Mac} ${VM3}\n`);
+    expect(dhcpLease(ns.vm3)).toEqual({ ip: VM3, router: GATEWAY, dns: GATEWAY });
+    expect(connects(ns.vm3, OUT.internet, 80)).toBe(true);
+    expect(cniVmPort("CHECK", "runner-vm3").status).toBe(0);
+    expect(cniVmPort("DEL", "runner-vm3").status).toBe(0);
+    expect(existsSync(join(hostsDir(), "runner-vm3"))).toBe(false);
+    expect(existsSync(join(stateDir(), "runner-vm3"))).toBe(false);
+    expect(portElements()).not.toContain(`"p3"`);
+    expect(connects(ns.vm3, OUT.internet, 80)).toBe(false);
+    expect(cniVmPort("CHECK", "runner-vm3").status).not.toBe(0);
+    // DEL twice, and DEL for a VM that never had an ADD (the SDK deletes before it adds): fine.
+    expect(cniVmPort("DEL", "runner-vm3").status).toBe(0);
+    expect(cniVmPort("DEL", "runner-vm9").status).toBe(0);
+    // The other VMs' bindings are untouched.
+    expect(cniVmPort("CHECK", "runner-vm1").status).toBe(0);
   }, 60_000);
 
-  it("the CNI plugin fails as CNI expects when the result has no VM interface, and refuses odd ids", () => {
+  it("the CNI plugin fails ADD as CNI expects when the result has no VM interface or not one port, or nft fails; refuses odd ids", () => {
     const noVm = tcRedirectTapResult("someone-else", "02:00:00:00:00:09", "10.200.0.9");
-    const r = cniDhcpHost("ADD", "runner-vm3", noVm);
+    const r = cniVmPort("ADD", "runner-vm3", noVm);
     expect(r.status).not.toBe(0);
     expect(r.out).toMatchObject({ cniVersion: "1.0.0", code: 999, msg: expect.stringMatching(/no VM interface/) });
     expect(existsSync(join(hostsDir(), "runner-vm3"))).toBe(false);
-    expect(cniDhcpHost("ADD", "../escape", tcRedirectTapResult("../escape", "02:00:00:00:00:09", "10.200.0.9")).out.msg).toMatch(/not a plain name/);
-    expect(cniDhcpHost("VERSION", "").out).toEqual({ cniVersion: "1.0.0", supportedVersions: ["0.4.0", "1.0.0"] });
+    // Two interfaces without a sandbox besides the bridge: which one is the port is not known.
+    const twoPorts = tcRedirectTapResult("runner-vm3", "02:00:00:00:00:09", "10.200.0.9", "p3");
+    twoPorts.interfaces.push({ name: "veth99", mac: "02:00:00:00:00:0a" });
+    expect(cniVmPort("ADD", "runner-vm3", twoPorts).out.msg).toMatch(/not exactly one bridge port/);
+    // nft refuses (here: a stand-in that fails as nft does): ADD fails, nothing for dnsmasq.
+    const failing = mkdtempSync(join(scratch, "nft-fails-"));
+    writeFileSync(join(failing, "nft"), "#!/bin/sh\necho 'Error: Could not process rule: No such file or directory' >&2\nexit 1\n", { mode: 0o755 });
+    const refused = cniVmPort("ADD", "runner-vm3", tcRedirectTapResult("runner-vm3", macOf(ns.vm3), VM3, "p3"), `${failing}:${process.env.PATH}`);
+    expect(refused.status).not.toBe(0);
+    expect(refused.out).toMatchObject({ code: 999, msg: expect.stringMatching(/^nft: cannot bind port p3 to .* No such file or directory/) });
+    expect(existsSync(join(hostsDir(), "runner-vm3"))).toBe(false);
+    // The SDK's cleanup DEL after a failed ADD finds the record and succeeds.
+    expect(cniVmPort("DEL", "runner-vm3").status).toBe(0);
+    expect(existsSync(join(stateDir(), "runner-vm3"))).toBe(false);
+    expect(cniVmPort("ADD", "../escape", tcRedirectTapResult("../escape", "02:00:00:00:00:09", "10.200.0.9")).out.msg).toMatch(/not a plain name/);
+    expect(cniVmPort("VERSION", "").out).toEqual({ cniVersion: "1.0.0", supportedVersions: ["0.4.0", "1.0.0"] });
   });
+
+  it("whatever strings the previous result holds, ADD is refused or adds exactly that port's two elements (fast-check)", () => {
+    const table = guard().vmPorts.name;
+    const stub = mkdtempSync(join(scratch, "nft-log-"));
+    const log = join(stub, "log");
+    writeFileSync(join(stub, "nft"), `#!/bin/sh\ncat >> ${log}\necho '<<end>>' >> ${log}\n`, { mode: 0o755 });
+    const portRe = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
+    const macRe = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+    const octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+    const ipRe = new RegExp(`^${octet}([.]${octet}){3}$`);
+    const byte = fc.integer({ min: 0, max: 255 });
+    const hexByte = byte.map((n) => n.toString(16).padStart(2, "0"));
+    // Strings that would change an nft command's structure if they got into it.
+    const nasty = fc.constantFrom('"', " ", "}", "{", ",", ";", "\n", "\t", "\r", "*", "\\", "\u0000", "$(id)", " . ", "é", "\u00a0");
+    const spiced = (valid: fc.Arbitrary<string>) => fc.tuple(valid, nasty, fc.string({ maxLength: 4 }), fc.boolean())
+      .map(([v, n, t, front]) => (front ? `${n}${t}${v}` : `${v}${n}${t}`));
+    const any = fc.oneof(fc.string(), fc.string({ unit: "grapheme" }), fc.string({ unit: "binary", maxLength: 20 }));
+    // Valid values weighted up, so a good share of the runs is accepted (counted below).
+    const port = fc.oneof({ arbitrary: fc.stringMatching(portRe), weight: 6 }, fc.constant(BRIDGE), fc.constant("veth0123456789ab"), spiced(fc.stringMatching(portRe)), any);
+    const validMac = fc.array(hexByte, { minLength: 6, maxLength: 6 }).map((a) => a.join(":"));
+    const mac = fc.oneof({ arbitrary: validMac, weight: 5 }, validMac.map((m) => m.toUpperCase()), spiced(validMac), any);
+    const validIp = fc.array(byte, { minLength: 4, maxLength: 4 }).map((a) => a.join("."));
+    const addr = fc.oneof({ arbitrary: validIp, weight: 6 }, fc.constantFrom("0.0.0.0", "256.1.1.1", "01.2.3.4", "1.2.3"), spiced(validIp), any);
+    let accepted = 0;
+    fc.assert(fc.property(port, mac, addr, fc.boolean(), (p, m, a, secondPort) => {
+      rmSync(log, { force: true });
+      const prev = tcRedirectTapResult("runner-prop", m, a, p);
+      if (secondPort) prev.interfaces.push({ name: "veth99", mac: "02:00:00:00:00:0a" });
+      const r = cniVmPort("ADD", "runner-prop", prev, `${stub}:${process.env.PATH}`);
+      const ip = `${a}/24`.split("/")[0];
+      // The port: the one interface without a sandbox that is not the bridge.
+      const ports = [p, ...(secondPort ? ["veth99"] : [])].filter((n) => n !== BRIDGE);
+      const ok = ports.length === 1 && portRe.test(ports[0]) && macRe.test(m.toLowerCase()) && ipRe.test(ip) && ip !== "0.0.0.0";
+      const calls = existsSync(log) ? readFileSync(log, "utf8") : "";
+      if (!ok) {
+        expect(r.status, JSON.stringify([p, m, a])).not.toBe(0);
+        expect(r.out).toMatchObject({ code: 999 });
+        expect(calls).toBe("");
+        return;
+      }
+      expect(r.status, `${JSON.stringify([p, m, a])}: ${JSON.stringify(r.out)}`).toBe(0);
+      accepted++;
+      const lm = m.toLowerCase();
+      expect(calls).toBe(`add element bridge ${table} vm_ports { "${ports[0]}" . ${lm} . ${ip}, "${ports[0]}" . ${lm} . 0.0.0.0 }\n<<end>>\n`);
+    }), { numRuns: 150 });
+    expect(accepted).toBeGreaterThan(20);
+    for (const dir of [hostsDir(), stateDir()]) rmSync(join(dir, "runner-prop"), { force: true });
+  }, 120_000);
 
   it("dnsmasq with those settings answers at the gateway only: not on loopback, not on the uplink", () => {
     expect(resolves(ns.host, GATEWAY, "udp")).toBe(true);

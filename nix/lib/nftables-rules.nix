@@ -17,6 +17,8 @@
   gateway,
   # TCP ports of the registry mirror on the gateway (modules/registry-mirror.nix); [] opens none.
   mirrorPorts ? [ ],
+  # The port-binding table's name (vm-network.nix), which the CNI plugin fills.
+  portsTable ? (import ./vm-network.nix).portsTable,
 }:
 let
   inherit (builtins) concatStringsSep;
@@ -58,6 +60,15 @@ let
     "ff00::/8" # multicast
   ];
 
+  # What a VM port may send (bridge family, vmPorts): ARP whose sender MAC is the frame's
+  # source and whose (port, MAC, sender IP) is bound; IPv4 from its bound address; DHCP
+  # from 0.0.0.0 with its own MAC. Nothing else: no IPv6, no other ethertype.
+  bindRules = ''
+    arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . ether saddr . arp saddr ip @vm_ports iifname . arp saddr ether . arp saddr ip @vm_ports accept
+    ip saddr != 0.0.0.0 iifname . ether saddr . ip saddr @vm_ports accept
+    ip saddr 0.0.0.0 udp sport 68 udp dport 67 iifname . ether saddr . ip saddr @vm_ports accept
+  '';
+
   set = name: type: elements: ''
     set ${name} {
       type ${type}
@@ -68,6 +79,51 @@ let
 in
 {
   inherit blocked4 blocked6 gateway guardPorts scrapePorts mirrorPorts;
+
+  # Each VM port bound to its VM's MAC and IPv4 address (#24 item 12). Not one of `tables`:
+  # nixpkgs' nftables unit deletes and re-creates its tables on every reload, which would
+  # drop the set's elements; the fireactions unit loads this one (roles/fireactions.nix,
+  # ExecStartPre, `text`: any old copy deleted, so no element outlives the VMs, which are all
+  # gone when fireactions starts) and the CNI plugin (pkgs/cni-vm-port.sh) adds a VM's
+  # elements on ADD and removes them on DEL: `<port> . <MAC> . <IPv4>` and
+  # `<port> . <MAC> . 0.0.0.0` (a DHCP client and an RFC 5227 ARP probe before the guest
+  # has its address).
+  #
+  # prerouting, not input: the bridge learns a frame's source MAC after prerouting, before
+  # input and forward (net/bridge/br_input.c), so a frame dropped here cannot move another
+  # VM's MAC to this port either. input repeats the check for the link-local frames
+  # (01:80:c2:00:00:0X) that skip prerouting; LLDP skips both, so the plugin turns
+  # link-local learning off on the bridge. Like the forward chain of runner-fleet-guard-l2,
+  # this sees every bridge port of the host (no `meta ibrname` here): a fireactions host has
+  # one bridge, the VM bridge, and every frame from any other bridge's ports would be dropped.
+  vmPorts = rec {
+    family = "bridge";
+    name = portsTable;
+    content = ''
+      set vm_ports {
+        type ifname . ether_addr . ipv4_addr
+      }
+
+      chain prerouting {
+        type filter hook prerouting priority filter; policy drop;
+        ${bindRules}
+      }
+
+      chain input {
+        type filter hook input priority filter; policy drop;
+        ${bindRules}
+      }
+    '';
+    # As `nft -f` loads it: the same `table` / `delete table` / `table { }` nixpkgs writes,
+    # one transaction, so an old copy and its elements are gone and the new one is empty.
+    text = ''
+      table ${family} ${name}
+      delete table ${family} ${name}
+      table ${family} ${name} {
+      ${content}
+      }
+    '';
+  };
 
   # Same shape as networking.nftables.tables.<name>: { family, content }.
   tables = {

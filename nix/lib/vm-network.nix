@@ -10,7 +10,8 @@
 # off), so the guest has its address before init runs. Images that run a DHCP
 # client anyway (the seed's ubuntu image: networkd drops the kernel's address
 # and asks DHCP) get the very same address from dnsmasq's static DHCP: the
-# runner-fleet-dhcp-host plugin records each VM's MAC and CNI address for it.
+# runner-fleet-vm-port plugin records each VM's MAC and CNI address for it, and
+# binds the VM's bridge port to that MAC and address (nftables-rules.nix, vmPorts).
 # The nameserver is the gateway: the hosts' own resolvers on AWS
 # (169.254.169.253, VPC base+2) and Azure (168.63.129.16) sit in ranges the
 # guard blocks, so the host forwards for the guests instead.
@@ -22,6 +23,12 @@ rec {
   netmask = "255.255.255.0";
   # One `MAC,IP` file per running VM, written by the CNI plugin, read by dnsmasq.
   dhcpHostsDir = "/run/runner-fleet/dhcp-hosts";
+  # The CNI plugin's own record per VM (`<port> <MAC> <IP>`), what DEL removes. Not in
+  # dhcpHostsDir: dnsmasq reads every file there.
+  portsStateDir = "/run/runner-fleet/vm-ports";
+  # The bridge-family table that binds each VM port to its MAC and address
+  # (nftables-rules.nix); the fireactions unit loads it, the CNI plugin fills its set.
+  portsTable = "runner-fleet-vm-ports";
 
   # The DNS forwarder and static DHCP server, as services.dnsmasq.settings
   # (nixpkgs renders `k = v`, `true` as a bare key, lists as repeated keys).
@@ -75,10 +82,14 @@ rec {
       }
       { type = "firewall"; }
       { type = "tc-redirect-tap"; }
-      # After tc-redirect-tap, whose result names the VM's MAC and address.
+      # After tc-redirect-tap, whose result names the VM's MAC and address (and,
+      # from the bridge plugin, the host side of the VM's veth: its bridge port).
       {
-        type = "runner-fleet-dhcp-host";
+        type = "runner-fleet-vm-port";
+        inherit bridge;
         hostsDir = dhcpHostsDir;
+        stateDir = portsStateDir;
+        table = portsTable;
       }
     ];
   };

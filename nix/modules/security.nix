@@ -21,4 +21,15 @@ in
   networking.firewall.enable = true;
 
   networking.nftables.tables = lib.mkIf (builtins.elem "fireactions" host.roles) guard.tables;
+
+  # The VM port binding table is the fireactions unit's (lib/nftables-rules.nix, vmPorts), not
+  # one of networking.nftables.tables: a reload flushing the whole ruleset would take it, and
+  # with it every VM's binding, so the host would drop all its VMs' frames until fireactions
+  # restarts. nixpkgs flushes when stateVersion < 23.11 or `ruleset`/`rulesetFile` is set.
+  assertions = lib.mkIf (builtins.elem "fireactions" host.roles) [
+    {
+      assertion = !config.networking.nftables.flushRuleset;
+      message = "networking.nftables.flushRuleset: must stay false on a fireactions host (it would delete the ${guard.vmPorts.name} table the fireactions unit loads)";
+    }
+  ];
 }

@@ -11,7 +11,7 @@ let
   names = [
     "awscli2" "azure-cli" "bash" "cni-plugins" "coreutils" "curl" "e2fsprogs" "firecracker"
     "forgejo-runner" "gawk" "git" "gitea-actions-runner" "gnused" "hcloud" "hcloud-upload-image"
-    "htop" "iproute2" "iptables" "jq" "lvm2" "nix" "nixos-anywhere" "nodejs" "openssh" "openssl" "systemd"
+    "htop" "iproute2" "iptables" "jq" "lvm2" "nftables" "nix" "nixos-anywhere" "nodejs" "openssh" "openssl" "systemd"
     "thin-provisioning-tools" "util-linux" "vault" "wget"
     # registry-mirror.nix (#23)
     "distribution"

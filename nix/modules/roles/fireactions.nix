@@ -15,14 +15,14 @@ let
   guestKernel = pkgs.callPackage ../../pkgs/firecracker-guest-kernel.nix { };
   kernelImage = "${guestKernel}/${guestKernel.imagePath}";
   tcRedirectTap = pkgs.callPackage ../../pkgs/tc-redirect-tap.nix { };
-  dhcpHost = pkgs.callPackage ../../pkgs/cni-dhcp-host.nix { };
+  vmPort = pkgs.callPackage ../../pkgs/cni-vm-port.nix { };
   thinpool = pkgs.callPackage ../../pkgs/runner-fleet-thinpool.nix { };
   disks = config.runnerFleet.dataDisks;
   # fireactions v0.4.0 runs CNI from /opt/cni/bin and /etc/cni/net.d, hard-coded
   # (server/pool.go); the plugins are linked there.
   cniPlugins = pkgs.symlinkJoin {
     name = "fireactions-cni-plugins";
-    paths = [ pkgs.cni-plugins tcRedirectTap dhcpHost ];
+    paths = [ pkgs.cni-plugins tcRedirectTap vmPort ];
   };
   # The config is rendered at every start (preStart) and reload (ExecReload).
   renderFlags = [
@@ -40,6 +40,8 @@ let
   renderCommand = "${lib.getExe renderer} ${lib.escapeShellArgs (renderFlags ++ mirrorFlags)}";
   # Bridge, subnet, gateway, CNI config and DNS forwarder settings, as data.
   vmNet = import ../../lib/vm-network.nix;
+  # The VM port binding table, loaded empty at every start (see ExecStartPre).
+  vmPorts = (import ../../lib/nftables-rules.nix { inherit (vmNet) bridge gateway portsTable; }).vmPorts;
   hardening = import ../../lib/host-hardening.nix;
 in
 {
@@ -77,7 +79,8 @@ in
       # (v0.4.0 server.go Run -> Pool.Stop). runner-fleet-restart-changed restarts it after a
       # drain when its unit changed; pool edits reload it (ExecReload) and restart nothing.
       restartIfChanged = false;
-      serviceConfig.ExecStartPre = (import ../../lib/record-unit.nix { inherit pkgs; unit = "fireactions"; });
+      # The VM port binding table, fresh: every VM is gone when fireactions starts, and so must their elements be.
+      serviceConfig.ExecStartPre = (import ../../lib/record-unit.nix { inherit pkgs; unit = "fireactions"; }) ++ [ "+${pkgs.nftables}/bin/nft -f ${pkgs.writeText "${vmPorts.name}.nft" vmPorts.text}" ];
       # Render, POST /api/v1/reload, pause and drain the pools that left the config.
       serviceConfig.ExecReload = "${lib.getExe drain} --config ${config.services.fireactions.configFile} --reload -- ${renderCommand}";
       # VM console logs (pools/<pool>/<runner>.log, os.Create: 0666 less the umask) and pool
