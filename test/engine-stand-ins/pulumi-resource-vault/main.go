@@ -463,7 +463,8 @@ func existsFor(c *client, t tokens.Type, id resource.ID, state resource.Property
 
 func (p *provider) Update(_ context.Context, req plugin.UpdateRequest) (plugin.UpdateResponse, error) {
 	k := kinds[req.Type]
-	if req.Preview || k.update == nil {
+	isRole := req.Type == "vault:appRole/authBackendRole:AuthBackendRole"
+	if req.Preview || (k.update == nil && !isRole) {
 		out := req.NewInputs.Copy()
 		for _, o := range k.outputs {
 			out[resource.PropertyKey(o)] = req.OldOutputs[resource.PropertyKey(o)]
@@ -475,7 +476,7 @@ func (p *provider) Update(_ context.Context, req plugin.UpdateRequest) (plugin.U
 		return plugin.UpdateResponse{}, err
 	}
 	var out resource.PropertyMap
-	if req.Type == "vault:appRole/authBackendRole:AuthBackendRole" {
+	if isRole {
 		out, err = updateRole(c, req)
 	} else {
 		out, err = k.update(c, req.ID, req.OldOutputs, req.NewInputs)
@@ -622,9 +623,8 @@ func updateRole(c *client, req plugin.UpdateRequest) (resource.PropertyMap, erro
 			continue
 		}
 		key := resource.PropertyKey(k)
-		was := req.OldInputs[key]
+		was := req.OldOutputs[key] // HasChange: state against the planned new state
 		if slices.Contains(roleReadBack, k) {
-			was = req.OldOutputs[key]
 			if !sortedSet(was).DeepEquals(sortedSet(news[key])) {
 				changed = append(changed, k)
 			}
@@ -719,14 +719,16 @@ func readEndpoint(c *client, state resource.PropertyMap) (resource.PropertyMap, 
 	data, _ := resp["data"].(map[string]any)
 	relevant := data
 	if boolean(state, "ignoreAbsentFields") {
-		if err := json.Unmarshal([]byte(str(state, "dataJson")), &relevant); err != nil {
+		supplied := map[string]any{}
+		if err := json.Unmarshal([]byte(str(state, "dataJson")), &supplied); err != nil {
 			return nil, fmt.Errorf("data_json %q syntax error: %w", str(state, "dataJson"), err)
 		}
 		for k, v := range data {
-			if _, ok := relevant[k]; ok {
-				relevant[k] = v
+			if _, ok := supplied[k]; ok {
+				supplied[k] = v
 			}
 		}
+		relevant = supplied
 	}
 	raw, err := json.Marshal(relevant)
 	if err != nil {
