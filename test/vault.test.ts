@@ -419,7 +419,7 @@ describe("FleetVault with secrets kept in Vault and existing mounts (mocks)", ()
 describe("FleetVault role binding of cloud hosts (mocks, #24 item 9)", () => {
   let rs: RecordedResource[];
   let captured: ReturnType<typeof captureOptions>["captured"];
-  let endpoint: InstanceType<typeof pulumi.CustomResource>;
+  let endpoint: pulumi.CustomResource;
 
   beforeAll(async () => {
     const cfg = fullConfig();
@@ -429,7 +429,8 @@ describe("FleetVault role binding of cloud hosts (mocks, #24 item 9)", () => {
     captured = capture.captured;
     const start = resources.length;
     const v = new FleetVault("vd", { model, secrets: planted() }, { transformations: [capture.transformation] });
-    const machine = new pulumi.CustomResource("test:index:Machine", "gitea-machine", {});
+    const { local } = await import("@pulumi/command");
+    const machine = new local.Command("gitea-machine", { create: "true" });
     endpoint = v.bindAddresses("gitea", [pulumi.output("198.51.100.9"), pulumi.output(undefined)], [machine]);
     v.bindAddresses("gitea-2", [pulumi.output("198.51.100.10")], [machine]);
     await Promise.all(model.hosts.map((h) => settle(v.access(h.name).wrappedSecretId)));
