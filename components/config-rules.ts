@@ -597,6 +597,17 @@ const legacyNamesAreHosts: Rule = {
   },
 };
 
+const unboundHostsAreHosts: Rule = {
+  name: "unboundHostsAreHosts",
+  why: "an exception for a host the stack does not have would be a typo, and the host meant would stay bound",
+  needs: ["hosts", "vault"],
+  check(r) {
+    (r.sections.vault?.unboundHosts ?? []).forEach((name, i) => {
+      if (!Object.prototype.hasOwnProperty.call(r.hosts, name)) r.problem(`vault.unboundHosts[${i}]`, `${name} is not a host of this stack`);
+    });
+  },
+};
+
 const dataDisksAndMirrorValid: Rule = {
   name: "dataDisksAndMirrorValid",
   why: "each disk purpose needs what uses it, one disk per purpose, and the mirror's ports must fit below 65536",
@@ -657,6 +668,7 @@ export const RULES: readonly Rule[] = [
   hostFactsKnown, fireactionsHasKvm, stockInstallFits, poolsFitHosts,
   imagesConfigured, rolesHaveServices, fleetCacheUsable, sshExposure, existingHostsDeployable, optInsTakeEffect, deployFlakeExists,
   legacyNamesAreHosts,
+  unboundHostsAreHosts,
 ];
 
 /** Runs every rule whose sections parsed. */

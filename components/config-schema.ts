@@ -246,6 +246,9 @@ const VaultSchema = z.strictObject({
   // Stacks made before #24 item 14: true (every host) or the hosts that keep the old
   // `runner-fleet-<stack>-<host>` policy and `<stack>-<host>` AppRole until they are re-created.
   legacyNames: z.union([z.boolean(), uniqueList(Name)]).default(false),
+  // Hosts whose AppRole is not bound to their own addresses (#24 item 9): a host behind NAT
+  // reaches Vault from another address, and a bound role refuses its logins.
+  unboundHosts: uniqueList(Name).default([]),
 });
 
 const NixPublicKey = check(z.string(), nixPublicKeyProblem);

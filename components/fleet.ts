@@ -63,7 +63,10 @@ export class Fleet extends pulumi.ComponentResource {
       const image = images.refFor(host);
       // A host boots and reads its secrets at once: they must be in Vault before it exists. Only
       // its own secrets: depending on the whole Vault component costs O(hosts^2) in the engine.
-      hosts.push(createHost({ host, model, userData, image, networks }, { parent: this, dependsOn: vault.access(host.name).secrets }));
+      const created = createHost({ host, model, userData, image, networks }, { parent: this, dependsOn: vault.access(host.name).secrets });
+      hosts.push(created);
+      // A cloud host's address exists only now: its role is bound to it after the machine.
+      if (created.instance) vault.bindAddresses(host.name, [created.publicAddress, created.privateAddress], [created.instance]);
     }
 
     this.userData = pulumi.all(userDataByHost);

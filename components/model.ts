@@ -214,6 +214,8 @@ export interface FleetModel {
     externalSecrets: SecretName[];
     /** true, or the hosts whose policy and AppRole keep the pre-#24 names (vaultNames). */
     legacyNames: boolean | string[];
+    /** Hosts whose AppRole and tokens are not bound to their addresses (behind NAT). */
+    unboundHosts: string[];
   };
   deploy: {
     tool: DeployTool;

@@ -22,6 +22,9 @@ export interface FleetVaultArgs {
   secrets: FleetSecrets;
 }
 
+/** The role's inputs a cloud host's binding (FleetVault.bindAddresses) owns instead. */
+export const BINDING_FIELDS = ["tokenBoundCidrs", "secretIdBoundCidrs"];
+
 export interface HostVaultAccess {
   /** The host's AppRole role_id: an identifier, not a secret on its own. */
   roleId: pulumi.Output<string>;
@@ -29,6 +32,8 @@ export interface HostVaultAccess {
   wrappedSecretId: pulumi.Output<string>;
   /** The KV secrets this program writes that the host reads: it must not boot before them. */
   secrets: vault.kv.SecretV2[];
+  /** The host's AppRole, which bindAddresses binds once its machine exists. */
+  role: vault.approle.AuthBackendRole;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -103,17 +108,45 @@ export function roleName(stack: string, host: string, legacy = false): string {
   return vaultNames(stack, host, legacy).role;
 }
 
+/** An IP as the /32 or /128 CIDR of that one address; undefined for anything else (a hostname). */
+export function hostCidr(address: string | undefined): string | undefined {
+  if (!address || isIP(address) === 0) return undefined;
+  return isIP(address) === 4 ? `${address}/32` : `${canonicalIpv6(address)}/128`;
+}
+
+/** RFC 5952 form (lowercase, longest zero run as ::), the form Vault's Go net.IP prints. */
+function canonicalIpv6(address: string): string {
+  return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+}
+
+/** Whether a host's AppRole is bound to its addresses: every host but vault.unboundHosts (NAT). */
+export function bindsAddresses(model: Pick<FleetModel, "vault">, host: string): boolean {
+  return !model.vault.unboundHosts.includes(host);
+}
+
 /**
- * The CIDRs a host's secret_id and tokens are bound to. Only machines whose address is a known IP
- * (existing hosts) are bound: a cloud host's address does not exist until the instance does, and
- * the instance's user-data needs the wrapped secret_id first. Hostnames are not bound either (Vault
- * takes CIDRs only, and a name may resolve elsewhere later).
+ * The CIDRs an existing machine's role, tokens and secret_id are bound to at creation: its
+ * configured IPs. Hostnames are not bound (Vault takes CIDRs only, and a name may resolve
+ * elsewhere later). Cloud hosts get none here: their address exists only after the machine,
+ * whose user-data needs the wrapped secret_id first; roleBindingJson binds them afterwards.
  */
 export function boundCidrs(host: HostModel): string[] {
   if (host.provider !== "existing") return [];
-  return [host.address, host.privateAddress]
-    .filter((a): a is string => !!a && isIP(a) !== 0)
-    .map((a) => (isIP(a) === 4 ? `${a}/32` : `${a}/128`));
+  return [host.address, host.privateAddress].map(hostCidr).filter((c): c is string => !!c);
+}
+
+/**
+ * What a cloud host's role binding writes to `auth/<mount>/role/<role>` once the machine exists:
+ * `secret_id_bound_cidrs` and `token_bound_cidrs` of its IP addresses, or both empty (which clears
+ * them) when the host is not bound. A role write changes only the fields it is given, so the rest
+ * of the role stays as the AuthBackendRole wrote it. Written as Vault reads it back, so the
+ * endpoint's read-back data is this string and a second run has nothing to do: keys sorted (the
+ * provider re-marshals data_json), token CIDRs of one address without their /32 or /128 (Vault's
+ * sockaddr prints them so), secret_id CIDRs as given (Vault stores those strings).
+ */
+export function roleBindingJson(addresses: ReadonlyArray<string | undefined>, bind = true): string {
+  const cidrs = bind ? [...new Set(addresses.map(hostCidr).filter((c): c is string => !!c))] : [];
+  return JSON.stringify({ secret_id_bound_cidrs: cidrs, token_bound_cidrs: cidrs.map((c) => c.replace(/\/(32|128)$/, "")) });
 }
 
 /** The secrets this fleet writes (not external) and the hosts whose roles need them. */
@@ -158,6 +191,8 @@ export class FleetVault extends pulumi.ComponentResource {
   /** Every KV secret this program writes, by KV name (for `dependsOn`: hosts boot after them). */
   readonly kvSecrets: Record<string, vault.kv.SecretV2> = {};
   private readonly hostAccess = new Map<string, HostVaultAccess>();
+  private readonly model: FleetModel;
+  private readonly provider: vault.Provider;
 
   constructor(name: string, args: FleetVaultArgs, opts?: pulumi.ComponentResourceOptions) {
     super("runner-fleet:vault:FleetVault", name, {}, opts);
@@ -181,6 +216,8 @@ export class FleetVault extends pulumi.ComponentResource {
       address: model.vault.address, maxLeaseTtlSeconds: providerMaxLeaseTtlSeconds(model),
     }, { parent: this });
     const child = { parent: this, provider };
+    this.model = model;
+    this.provider = provider;
 
     // Outputs of the created mounts (not the plain strings) so writes wait for the mounts.
     const mount: pulumi.Input<string> = model.vault.createMount
@@ -239,7 +276,7 @@ export class FleetVault extends pulumi.ComponentResource {
       }, child);
       this.policyNames[host.name] = names.policy;
 
-      const cidrs = boundCidrs(host);
+      const cidrs = bindsAddresses(model, host.name) ? boundCidrs(host) : [];
       const bound = cidrs.length ? { secretIdBoundCidrs: cidrs, tokenBoundCidrs: cidrs } : {};
       const tokenTtl = durationSeconds(model.vault.tokenTtl);
       const role = new vault.approle.AuthBackendRole(`${host.name}-approle`, {
@@ -254,7 +291,13 @@ export class FleetVault extends pulumi.ComponentResource {
         // What travels in user-data is the wrapping token, and that one is single use.
         secretIdNumUses: 0,
         ...bound,
-      }, child);
+      }, {
+        ...child,
+        // A cloud host's CIDRs are written by bindAddresses after its machine exists. Upstream's
+        // Update sends only changed fields and its Read copies both lists back from Vault, so
+        // without this the next diff (config: none, state: bound) would clear them.
+        ...(host.provider === "existing" ? {} : { ignoreChanges: BINDING_FIELDS }),
+      });
 
       const secretId = new vault.approle.AuthBackendRoleSecretId(`${host.name}-secret-id`, {
         backend,
@@ -279,10 +322,32 @@ export class FleetVault extends pulumi.ComponentResource {
         ignoreChanges: ["wrappingTtl", "ttl", "numUses"],
       });
 
-      this.hostAccess.set(host.name, { roleId: role.roleId, wrappedSecretId: pulumi.secret(secretId.wrappingToken), secrets: hostSecrets });
+      this.hostAccess.set(host.name, { roleId: role.roleId, wrappedSecretId: pulumi.secret(secretId.wrappingToken), secrets: hostSecrets, role });
     }
 
     this.registerOutputs({ policyNames: this.policyNames });
+  }
+
+  /**
+   * Binds a cloud host's AppRole to its machine's addresses (#24 item 9): its
+   * `secret_id_bound_cidrs` and `token_bound_cidrs` become the machine's public and private IPs,
+   * written after the machine exists (its user-data needs the role first). A replaced machine's
+   * new addresses update the binding. Vault checks the role's list at every login, so the
+   * unwrapped secret_id is useless from anywhere else, and so are the tokens it yields. A host in
+   * vault.unboundHosts gets both lists emptied instead. Never deleted: the path is the role
+   * itself, which its AuthBackendRole deletes.
+   */
+  bindAddresses(host: string, addresses: pulumi.Input<string | undefined>[], machine: pulumi.Resource[]): vault.generic.Endpoint {
+    const { role } = this.access(host);
+    const bind = bindsAddresses(this.model, host);
+    return new vault.generic.Endpoint(`${host}-approle-binding`, {
+      path: role.id,
+      dataJson: pulumi.all(addresses).apply((a) => roleBindingJson(a, bind)),
+      // Read back only these two fields of the role, so drift in them shows on a refresh.
+      ignoreAbsentFields: true,
+      // Upstream's delete is a DELETE of the path: that would delete the role.
+      disableDelete: true,
+    }, { parent: this, provider: this.provider, dependsOn: machine });
   }
 
   /** The role_id and wrapped secret_id a host's user-data carries. */

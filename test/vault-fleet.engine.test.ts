@@ -8,11 +8,15 @@
  *    child token short here; the program's maxLeaseTtlSeconds must win over it.
  *  - #24 item 3: with a non-zero secretIdTtl, Vault's read-back ttl must not re-issue (and so
  *    destroy) every secret_id on the next up; a wrapTtl edit must not either.
+ *  - #24 item 9: a cloud host's role is bound to its machine's addresses once the machine
+ *    exists; OpenBao then refuses its logins from anywhere else, and neither a second run, a
+ *    refresh, a tokenTtl edit nor a new machine leaves it unbound or bound to the old address.
  *  - #24 item 14: two stacks of the README's sharing guide on one OpenBao, whose old names met
  *    (stack ci with host eu-a, stack ci-eu with host a), leave each other's objects alone.
  */
 import { spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -44,7 +48,22 @@ if (cfg.get("legacy") === "1") {
     return { props, opts: { ...a.opts, ignoreChanges: [] } };
   });
 }
+// noIgnore=1: the cloud hosts' roles without the ignoreChanges on their two CIDR lists, to show
+// what that option keeps (#24 item 9).
+if (cfg.get("noIgnore") === "1") {
+  pulumi.runtime.registerStackTransformation((a) =>
+    a.type === "vault:appRole/authBackendRole:AuthBackendRole" ? { props: a.props, opts: { ...a.opts, ignoreChanges: [] } } : undefined);
+}
 const fleetVault = new FleetVault("vault", { model, secrets: {} });
+// Cloud hosts' machines, standing in for a cloud: a command that prints the machine's address,
+// replaced (a new machine) when the address changes. Each host's role is bound after it.
+const machines: Record<string, string> = JSON.parse(cfg.get("machines") ?? "{}");
+for (const [host, addr] of Object.entries(machines)) {
+  const machine = new local.Command(host + "-machine", { create: "printf %s " + addr, triggers: [addr] });
+  fleetVault.bindAddresses(host, [machine.stdout, undefined], [machine]);
+}
+export const access = pulumi.secret(pulumi.all(Object.fromEntries(Object.keys(machines).map((h) =>
+  [h, pulumi.all({ roleId: fleetVault.access(h).roleId, wrapped: fleetVault.access(h).wrappedSecretId })]))));
 // Stands for the switches: runs after every Vault write of this up and before its deletes.
 new local.Command("rollout", { create: "sleep " + cfg.require("rolloutSeconds"), triggers: [cfg.require("run")] },
   { dependsOn: [fleetVault] });
@@ -166,6 +185,121 @@ describe.skipIf(missing.length > 0)("the fleet's Vault component against OpenBao
     expect(longer.code, longer.out).toBe(0);
     expect(longer.out).not.toMatch(/AuthBackendRoleSecretId.*(replac|creat|delet)/);
     expect(await accessors()).toEqual(before);
+  }, 300_000);
+
+  /** POST to OpenBao from a given loopback source address: what Vault's CIDR checks see. */
+  const from = (source: string, method: string, p: string, body?: unknown, token?: string) => new Promise<{ status: number; json: any }>((resolve, reject) => {
+    const url = new URL(address);
+    const req = http.request({ host: url.hostname, port: url.port, path: `/v1/${p}`, method, localAddress: source, headers: token ? { "X-Vault-Token": token } : {} }, (res) => {
+      let text = "";
+      res.on("data", (d) => (text += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : {} }));
+    });
+    req.on("error", reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+  const setKey = (stack: string, key: string, value: string) => {
+    const set = pulumi(stack, "config", "set", "--plaintext", `vaultfleet:${key}`, value);
+    expect(set.code, set.out).toBe(0);
+  };
+  /** A fleet of existing host a and Hetzner host c, whose machine gets `machine` as its address. */
+  const cloudFleet = (vault: Record<string, unknown>) => {
+    const fleet = fleetConfig(["a"], vault);
+    (fleet.hosts as Record<string, unknown>).c = { provider: "hetzner", serverType: "ccx23", location: "fsn1", roles: ["forgejo-runner"] };
+    return fleet;
+  };
+  /** Host c's secret_id, unwrapped once from the stack's output (as the host does at boot). */
+  const unwrapAccess = async (stack: string) => {
+    const out = spawnSync("pulumi", ["stack", "output", "access", "--show-secrets", "--json", "--stack", stack], { cwd: dir, env, encoding: "utf8" });
+    const { roleId, wrapped } = JSON.parse(out.stdout).c as { roleId: string; wrapped: string };
+    const unwrapped = await api("POST", "sys/wrapping/unwrap", undefined, wrapped);
+    expect(unwrapped.status, JSON.stringify(unwrapped.json)).toBe(200);
+    return { role_id: roleId, secret_id: unwrapped.json.data.secret_id as string };
+  };
+
+  it("binds a cloud host's role to its machine's address once it exists, and keeps it bound (#24 item 9)", async () => {
+    newStack("bind");
+    const vault = { address, mount: "bind", authMount: "bind-approle" };
+    const rolePath = "auth/bind-approle/role/runner-fleet.bind.c";
+    const cidrs = async () => {
+      const d = (await api("GET", rolePath)).json.data;
+      return { secret: d.secret_id_bound_cidrs, token: d.token_bound_cidrs, ttl: d.token_ttl };
+    };
+    configure("bind", cloudFleet(vault), 0);
+    setKey("bind", "machines", JSON.stringify({ c: "127.0.0.1" }));
+    const up = pulumi("bind", "up", "--yes");
+    expect(up.code, up.out).toBe(0);
+    expect(await cidrs()).toEqual({ secret: ["127.0.0.1/32"], token: ["127.0.0.1"], ttl: 3600 });
+    // The existing host keeps its binding from config, on the role and on its secret_id.
+    expect((await api("GET", "auth/bind-approle/role/runner-fleet.bind.a")).json.data.secret_id_bound_cidrs).toEqual(["192.0.2.10/32"]);
+
+    // The host's own secret_id: refused from another address by the role's list, accepted from
+    // the machine's; the token it yields is refused elsewhere too (token_bound_cidrs).
+    const creds = await unwrapAccess("bind");
+    const refused = await from("127.0.0.2", "POST", "auth/bind-approle/login", creds);
+    expect(refused.status).toBe(400);
+    expect(refused.json.errors.join()).toMatch(/source address "127\.0\.0\.2" unauthorized by CIDR restrictions on the role/);
+    const login = await from("127.0.0.1", "POST", "auth/bind-approle/login", creds);
+    expect(login.status, JSON.stringify(login.json)).toBe(200);
+    const token = login.json.auth.client_token as string;
+    expect((await from("127.0.0.1", "GET", "auth/token/lookup-self", undefined, token)).status).toBe(200);
+    expect((await from("127.0.0.2", "GET", "auth/token/lookup-self", undefined, token)).status).toBe(403);
+
+    // Nothing to do on a second run, with or without reading everything back from Vault first.
+    const again = pulumi("bind", "preview", "--expect-no-changes", "--diff");
+    expect(again.code, again.out).toBe(0);
+    const refreshed = pulumi("bind", "preview", "--expect-no-changes", "--refresh", "--diff");
+    expect(refreshed.code, refreshed.out).toBe(0);
+
+    // A tokenTtl edit updates the role and leaves its CIDRs alone, refreshed first or not.
+    configure("bind", cloudFleet({ ...vault, tokenTtl: "2h" }), 0);
+    const ttl = pulumi("bind", "up", "--yes", "--refresh");
+    expect(ttl.code, ttl.out).toBe(0);
+    expect(await cidrs()).toEqual({ secret: ["127.0.0.1/32"], token: ["127.0.0.1"], ttl: 7200 });
+    expect((await from("127.0.0.2", "POST", "auth/bind-approle/login", creds)).status).toBe(400);
+    const afterTtl = pulumi("bind", "preview", "--expect-no-changes", "--refresh", "--diff");
+    expect(afterTtl.code, afterTtl.out).toBe(0);
+
+    // A new machine with a new address: the role follows it, and the old address is refused.
+    setKey("bind", "machines", JSON.stringify({ c: "127.0.0.3" }));
+    const moved = pulumi("bind", "up", "--yes");
+    expect(moved.code, moved.out).toBe(0);
+    expect(await cidrs()).toMatchObject({ secret: ["127.0.0.3/32"], token: ["127.0.0.3"] });
+    expect((await from("127.0.0.1", "POST", "auth/bind-approle/login", creds)).status).toBe(400);
+    expect((await from("127.0.0.3", "POST", "auth/bind-approle/login", creds)).status).toBe(200);
+
+    // vault.unboundHosts (a host behind NAT): both lists emptied, logins from anywhere.
+    configure("bind", cloudFleet({ ...vault, tokenTtl: "2h", unboundHosts: ["c"] }), 0);
+    const unbound = pulumi("bind", "up", "--yes");
+    expect(unbound.code, unbound.out).toBe(0);
+    expect(await cidrs()).toMatchObject({ secret: [], token: [] });
+    expect((await from("127.0.0.2", "POST", "auth/bind-approle/login", creds)).status).toBe(200);
+    expect(pulumi("bind", "preview", "--expect-no-changes", "--refresh").code).toBe(0);
+
+    // The binding is never deleted on its own: destroy removes the role through its resource.
+    const destroy = pulumi("bind", "destroy", "--yes");
+    expect(destroy.code, destroy.out).toBe(0);
+    expect((await api("GET", rolePath)).status).toBe(404);
+  }, 400_000);
+
+  it("without ignoreChanges on the two lists, the role's next update after a refresh unbinds the host (#24 item 9)", async () => {
+    newStack("fight");
+    const vault = { address, mount: "fight", authMount: "fight-approle" };
+    configure("fight", cloudFleet(vault), 0);
+    setKey("fight", "machines", JSON.stringify({ c: "127.0.0.1" }));
+    setKey("fight", "noIgnore", "1");
+    expect(pulumi("fight", "up", "--yes").code).toBe(0);
+    const creds = await unwrapAccess("fight");
+    expect((await from("127.0.0.2", "POST", "auth/fight-approle/login", creds)).status).toBe(400);
+    // Upstream's Read copies the bound lists into the role's state; config has none, so the diff
+    // clears them, and the binding is only written again when the machine changes.
+    const preview = pulumi("fight", "preview", "--refresh", "--diff");
+    expect(preview.out).toMatch(/authBackendRole:AuthBackendRole: \(update\)/);
+    configure("fight", cloudFleet({ ...vault, tokenTtl: "2h" }), 0);
+    expect(pulumi("fight", "up", "--yes", "--refresh").code).toBe(0);
+    const d = (await api("GET", "auth/fight-approle/role/runner-fleet.fight.c")).json.data;
+    expect({ secret: d.secret_id_bound_cidrs, token: d.token_bound_cidrs }).toEqual({ secret: [], token: [] });
+    expect((await from("127.0.0.2", "POST", "auth/fight-approle/login", creds)).status).toBe(200);
   }, 300_000);
 
   it("stacks ci (host eu-a) and ci-eu (host a) on one OpenBao neither read, overwrite nor delete each other's objects (#24 item 14)", async () => {

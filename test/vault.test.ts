@@ -13,7 +13,8 @@ import type { FleetModel, HostModel } from "../components/model";
 import { hostKvPaths, policyFor, secretFilesFor, sshHostKeyApiPath } from "../components/vault-paths";
 
 const { resources } = installMocks({ stack: "test", ...mockConfig(baseConfig()) });
-const { FleetVault, MAX_CHILD_TOKEN_SECONDS, boundCidrs, durationSeconds, policyName, providerMaxLeaseTtlSeconds, randomHexCommand, roleName, vaultNames } = await import("../components/vault");
+const { BINDING_FIELDS, FleetVault, MAX_CHILD_TOKEN_SECONDS, boundCidrs, durationSeconds, hostCidr, policyName, providerMaxLeaseTtlSeconds, randomHexCommand, roleBindingJson, roleName, vaultNames } = await import("../components/vault");
+const { captureOptions } = await import("./support/mocks");
 
 const T = {
   mount: "vault:index/mount:Mount",
@@ -84,6 +85,20 @@ describe("pure helpers", () => {
     expect(boundCidrs(host("named"))).toEqual([]);
     expect(boundCidrs(host("metal"))).toEqual([]);
     expect(boundCidrs(host("gitea"))).toEqual([]);
+  });
+
+  it("writes a cloud host's binding as Vault reads it back: sorted keys, token CIDRs of one address bare (#24 item 9)", () => {
+    expect(hostCidr("203.0.113.7")).toBe("203.0.113.7/32");
+    // Vault prints IPv6 in RFC 5952 form; another spelling would differ on every read-back.
+    expect(hostCidr("2001:DB8:0:0:0:0:0:10")).toBe("2001:db8::10/128");
+    expect(hostCidr("runner.example.org")).toBeUndefined();
+    expect(hostCidr("")).toBeUndefined();
+    expect(hostCidr(undefined)).toBeUndefined();
+    const json = roleBindingJson(["203.0.113.7", "10.20.0.7", undefined, "", "203.0.113.7", "2001:db8::10"]);
+    expect(json).toBe('{"secret_id_bound_cidrs":["203.0.113.7/32","10.20.0.7/32","2001:db8::10/128"],"token_bound_cidrs":["203.0.113.7","10.20.0.7","2001:db8::10"]}');
+    // Unbound (vault.unboundHosts) or no IP at all: both lists written empty, which clears them.
+    expect(roleBindingJson(["203.0.113.7"], false)).toBe('{"secret_id_bound_cidrs":[],"token_bound_cidrs":[]}');
+    expect(roleBindingJson([undefined, ""])).toBe('{"secret_id_bound_cidrs":[],"token_bound_cidrs":[]}');
   });
 
   it("gives the provider's child token the whole rollout: waves of step timeouts, in days, at most 768h (#24 item 1)", () => {
@@ -401,6 +416,64 @@ describe("FleetVault with secrets kept in Vault and existing mounts (mocks)", ()
   });
 });
 
+describe("FleetVault role binding of cloud hosts (mocks, #24 item 9)", () => {
+  let rs: RecordedResource[];
+  let captured: ReturnType<typeof captureOptions>["captured"];
+  let endpoint: pulumi.CustomResource;
+
+  beforeAll(async () => {
+    const cfg = fullConfig();
+    cfg.vault.unboundHosts = ["gitea-2", "v6"];
+    const model = modelFrom(cfg);
+    const capture = captureOptions();
+    captured = capture.captured;
+    const start = resources.length;
+    const v = new FleetVault("vd", { model, secrets: planted() }, { transformations: [capture.transformation] });
+    const { local } = await import("@pulumi/command");
+    const machine = new local.Command("gitea-machine", { create: "true" });
+    endpoint = v.bindAddresses("gitea", [pulumi.output("198.51.100.9"), pulumi.output(undefined)], [machine]);
+    v.bindAddresses("gitea-2", [pulumi.output("198.51.100.10")], [machine]);
+    await Promise.all(model.hosts.map((h) => settle(v.access(h.name).wrappedSecretId)));
+    await quiet();
+    rs = resources.slice(start);
+  });
+
+  const opts = (name: string) => captured.find((c) => c.name === name)!.opts;
+
+  it("writes the machine's addresses to the role's path, after the machine, and never deletes that path", async () => {
+    const binding = one(rs, "vault:generic/endpoint:Endpoint", "gitea-approle-binding").inputs;
+    expect(binding).toMatchObject({ path: "gitea-approle-id", disableDelete: true, ignoreAbsentFields: true });
+    expect(binding.disableRead).toBeUndefined();
+    expect(JSON.parse(reveal(binding.dataJson) as string)).toEqual({ secret_id_bound_cidrs: ["198.51.100.9/32"], token_bound_cidrs: ["198.51.100.9"] });
+    expect(opts("gitea-approle-binding").dependsOn).toEqual([expect.objectContaining({ __name: "gitea-machine" })]);
+    expect((await settle(endpoint.urn)).value).toMatch(/FleetVault\$vault:generic\/endpoint:Endpoint::gitea-approle-binding$/);
+  });
+
+  it("empties both lists of a host in vault.unboundHosts, and leaves an existing one unbound at creation too", () => {
+    const binding = one(rs, "vault:generic/endpoint:Endpoint", "gitea-2-approle-binding").inputs;
+    expect(JSON.parse(reveal(binding.dataJson) as string)).toEqual({ secret_id_bound_cidrs: [], token_bound_cidrs: [] });
+    expect(one(rs, T.role, "v6-approle").inputs.tokenBoundCidrs).toBeUndefined();
+    expect(one(rs, T.secretId, "v6-secret-id").inputs.cidrLists).toBeUndefined();
+    expect(one(rs, T.role, "onprem-approle").inputs.tokenBoundCidrs).toEqual(["192.0.2.10/32", "10.0.0.5/32"]);
+  });
+
+  it("lets the binding own a cloud host's two lists: its role ignores them, an existing host's does not", () => {
+    expect(BINDING_FIELDS).toEqual(["tokenBoundCidrs", "secretIdBoundCidrs"]);
+    for (const h of ["gitea", "gitea-2", "cache", "metal"]) expect(opts(`${h}-approle`).ignoreChanges, h).toEqual(BINDING_FIELDS);
+    for (const h of ["onprem", "v6", "named"]) expect(opts(`${h}-approle`).ignoreChanges, h).toBeUndefined();
+  });
+
+  it("refuses a vault.unboundHosts entry that is not a host, by key path", () => {
+    const cfg = baseConfig();
+    cfg.vault.unboundHosts = ["metal", "gone"];
+    expect(() => modelFrom(cfg)).toThrow(/runner-fleet:vault\.unboundHosts\[1\]: gone is not a host of this stack/);
+    cfg.vault.unboundHosts = ["metal", "metal"];
+    expect(() => modelFrom(cfg)).toThrow(/runner-fleet:vault\.unboundHosts: lists the same value twice/);
+    delete cfg.vault.unboundHosts;
+    expect(modelFrom(cfg).vault.unboundHosts).toEqual([]);
+  });
+});
+
 describe("FleetVault argument checks (mocks)", () => {
   it("names the missing secret and its hosts before creating any child", async () => {
     const model = modelFrom(fullConfig());
@@ -430,6 +503,10 @@ describe("plan output (end to end)", () => {
     expect(hosts).toHaveLength(8);
     expect(of(T.role).map((r) => r.name.replace(/-approle$/, "")).sort()).toEqual(hosts);
     expect(of(T.secretId).map((r) => r.name.replace(/-secret-id$/, "")).sort()).toEqual(hosts);
+    // Every cloud host's role is bound after its machine; the existing one at creation instead.
+    const bindings = of("vault:generic/endpoint:Endpoint");
+    expect(bindings.map((r) => r.name.replace(/-approle-binding$/, "")).sort()).toEqual(hosts.filter((h) => h !== "onprem-1"));
+    for (const b of bindings) expect(b.inputs, b.name).toMatchObject({ path: `${b.name.replace(/-binding$/, "")}-id`, disableDelete: true, dataJson: "[secret]" });
     expect(plan.outputs.userData).toBe("[secret]");
   });
 

@@ -17,6 +17,14 @@
 //	vault:kv/secretV2:SecretV2         POST <mount>/data/<name>; delete removes
 //	                                   <mount>/metadata/<name> when deleteAllVersions
 //	vault:kv/getSecretV2:getSecretV2   (function) GET <mount>/data/<name>[?version=N]
+//	vault:generic/endpoint:Endpoint    POST <path> with dataJson, then GET <path> back into
+//	                                   dataJson (ignoreAbsentFields: only its keys) unless
+//	                                   disableRead; DELETE <path> unless disableDelete
+//
+// The role's tokenBoundCidrs and secretIdBoundCidrs are read back from Vault after every write
+// and on refresh, and diffed config against state, as upstream's Read and the bridge do; an
+// update sends only the fields that changed, less ignoreChanges keys (upstream's Update and the
+// bridge's computeIgnoreChanges), so a role write leaves the other fields as Vault has them.
 //
 // The provider authenticates with its `token` input or VAULT_TOKEN and, unless skipChildToken,
 // first creates a child token as upstream's internal/provider/meta.go does: TTL and explicit max
@@ -28,7 +36,8 @@
 // ignoreChanges key is left out of the diff, as the bridge drops it from the Terraform diff.
 // Deviation: a changed Mount or AuthBackend path replaces the resource here; upstream remounts it
 // in place (path is not ForceNew there). Refresh (Read) notices an object that is gone, not drift
-// in its fields. Not implemented: import, every other resource.
+// in its fields (the role's two CIDR lists and an endpoint's dataJson excepted). Not
+// implemented: import, write_fields, every other resource.
 package main
 
 import (
@@ -71,6 +80,12 @@ type kind struct {
 
 var roleInputs = []string{"backend", "roleName", "roleId", "bindSecretId", "secretIdBoundCidrs", "secretIdNumUses",
 	"secretIdTtl", "tokenPolicies", "tokenTtl", "tokenMaxTtl", "tokenBoundCidrs", "tokenNumUses", "tokenType"}
+
+var endpointInputs = []string{"path", "dataJson", "disableRead", "disableDelete", "ignoreAbsentFields", "writeFields"}
+
+// roleReadBack are the role inputs whose state upstream's Read sets from Vault and the bridge
+// diffs config against (the others are diffed against the old inputs here).
+var roleReadBack = []string{"tokenBoundCidrs", "secretIdBoundCidrs"}
 
 var kinds = map[tokens.Type]kind{
 	"vault:index/mount:Mount": {
@@ -138,13 +153,15 @@ var kinds = map[tokens.Type]kind{
 		replace: map[string]bool{"backend": true, "roleName": true}, outputs: []string{"roleId"},
 		create: func(c *client, _ string, in resource.PropertyMap) (resource.ID, resource.PropertyMap, error) {
 			path := rolePath(in)
-			roleID, err := writeRole(c, path, in)
-			return resource.ID(path), withOutputs(in, map[string]string{"roleId": roleID, "backend": backendOf(in)}), err
+			roleID, err := writeRole(c, path, in, roleInputs, false)
+			if err != nil {
+				return "", nil, err
+			}
+			// Upstream's Create ends in Read.
+			out, err := readRoleCIDRs(c, path, in, withOutputs(in, map[string]string{"roleId": roleID, "backend": backendOf(in)}))
+			return resource.ID(path), out, err
 		},
-		update: func(c *client, _ resource.ID, _, news resource.PropertyMap) (resource.PropertyMap, error) {
-			roleID, err := writeRole(c, rolePath(news), news)
-			return withOutputs(news, map[string]string{"roleId": roleID, "backend": backendOf(news)}), err
-		},
+		// The provider's Update calls updateRole instead (it needs the ignoreChanges keys).
 		delete: func(c *client, id resource.ID, _ resource.PropertyMap) error {
 			_, err := c.call("DELETE", string(id), nil, "")
 			return err
@@ -164,6 +181,25 @@ var kinds = map[tokens.Type]kind{
 				path, body = "auth/token/revoke-accessor", map[string]any{"accessor": str(state, "accessor")}
 			}
 			_, err := c.call("POST", path, body, "")
+			return err
+		},
+	},
+	"vault:generic/endpoint:Endpoint": {
+		inputs:  endpointInputs,
+		replace: map[string]bool{"path": true}, secret: []string{"dataJson"},
+		outputs: []string{"writeDataJson", "writeData"},
+		create: func(c *client, _ string, in resource.PropertyMap) (resource.ID, resource.PropertyMap, error) {
+			out, err := writeEndpoint(c, in)
+			return resource.ID(str(in, "path")), out, err
+		},
+		update: func(c *client, _ resource.ID, _, news resource.PropertyMap) (resource.PropertyMap, error) {
+			return writeEndpoint(c, news)
+		},
+		delete: func(c *client, id resource.ID, state resource.PropertyMap) error {
+			if boolean(state, "disableDelete") {
+				return nil
+			}
+			_, err := c.call("DELETE", string(id), nil, "")
 			return err
 		},
 	},
@@ -293,6 +329,26 @@ func (p *provider) Diff(_ context.Context, req plugin.DiffRequest) (plugin.DiffR
 			news[key] = zeroIfNull(news[key])
 		}
 	}
+	if req.Type == "vault:appRole/authBackendRole:AuthBackendRole" {
+		// Sets: an unset list is the empty set, and order does not count.
+		olds, news = olds.Copy(), news.Copy()
+		for _, f := range roleReadBack {
+			key := resource.PropertyKey(f)
+			olds[key] = sortedSet(req.OldOutputs[key])
+			news[key] = sortedSet(news[key])
+		}
+	}
+	if req.Type == "vault:generic/endpoint:Endpoint" {
+		// Every field against state; data_json through its StateFunc (normalizeDataJSON).
+		olds, news = req.OldOutputs.Copy(), news.Copy()
+		if !serve.Plain(news["dataJson"]).IsComputed() {
+			news["dataJson"] = resource.NewStringProperty(normalizeJSON(str(news, "dataJson")))
+		}
+		olds["dataJson"] = resource.NewStringProperty(str(olds, "dataJson"))
+		for _, f := range []string{"disableRead", "disableDelete", "ignoreAbsentFields"} {
+			olds[resource.PropertyKey(f)], news[resource.PropertyKey(f)] = falseIfNull(olds[resource.PropertyKey(f)]), falseIfNull(news[resource.PropertyKey(f)])
+		}
+	}
 	// As the bridge: an ignored property's difference between config and state is dropped from
 	// the Terraform diff too (pulumi-terraform-bridge pkg/tfbridge/diff.go computeIgnoreChanges),
 	// not only reset to its old input by the engine. Top-level keys are all runner-fleet ignores.
@@ -354,7 +410,22 @@ func (p *provider) Read(_ context.Context, req plugin.ReadRequest) (plugin.ReadR
 	if !exists {
 		return plugin.ReadResponse{}, nil
 	}
-	return plugin.ReadResponse{ReadResult: plugin.ReadResult{ID: req.ID, Inputs: req.Inputs, Outputs: req.State}}, nil
+	state := req.State
+	switch req.Type {
+	case "vault:appRole/authBackendRole:AuthBackendRole":
+		if state, err = readRoleCIDRs(c, string(req.ID), req.Inputs, state); err != nil {
+			return plugin.ReadResponse{}, err
+		}
+	case "vault:generic/endpoint:Endpoint":
+		if state, err = readEndpoint(c, state); err != nil {
+			return plugin.ReadResponse{}, err
+		}
+		if state == nil {
+			return plugin.ReadResponse{}, nil
+		}
+		state = markSecret(state, kinds[req.Type].secret)
+	}
+	return plugin.ReadResponse{ReadResult: plugin.ReadResult{ID: req.ID, Inputs: req.Inputs, Outputs: state}}, nil
 }
 
 func existsFor(c *client, t tokens.Type, id resource.ID, state resource.PropertyMap) (bool, error) {
@@ -384,13 +455,16 @@ func existsFor(c *client, t tokens.Type, id resource.ID, state resource.Property
 		return get("POST", rolePath(state)+"/secret-id-accessor/lookup", map[string]any{"secret_id_accessor": str(state, "accessor")})
 	case "vault:kv/secretV2:SecretV2":
 		return get("GET", kvPath(state, "data"), nil)
+	case "vault:generic/endpoint:Endpoint":
+		return true, nil // readEndpoint decides, as upstream's Read does
 	}
 	return true, nil
 }
 
 func (p *provider) Update(_ context.Context, req plugin.UpdateRequest) (plugin.UpdateResponse, error) {
 	k := kinds[req.Type]
-	if req.Preview || k.update == nil {
+	isRole := req.Type == "vault:appRole/authBackendRole:AuthBackendRole"
+	if req.Preview || (k.update == nil && !isRole) {
 		out := req.NewInputs.Copy()
 		for _, o := range k.outputs {
 			out[resource.PropertyKey(o)] = req.OldOutputs[resource.PropertyKey(o)]
@@ -401,7 +475,12 @@ func (p *provider) Update(_ context.Context, req plugin.UpdateRequest) (plugin.U
 	if err != nil {
 		return plugin.UpdateResponse{}, err
 	}
-	out, err := k.update(c, req.ID, req.OldOutputs, req.NewInputs)
+	var out resource.PropertyMap
+	if isRole {
+		out, err = updateRole(c, req)
+	} else {
+		out, err = k.update(c, req.ID, req.OldOutputs, req.NewInputs)
+	}
 	if err != nil {
 		return plugin.UpdateResponse{}, err
 	}
@@ -532,14 +611,180 @@ func createSecretID(c *client, _ string, in resource.PropertyMap) (resource.ID, 
 	return resource.ID(id), out, nil
 }
 
-func writeRole(c *client, path string, in resource.PropertyMap) (string, error) {
-	body := map[string]any{}
+// updateRole is upstream's approleAuthBackendRoleUpdate: only the fields whose config differs
+// from state (d.HasChange; approleAuthBackendRoleUpdateFields and updateTokenFields with create
+// false), then Read. ignoreChanges keys are not changes: the bridge drops them from the diff it
+// applies (pkg/tfbridge/provider.go Update, newIgnoreChanges).
+func updateRole(c *client, req plugin.UpdateRequest) (resource.PropertyMap, error) {
+	news, path := req.NewInputs, string(req.ID)
+	var changed []string
 	for _, k := range roleInputs {
+		if slices.Contains(req.IgnoreChanges, k) {
+			continue
+		}
+		key := resource.PropertyKey(k)
+		was := req.OldOutputs[key] // HasChange: state against the planned new state
+		if slices.Contains(roleReadBack, k) {
+			if !sortedSet(was).DeepEquals(sortedSet(news[key])) {
+				changed = append(changed, k)
+			}
+			continue
+		}
+		if !serve.Plain(was).DeepEquals(serve.Plain(news[key])) {
+			changed = append(changed, k)
+		}
+	}
+	roleID, err := writeRole(c, path, news, changed, true)
+	if err != nil {
+		return nil, err
+	}
+	out := withOutputs(news, map[string]string{"roleId": roleID, "backend": backendOf(news)})
+	// Keep the state's read-back lists for ignored keys; Read refreshes them from Vault.
+	for _, k := range roleReadBack {
+		out[resource.PropertyKey(k)] = req.OldOutputs[resource.PropertyKey(k)]
+	}
+	return readRoleCIDRs(c, path, news, out)
+}
+
+// readRoleCIDRs is the CIDR part of upstream's approleAuthBackendRoleRead: secret_id_bound_cidrs
+// as Vault returns them, token_bound_cidrs through handleCIDRField (vault/auth_token.go), which
+// puts back the /32 or /128 Vault strips from one address unless the config has it without.
+func readRoleCIDRs(c *client, path string, config, state resource.PropertyMap) (resource.PropertyMap, error) {
+	resp, err := c.call("GET", path, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	data, _ := resp["data"].(map[string]any)
+	out := state.Copy()
+	list := func(k string) []string {
+		var l []string
+		raw, _ := data[k].([]any)
+		for _, v := range raw {
+			s, _ := v.(string)
+			l = append(l, s)
+		}
+		return l
+	}
+	configured := strList(config, "tokenBoundCidrs")
+	var token []string
+	for _, a := range list("token_bound_cidrs") {
+		if !slices.Contains(configured, a) && !strings.Contains(a, "/") {
+			if strings.Contains(a, ":") {
+				a += "/128"
+			} else {
+				a += "/32"
+			}
+		}
+		token = append(token, a)
+	}
+	out["tokenBoundCidrs"] = strArray(token)
+	out["secretIdBoundCidrs"] = strArray(list("secret_id_bound_cidrs"))
+	return out, nil
+}
+
+// writeEndpoint is upstream's genericEndpointResourceWrite: the data as is, then Read.
+func writeEndpoint(c *client, in resource.PropertyMap) (resource.PropertyMap, error) {
+	var data map[string]any
+	if err := json.Unmarshal([]byte(str(in, "dataJson")), &data); err != nil {
+		return nil, fmt.Errorf("data_json %q syntax error: %w", str(in, "dataJson"), err)
+	}
+	if _, err := c.call("POST", str(in, "path"), data, ""); err != nil {
+		return nil, fmt.Errorf("error writing to Vault: %w", err)
+	}
+	out := in.Copy()
+	out["dataJson"] = resource.NewStringProperty(normalizeJSON(str(in, "dataJson"))) // its StateFunc
+	out["writeDataJson"] = resource.NewStringProperty("null")
+	out["writeData"] = resource.NewObjectProperty(resource.PropertyMap{})
+	read, err := readEndpoint(c, out)
+	if read == nil && err == nil {
+		return nil, fmt.Errorf("vault: %s: nothing to read back after the write", str(in, "path"))
+	}
+	return read, err
+}
+
+// readEndpoint is upstream's genericEndpointResourceRead: unless disableRead, GET the path (gone:
+// nil, out of state) and set dataJson to what Vault returns, only the keys dataJson already has
+// when ignoreAbsentFields.
+func readEndpoint(c *client, state resource.PropertyMap) (resource.PropertyMap, error) {
+	if boolean(state, "disableRead") {
+		return state, nil
+	}
+	resp, err := c.call("GET", str(state, "path"), nil, "")
+	if isStatus(err, http.StatusNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error reading %s from Vault: %w", str(state, "path"), err)
+	}
+	data, _ := resp["data"].(map[string]any)
+	relevant := data
+	if boolean(state, "ignoreAbsentFields") {
+		supplied := map[string]any{}
+		if err := json.Unmarshal([]byte(str(state, "dataJson")), &supplied); err != nil {
+			return nil, fmt.Errorf("data_json %q syntax error: %w", str(state, "dataJson"), err)
+		}
+		for k, v := range data {
+			if _, ok := supplied[k]; ok {
+				supplied[k] = v
+			}
+		}
+		relevant = supplied
+	}
+	raw, err := json.Marshal(relevant)
+	if err != nil {
+		return nil, err
+	}
+	out := state.Copy()
+	out["dataJson"] = resource.NewStringProperty(string(raw))
+	return out, nil
+}
+
+// normalizeJSON is upstream's normalizeDataJSON (vault/resource_generic_secret.go): unmarshal
+// into a map and marshal again, so keys come sorted and spacing goes.
+func normalizeJSON(s string) string {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return ""
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+func strArray(l []string) resource.PropertyValue {
+	arr := []resource.PropertyValue{}
+	for _, s := range l {
+		arr = append(arr, resource.NewStringProperty(s))
+	}
+	return resource.NewArrayProperty(arr)
+}
+
+// sortedSet is a TypeSet of strings as SDKv2 compares it: unset is empty, order does not count.
+func sortedSet(v resource.PropertyValue) resource.PropertyValue {
+	m := resource.PropertyMap{"v": v}
+	return strArray(strList(m, "v"))
+}
+
+func falseIfNull(v resource.PropertyValue) resource.PropertyValue {
+	if p := serve.Plain(v); p.IsBool() {
+		return p
+	}
+	return resource.NewBoolProperty(false)
+}
+
+// writeRole writes the given fields of the role (all on create; the changed ones on update).
+func writeRole(c *client, path string, in resource.PropertyMap, fields []string, update bool) (string, error) {
+	body := map[string]any{}
+	for _, k := range fields {
 		if k == "backend" || k == "roleName" || k == "roleId" {
 			continue
 		}
-		if v := serve.Plain(in[resource.PropertyKey(k)]); !v.IsNull() {
+		v := serve.Plain(in[resource.PropertyKey(k)])
+		switch {
+		case !v.IsNull():
 			body[snake(k)] = v.Mappable()
+		case update && slices.Contains(roleReadBack, k):
+			// A list removed from the config is sent empty (d.Get of an unset set), which clears it.
+			body[snake(k)] = []any{}
 		}
 	}
 	if _, err := c.call("POST", path, body, ""); err != nil {
