@@ -66,7 +66,7 @@ export class Fleet extends pulumi.ComponentResource {
       const created = createHost({ host, model, userData, image, networks }, { parent: this, dependsOn: vault.access(host.name).secrets });
       hosts.push(created);
       // A cloud host's address exists only now: its role is bound to it after the machine.
-      if (created.instance) vault.bindAddresses(host.name, [created.publicAddress, created.privateAddress], [created.instance]);
+      if (created.instance) vault.bindAddresses(host.name, [created.publicAddress, created.privateAddress, ...(created.publicIpv6 ? [created.publicIpv6] : [])], [created.instance]);
     }
 
     this.userData = pulumi.all(userDataByHost);

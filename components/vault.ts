@@ -8,7 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import * as vault from "@pulumi/vault";
 import { SECRET_KEYS } from "./config";
-import { durationSeconds as parseDuration } from "./config-values";
+import { normalCidr, durationSeconds as parseDuration } from "./config-values";
 import { deployWaves } from "./deploy-commands";
 import type { FleetSecrets } from "./load";
 import type { FleetModel, HostModel, SecretName } from "./model";
@@ -108,9 +108,16 @@ export function roleName(stack: string, host: string, legacy = false): string {
   return vaultNames(stack, host, legacy).role;
 }
 
-/** An IP as the /32 or /128 CIDR of that one address; undefined for anything else (a hostname). */
+/** An IP as the /32 or /128 CIDR of that one address, a CIDR as itself; undefined for anything else (a hostname). */
 export function hostCidr(address: string | undefined): string | undefined {
-  if (!address || isIP(address) === 0) return undefined;
+  if (!address) return undefined;
+  // A network the machine owns whole (Hetzner's IPv6 /64): kept as a CIDR, in Vault's form.
+  const network = normalCidr(address);
+  if ("normal" in network) {
+    const [ip, prefix] = network.normal.split("/");
+    return network.family === 4 ? network.normal : `${canonicalIpv6(ip)}/${prefix}`;
+  }
+  if (isIP(address) === 0) return undefined;
   return isIP(address) === 4 ? `${address}/32` : `${canonicalIpv6(address)}/128`;
 }
 

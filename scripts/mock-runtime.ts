@@ -58,9 +58,9 @@ function computedOutputs(type: string, name: string, inputs: Record<string, any>
     case "azure-native:network:NetworkInterface":
       return { ipConfigurations: [{ privateIPAddress: fakeIp("10.20", name) }] };
     case "hcloud:index/server:Server":
-      return { ipv4Address: fakeIp("203.0.113", name), ipv6Address: "2001:db8::1" };
+      return { ipv4Address: fakeIp("203.0.113", name), ipv6Address: "2001:db8::1", ipv6Network: "2001:db8::/64" };
     case "digitalocean:index/droplet:Droplet":
-      return { ipv4Address: fakeIp("198.51.100", name), ipv4AddressPrivate: fakeIp("10.20", name), urn: `do:droplet:${name}` };
+      return { ipv4Address: fakeIp("198.51.100", name), ipv4AddressPrivate: fakeIp("10.20", name), ipv6Address: "2001:db8:1::5", urn: `do:droplet:${name}` };
     case "vault:appRole/authBackendRole:AuthBackendRole":
       return { roleId: uuid("role-id") };
     case "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId":

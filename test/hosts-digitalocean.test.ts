@@ -68,6 +68,7 @@ describe("DigitalOcean droplet", () => {
     expect([h.provider, h.arch, h.sshUser]).toEqual(["digitalocean", "x86_64", "deploy"]);
     expect((await settle(h.publicAddress)).value).toMatch(/^198\.51\.100\.\d+$/);
     expect((await settle(h.privateAddress)).value).toMatch(/^10\.20\.\d+\.\d+$/);
+    expect((await settle(h.publicIpv6)).value).toBe("2001:db8:1::5");
     expect((await settle(h.identity)).value).toBe("do-1-id");
   });
 });

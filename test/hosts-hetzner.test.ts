@@ -84,6 +84,8 @@ describe("Hetzner server", () => {
     expect([h.provider, h.arch, h.sshUser]).toEqual(["hetzner", "x86_64", "deploy"]);
     expect((await settle(h.publicAddress)).value).toMatch(/^203\.0\.113\.\d+$/);
     expect((await settle(h.privateAddress)).value).toBeUndefined();
+    // The server's whole IPv6 /64, which its Vault role is bound to as well (#24 item 9).
+    expect((await settle(h.publicIpv6)).value).toBe("2001:db8::/64");
     expect((await settle(h.identity)).value).toMatch(/^\d+$/);
   });
 });

@@ -91,12 +91,16 @@ describe("pure helpers", () => {
     expect(hostCidr("203.0.113.7")).toBe("203.0.113.7/32");
     // Vault prints IPv6 in RFC 5952 form; another spelling would differ on every read-back.
     expect(hostCidr("2001:DB8:0:0:0:0:0:10")).toBe("2001:db8::10/128");
+    // A network the machine owns whole (a Hetzner server's IPv6 /64) stays a network.
+    expect(hostCidr("2A01:4F8:C17:1234:0:0:0:0/64")).toBe("2a01:4f8:c17:1234::/64");
+    expect(hostCidr("203.0.113.0/24")).toBe("203.0.113.0/24");
     expect(hostCidr("runner.example.org")).toBeUndefined();
     expect(hostCidr("")).toBeUndefined();
     expect(hostCidr(undefined)).toBeUndefined();
     const json = roleBindingJson(["203.0.113.7", "10.20.0.7", undefined, "", "203.0.113.7", "2001:db8::10"]);
     expect(json).toBe('{"secret_id_bound_cidrs":["203.0.113.7/32","10.20.0.7/32","2001:db8::10/128"],"token_bound_cidrs":["203.0.113.7","10.20.0.7","2001:db8::10"]}');
     // Unbound (vault.unboundHosts) or no IP at all: both lists written empty, which clears them.
+    expect(roleBindingJson(["203.0.113.7", "2a01:4f8:c17:1234::/64"])).toBe('{"secret_id_bound_cidrs":["203.0.113.7/32","2a01:4f8:c17:1234::/64"],"token_bound_cidrs":["203.0.113.7","2a01:4f8:c17:1234::/64"]}');
     expect(roleBindingJson(["203.0.113.7"], false)).toBe('{"secret_id_bound_cidrs":[],"token_bound_cidrs":[]}');
     expect(roleBindingJson([undefined, ""])).toBe('{"secret_id_bound_cidrs":[],"token_bound_cidrs":[]}');
   });

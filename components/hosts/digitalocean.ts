@@ -31,6 +31,7 @@ export class DigitalOceanHost extends HostComponent {
   readonly provider = "digitalocean" as const;
   readonly publicAddress: pulumi.Output<string>;
   readonly privateAddress: pulumi.Output<string | undefined>;
+  readonly publicIpv6: pulumi.Output<string | undefined>;
   readonly instance: digitalocean.Droplet;
   readonly identity: pulumi.Output<string>;
 
@@ -59,6 +60,7 @@ export class DigitalOceanHost extends HostComponent {
 
     this.publicAddress = this.instance.ipv4Address;
     this.privateAddress = this.instance.ipv4AddressPrivate.apply((ip) => ip || undefined);
+    this.publicIpv6 = this.instance.ipv6Address.apply((ip) => ip || undefined);
     this.identity = this.instance.id;
     this.registerOutputs({ publicAddress: this.publicAddress, privateAddress: this.privateAddress, identity: this.identity });
   }

@@ -25,6 +25,7 @@ export class HetznerHost extends HostComponent {
   readonly provider = "hetzner" as const;
   readonly publicAddress: pulumi.Output<string>;
   readonly privateAddress: pulumi.Output<string | undefined>;
+  readonly publicIpv6: pulumi.Output<string | undefined>;
   readonly instance: hcloud.Server;
   readonly identity: pulumi.Output<string>;
 
@@ -54,6 +55,8 @@ export class HetznerHost extends HostComponent {
     this.publicAddress = this.instance.ipv4Address;
     // No private network: the servers talk over the public one (behind the firewall).
     this.privateAddress = pulumi.output(undefined);
+    // The server's own /64 (hcloud Server.ipv6Network): whichever address of it the OS sends from.
+    this.publicIpv6 = this.instance.ipv6Network.apply((n) => n || undefined);
     this.identity = this.instance.id;
     this.registerOutputs({ publicAddress: this.publicAddress, identity: this.identity });
   }

@@ -16,6 +16,12 @@ export interface HostOutputs {
   /** The address deploy tools reach the host at. */
   publicAddress: pulumi.Output<string>;
   privateAddress: pulumi.Output<string | undefined>;
+  /**
+   * The public IPv6 the machine sends from, as an address or the network it owns whole, where
+   * its cloud gives it one (Hetzner, DigitalOcean): its Vault role is bound to it too, since a
+   * dual-stack Vault is reached over IPv6.
+   */
+  publicIpv6?: pulumi.Output<string | undefined>;
   /** The machine itself; undefined for existing machines. */
   instance?: pulumi.CustomResource;
   /**
