@@ -1,5 +1,5 @@
 # The per-boot fireactions API password (see the script); run by nix/modules/fireactions-api-auth.nix,
-# tested in test/fireactions-auth.test.ts.
+# tested in test/drain-nix.test.ts.
 { writeShellApplication, coreutils }:
 writeShellApplication {
   name = "runner-fleet-api-password";
