@@ -33,7 +33,7 @@ const FLOOR_POLLER = `
 import base64, glob, os, sys, time, urllib.request
 pool_dir, api, pool, interval = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 # The API's basic auth, as the scaler sends it (the password file read once).
-auth = {"Authorization": "Basic " + base64.b64encode(b"runner-fleet:" + open(sys.argv[5], "rb").read().rstrip(b"\n")).decode()}
+auth = {"Authorization": "Basic " + base64.b64encode(b"runner-fleet:" + open(sys.argv[5], "rb").read().rstrip(b"\\n")).decode()}
 seen = 0
 while True:
     jobs = 0
@@ -51,7 +51,7 @@ import argparse, json, os, re, signal, sys, threading, time, urllib.error, urlli
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import base64
 api, interval = sys.argv[1], float(sys.argv[2])
-auth = {"Authorization": "Basic " + base64.b64encode(b"runner-fleet:" + open(sys.argv[3], "rb").read().rstrip(b"\n")).decode()}
+auth = {"Authorization": "Basic " + base64.b64encode(b"runner-fleet:" + open(sys.argv[3], "rb").read().rstrip(b"\\n")).decode()}
 while True:
     json.loads(urllib.request.urlopen(urllib.request.Request(api + "/api/v1/pools", headers=auth), timeout=30).read())
     time.sleep(interval)
