@@ -155,7 +155,7 @@ describe("fireactions stand-in: basic auth (v0.4.0 server/server.go l.104-107, g
     expect(rendered.basic_auth_enabled).toBe(true);
     expect(rendered.basic_auth_users).toEqual({ "runner-fleet": password });
     await waitFor("the pool's runner", async () => ((await pool(fa, "au"))?.cur_runners === 1) || undefined);
-    const wrong = [{}, { Authorization: basic("runner-fleet", password + "x") }, { Authorization: basic("admin", password) },
+    const wrong: Record<string, string>[] = [{}, { Authorization: basic("runner-fleet", password + "x") }, { Authorization: basic("admin", password) },
       { Authorization: basic("runner-fleet", password).replace("Basic", "basic") }];
     for (const headers of wrong) {
       for (const path of ["/api/v1/pools/au/scale", "/api/v1/pools/au/pause", "/api/v1/pools/au/resume", "/api/v1/reload"]) {
