@@ -17,7 +17,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { table } from "./bench-lib";
 import {
-  appKeyPair, poolEntry, startFireactions, startGitHub, startStandInHost, waitFor, type FireactionsStandIn,
+  apiPasswordFile, appKeyPair, poolEntry, startFireactions, startGitHub, startStandInHost, waitFor, type FireactionsStandIn,
 } from "../test/stand-ins/support";
 
 const APP_ID = 4242;
@@ -30,7 +30,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const fmt = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : "-");
 
 async function vmsOf(fa: FireactionsStandIn): Promise<string[]> {
-  const r = await fetch(`${fa.api}/api/v1/pools/${POOL}/microvms`);
+  const r = await fetch(`${fa.api}/api/v1/pools/${POOL}/microvms`, { headers: fa.auth });
   return ((await r.json()) as { micro_vms: { VMID: string }[] }).micro_vms.map((v) => v.VMID).sort();
 }
 const maxOf = async (fa: FireactionsStandIn) => (await fa.pools()).find((p) => p.name === POOL)?.max_runners as number | undefined;
@@ -73,7 +73,8 @@ export async function benchDrain(opts: { work: string; samples?: number; log?: (
         fs.writeFileSync(path.join(host.sub, "pools-next.json"), JSON.stringify(pools(max)));
         await run(["python3", DRAIN, "--config", host.config, "--github-api", gh.url, "--reload", "--",
           "python3", RENDERER, "--pools", path.join(host.sub, "pools-next.json"), "--app-id-file", path.join(host.sub, "github-app-id"),
-          "--app-key-file", keys.key, "--out", host.config, "--bind-address", host.bind, "--metrics-address", host.metrics]);
+          "--app-key-file", keys.key, "--out", host.config, "--bind-address", host.bind, "--metrics-address", host.metrics,
+          "--api-password-file", apiPasswordFile(host.sub)]);
       } else {
         host.rerender(pools(max));
         await host.fa.stop();

@@ -18,7 +18,7 @@ import * as http from "node:http";
 import * as path from "node:path";
 import { table } from "./bench-lib";
 import {
-  appKeyPair, freePort, poolEntry, renderConfig, sleep, startFireactions, startGitHub, waitFor,
+  apiPasswordFile, appKeyPair, freePort, poolEntry, renderConfig, sleep, startFireactions, startGitHub, waitFor,
   type FireactionsStandIn, type GitHubStandIn,
 } from "../test/stand-ins/support";
 import { startScaler } from "../test/support/scaler";
@@ -30,8 +30,10 @@ const COST_MAX_RATIO = 1.5;
 
 /** What the floor poller runs (python3 -c): same signal, same interval, nothing else. */
 const FLOOR_POLLER = `
-import glob, os, sys, time, urllib.request
+import base64, glob, os, sys, time, urllib.request
 pool_dir, api, pool, interval = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+# The API's basic auth, as the scaler sends it (the password file read once).
+auth = {"Authorization": "Basic " + base64.b64encode(b"runner-fleet:" + open(sys.argv[5], "rb").read().rstrip(b"\\n")).decode()}
 seen = 0
 while True:
     jobs = 0
@@ -39,7 +41,7 @@ while True:
         with open(p, "rb") as f:
             jobs += f.read().count(b": Running job: ")
     for _ in range(jobs - seen):
-        urllib.request.urlopen(urllib.request.Request(api + "/api/v1/pools/" + pool + "/scale", method="POST", data=b""), timeout=30).read()
+        urllib.request.urlopen(urllib.request.Request(api + "/api/v1/pools/" + pool + "/scale", method="POST", data=b"", headers=auth), timeout=30).read()
     seen = jobs
     time.sleep(interval)
 `;
@@ -47,9 +49,11 @@ while True:
 const FLOOR_IDLE = `
 import argparse, json, os, re, signal, sys, threading, time, urllib.error, urllib.parse, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import base64
 api, interval = sys.argv[1], float(sys.argv[2])
+auth = {"Authorization": "Basic " + base64.b64encode(b"runner-fleet:" + open(sys.argv[3], "rb").read().rstrip(b"\\n")).decode()}
 while True:
-    json.loads(urllib.request.urlopen(api + "/api/v1/pools", timeout=30).read())
+    json.loads(urllib.request.urlopen(urllib.request.Request(api + "/api/v1/pools", headers=auth), timeout=30).read())
     time.sleep(interval)
 `;
 
@@ -93,6 +97,8 @@ interface Rig {
   proxy: Recorder;
   root: string;
   pools: string;
+  /** The API password file (the renderer turned basic auth on with it). */
+  password: string;
   stop(): Promise<void>;
 }
 
@@ -103,7 +109,7 @@ async function rig(dir: string, pools: unknown[], keys: { key: string; pub: stri
   const config = renderConfig({ dir, pools, appId: APP_ID, keyFile: keys.key, bind, metrics });
   const fa = await startFireactions({ config, root, githubApi: gh.url, api: bind, metrics });
   const proxy = await recordingProxy(`http://${bind}`);
-  return { gh, fa, proxy, root, pools: path.join(dir, "pools.json"), async stop() { proxy.close(); await fa.stop(); } };
+  return { gh, fa, proxy, root, pools: path.join(dir, "pools.json"), password: apiPasswordFile(dir), async stop() { proxy.close(); await fa.stop(); } };
 }
 
 const listening = (fa: FireactionsStandIn, pool: string) => Object.values(fa.consoles(pool)).filter((t) => t.includes(": Listening for Jobs") && !t.includes(": Running job: ")).length;
@@ -154,12 +160,12 @@ export async function benchScaler(opts: { work: string; samples?: number; costSe
     // ---- reaction: the scaler, then the floor poller, each on a pool of its own
     log("scaler bench: reaction ... ");
     const a = await rig(path.join(dir, "react"), [poolEntry("react", { min: 1, max: samples + 2, labels: ["self-hosted", "react"] })], keys, gh);
-    const scaler = await startScaler({ pools: a.pools, poolsDir: path.join(a.root, "var/lib/fireactions/pools"), api: a.proxy.url, metricsAddress: `127.0.0.1:${await freePort()}`, interval: INTERVAL });
+    const scaler = await startScaler({ pools: a.pools, poolsDir: path.join(a.root, "var/lib/fireactions/pools"), api: a.proxy.url, metricsAddress: `127.0.0.1:${await freePort()}`, interval: INTERVAL, passwordFile: a.password });
     const ours = await reaction(a, "react", "react", samples);
     await scaler.stop();
     await a.stop();
     const b = await rig(path.join(dir, "floor"), [poolEntry("floor", { min: 1, max: samples + 2, labels: ["self-hosted", "floor"] })], keys, gh);
-    const poller = spawn("python3", ["-c", FLOOR_POLLER, path.join(b.root, "var/lib/fireactions/pools", "floor"), b.proxy.url, "floor", String(INTERVAL)], { stdio: "ignore" });
+    const poller = spawn("python3", ["-c", FLOOR_POLLER, path.join(b.root, "var/lib/fireactions/pools", "floor"), b.proxy.url, "floor", String(INTERVAL), b.password], { stdio: "ignore" });
     const floor = await reaction(b, "floor", "floor", samples);
     await stopChild(poller);
     await b.stop();
@@ -171,8 +177,8 @@ export async function benchScaler(opts: { work: string; samples?: number; costSe
     const c = await rig(path.join(dir, "cost"), ten, keys, gh);
     await waitFor("10 pools at min", async () => ((await c.fa.pools()).every((p) => p.cur_runners === 1)) || undefined, 30_000);
     // Both over the same window: CPU time comes in 10 ms ticks, so the window is long.
-    const s2 = await startScaler({ pools: c.pools, poolsDir: path.join(c.root, "var/lib/fireactions/pools"), api: c.proxy.url, metricsAddress: `127.0.0.1:${await freePort()}`, interval: INTERVAL });
-    const idle = spawn("python3", ["-c", FLOOR_IDLE, c.proxy.url, String(INTERVAL)], { stdio: "ignore" });
+    const s2 = await startScaler({ pools: c.pools, poolsDir: path.join(c.root, "var/lib/fireactions/pools"), api: c.proxy.url, metricsAddress: `127.0.0.1:${await freePort()}`, interval: INTERVAL, passwordFile: c.password });
+    const idle = spawn("python3", ["-c", FLOOR_IDLE, c.proxy.url, String(INTERVAL), c.password], { stdio: "ignore" });
     const [scalerCost, floorCost] = await Promise.all([cost(s2.proc.pid!, costSeconds), cost(idle.pid!, costSeconds)]);
     await s2.stop();
     await stopChild(idle);

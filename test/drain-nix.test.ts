@@ -5,7 +5,7 @@
 // test/support (nixpkgs cannot be reached here), and the generated scripts run under bash.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -51,9 +51,52 @@ describe("pool edits reload fireactions", () => {
     const [unit] = at("roles/fireactions.nix", "aws-metal-1", ["systemd", "services", "fireactions"]);
     expect(unit.restartIfChanged).toBe(false);
     const [preStart] = at("roles/fireactions.nix", "aws-metal-1", ["services", "fireactions", "preStart"]);
-    expect(preStart).toMatch(/render-fireactions-config\S* --pools \/etc\/runner-fleet\/pools\.json .* --kernel \S+vmlinux$/);
+    expect(preStart).toMatch(/render-fireactions-config\S* --pools \/etc\/runner-fleet\/pools\.json .* --kernel \S+vmlinux --api-password-file \/run\/fireactions-api\/password$/);
     expect(unit.serviceConfig.ExecReload).toBe(`/nix/store/00000000000000000000000000000000-runner-fleet-drain.nix/bin/runner-fleet-drain.nix --config /run/fireactions/config.yaml --reload -- ${preStart}`);
     expect(unit.serviceConfig.ExecStartPre.join("\n")).toMatch(/readlink -f \/etc\/systemd\/system\/fireactions\.service > \/run\/runner-fleet\/units\/fireactions/);
+  });
+});
+
+describe("fireactions' API asks for basic auth (#24 item 12)", () => {
+  const script = join(nixDir, "pkgs", "runner-fleet-api-password.sh");
+
+  it("a oneshot writes the per-boot password, and a switch never restarts it (that would restart fireactions)", () => {
+    const [unit] = at("fireactions-api-auth.nix", "aws-metal-1", ["systemd", "services", "runner-fleet-api-password"]);
+    expect(unit.restartIfChanged).toBe(false);
+    expect(unit.serviceConfig).toEqual({
+      Type: "oneshot", RemainAfterExit: true,
+      ExecStart: "/nix/store/00000000000000000000000000000000-runner-fleet-api-password.nix/bin/runner-fleet-api-password.nix /run/fireactions-api/password",
+    });
+    expect(unit.requires ?? []).toEqual([]); // nothing it needs can fail
+    // Not on hosts without the role.
+    expect(at("fireactions-api-auth.nix", "onprem-1", ["systemd", "services", "runner-fleet-api-password"])).toEqual([]);
+    expect(readFileSync(join(nixDir, "modules", "roles", "fireactions.nix"), "utf8")).toMatch(/imports = \[ \.\.\/scaler\.nix \.\.\/fireactions-api-auth\.nix \];/);
+  });
+
+  it("fireactions and the scaler order after it and Require= it; the renderer gets the file", () => {
+    const [fa] = at("roles/fireactions.nix", "aws-metal-1", ["systemd", "services", "fireactions"]);
+    expect(fa.requires).toEqual(["runner-fleet-api-password.service"]);
+    expect(fa.after).toEqual(["runner-fleet-api-password.service"]);
+    const [preStart] = at("roles/fireactions.nix", "aws-metal-1", ["services", "fireactions", "preStart"]);
+    expect(preStart).toContain("--api-password-file /run/fireactions-api/password");
+    expect(fa.serviceConfig.ExecReload).toContain("--api-password-file /run/fireactions-api/password");
+  });
+
+  it("runner-fleet-api-password.sh: 0600 in a 0700 directory, kept while it exists, new when gone", () => {
+    const file = join(scratch, "pw", "sub", "password");
+    const run = () => spawnSync("bash", ["-euo", "pipefail", script, file], { encoding: "utf8" });
+    const first = run();
+    expect([first.status, first.stderr]).toEqual([0, ""]);
+    const pw = readFileSync(file, "utf8");
+    expect(pw).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(join(scratch, "pw", "sub")).mode & 0o777).toBe(0o700);
+    expect(run().status).toBe(0);
+    expect(readFileSync(file, "utf8")).toBe(pw);
+    writeFileSync(file, "");
+    expect(run().status).toBe(0);
+    expect(readFileSync(file, "utf8")).not.toBe(pw); // an empty file is replaced, never kept
+    expect(readdirSync(join(scratch, "pw", "sub"))).toEqual(["password"]);
   });
 });
 

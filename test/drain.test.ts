@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import {
-  appKeyPair, poolEntry, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
+  apiPasswordFile, appKeyPair, poolEntry, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
   type FireactionsStandIn, type GitHubStandIn,
 } from "./stand-ins/support";
 
@@ -143,6 +143,32 @@ describe("runner-fleet-drain", () => {
     expect(r.stderr).toMatch(/^runner-fleet-drain: fa-test-1: GET http:\/\/127\.0\.0\.1:\d+\/api\/v1\/pools: .*; nothing was restarted$/m);
   });
 
+  it("sends the rendered config's basic-auth account: fireactions' API asks for it, and the drain works", async () => {
+    const { fa, config } = await host("auth", [poolEntry("au", { min: 1, max: 1, labels: ["self-hosted", "au"] })]);
+    expect(JSON.parse(readFileSync(config, "utf8")).basic_auth_enabled).toBe(true);
+    await waitFor("a runner", () => listening(fa, "au") === 1 || undefined);
+    expect((await fa.post("/api/v1/pools/au/pause", false)).status).toBe(401);
+    const r = await drain(config, ["--no-resume", "--", "true"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/paused au/);
+    expect((await fa.pools())[0].status.state).toBe("Paused");
+  });
+
+  it("a password fireactions does not take (401) is one clear line, exit 1, no step, no retries", async () => {
+    const { fa, config, sub } = await host("badauth", [poolEntry("ba", { labels: ["self-hosted", "ba"] })]);
+    const c = JSON.parse(readFileSync(config, "utf8"));
+    const stale = join(sub, "stale.yaml");
+    writeFileSync(stale, JSON.stringify({ ...c, basic_auth_users: { "runner-fleet": "not-the-password-0123456789" } }));
+    const started = Date.now();
+    const r = await drain(stale, ["--", "sh", "-c", `touch ${join(sub, "step-ran")}`]);
+    expect(r.code).toBe(1);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr.trim()).toMatch(/^runner-fleet-drain: fa-test-1: fireactions GET \/pools: 401, the API refused the config's basic-auth password .*; nothing was restarted$/);
+    expect(existsSync(join(sub, "step-ran"))).toBe(false);
+    expect((await fa.pools())[0].status.state).toBe("Active");
+  });
+
   it("--reload: edits apply in place, new pools start, a removed pool is paused and drained, no job dies", async () => {
     const a = poolEntry("ra", { min: 1, max: 1, labels: ["self-hosted", "ra"] });
     const b = poolEntry("rb", { min: 2, max: 2, labels: ["self-hosted", "rb"] });
@@ -155,7 +181,8 @@ describe("runner-fleet-drain", () => {
     // The renderer is the step: the drain reads the old config first (the removed pool's org).
     writeFileSync(join(h.sub, "pools-next.json"), JSON.stringify([{ ...a, maxRunners: 2 }, poolEntry("rc", { min: 1, max: 1, labels: ["self-hosted", "rc"] })]));
     const render = ["--", "python3", RENDERER, "--pools", join(h.sub, "pools-next.json"), "--app-id-file", join(h.sub, "github-app-id"),
-      "--app-key-file", keys.key, "--out", h.config, "--bind-address", h.bind, "--metrics-address", h.metrics];
+      "--app-key-file", keys.key, "--out", h.config, "--bind-address", h.bind, "--metrics-address", h.metrics,
+      "--api-password-file", apiPasswordFile(h.sub)];
     const r = await drain(h.config, ["--reload", ...render]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/draining removed rb/);

@@ -255,11 +255,52 @@ describe("render-fireactions-config.py", () => {
     expect(refused([poolFor("small")], { extraArgs: ["--bind-address", "localhost"] })).toMatch(/--bind-address: 'localhost' is not host:port/);
   });
 
+  it("--api-password-file turns on v0.4.0's basic auth with one account, runner-fleet", () => {
+    const pw = join(scratch, "api-password");
+    writeFileSync(pw, "Zm9vYmFyYmF6cXV4LXBhc3N3b3JkLTAxMjM0NTY3ODk\n");
+    const cfg = render([poolFor("small")], { extraArgs: ["--api-password-file", pw] });
+    expect(cfg.basic_auth_enabled).toBe(true);
+    expect(cfg.basic_auth_users).toEqual({ "runner-fleet": "Zm9vYmFyYmF6cXV4LXBhc3N3b3JkLTAxMjM0NTY3ODk" });
+    expect(Object.keys(cfg)).toEqual(["bind_address", "log_level", "debug", "metrics", "basic_auth_enabled", "basic_auth_users", "github", "pools"]);
+    expect(v040Problems(cfg)).toEqual([]);
+  });
+
+  it("refuses a missing, empty or multi-line API password file with one line (gin would panic on an empty account list)", () => {
+    const missing = join(scratch, "no-such-password");
+    const one = (args: string[]) => {
+      const err = refused([poolFor("small")], { extraArgs: args });
+      expect(err.trim().split("\n")).toHaveLength(1);
+      return err;
+    };
+    expect(one(["--api-password-file", missing])).toBe(`render-fireactions-config: ${missing}: missing (the fireactions API password; runner-fleet-api-password.service writes it)\n`);
+    const empty = join(scratch, "empty-password");
+    writeFileSync(empty, "\n");
+    expect(one(["--api-password-file", empty])).toMatch(/empty-password: empty/);
+    const two = join(scratch, "two-line-password");
+    writeFileSync(two, "0123456789abcdefghij\nsecond\n");
+    expect(one(["--api-password-file", two])).toMatch(/two-line-password: must be one line of 16 to 256 printable ASCII characters without spaces/);
+  });
+
+  it("render_config stays pure: the password is an argument, not a file it reads", () => {
+    const r = spawnSync("python3", ["-c", `
+import importlib.util, json
+spec = importlib.util.spec_from_file_location("r", ${JSON.stringify(renderer)})
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+host = {"firecracker": "f", "kernel": "k", "bind_address": "127.0.0.1:8080", "metrics_address": "127.0.0.1:8081", "log_level": "info"}
+pools = [{"name": "p", "maxRunners": 1, "minRunners": 1, "runner": {"name": "r", "image": "i", "organization": "o", "labels": ["l"]}, "firecracker": {"vcpuCount": 1, "memSizeMib": 1, "kernelArgs": ""}}]
+a = m.render_config(pools, 1, "key", host, None, "pw-0123456789abcdef")
+b = m.render_config(pools, 1, "key", host)
+print(json.dumps([a["basic_auth_enabled"], a["basic_auth_users"], b["basic_auth_enabled"], "basic_auth_users" in b]))
+`], { encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    expect(JSON.parse(r.stdout)).toEqual([true, { "runner-fleet": "pw-0123456789abcdef" }, false, false]);
+  });
+
   it("accepts every flag roles/fireactions.nix passes it", () => {
     const role = readFileSync(roleNix, "utf8");
     const call = /renderFlags = \[([\s\S]*?)\];/.exec(role)![1];
     const flags = [...call.matchAll(/(--[a-z-]+)/g)].map((m) => m[1]);
-    expect(flags).toEqual(["--pools", "--app-id-file", "--app-key-file", "--out", "--mode", "--firecracker", "--kernel"]);
+    expect(flags).toEqual(["--pools", "--app-id-file", "--app-key-file", "--out", "--mode", "--firecracker", "--kernel", "--api-password-file"]);
     const help = execFileSync("python3", [renderer, "--help"], { encoding: "utf8" });
     for (const f of flags) expect(help).toContain(f);
   });

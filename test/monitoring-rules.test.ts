@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { MONITORING } from "../components/monitoring";
-import { appKeyPair, freePort, poolEntry, renderConfig, startFireactions, startGitHub, type FireactionsStandIn, type GitHubStandIn } from "./stand-ins/support";
+import { apiPasswordFile, appKeyPair, freePort, poolEntry, renderConfig, startFireactions, startGitHub, type FireactionsStandIn, type GitHubStandIn } from "./stand-ins/support";
 import { makeSystemRoot, startExporter, writeRootFile, type ExporterProc } from "./support/exporter";
 import { ROOT } from "./support/fixtures";
 import { startNodeExporter } from "./support/node-exporter";
@@ -110,7 +110,8 @@ describe("every metric the alerts and the dashboard use is served, and every pan
     const config = renderConfig({ dir, pools: [poolEntry("default", { min: 1, max: 2 })], appId: 7, keyFile: keys.key, bind: api, metrics: faMetrics });
     fa = await startFireactions({ config, root: join(dir, "root"), githubApi: gh.url, api, metrics: faMetrics });
     const scalerMetrics = `127.0.0.1:${await freePort()}`;
-    scaler = await startScaler({ pools: join(dir, "pools.json"), poolsDir: join(dir, "root/var/lib/fireactions/pools"), api: `http://${api}`, metricsAddress: scalerMetrics });
+    scaler = await startScaler({ pools: join(dir, "pools.json"), poolsDir: join(dir, "root/var/lib/fireactions/pools"), api: `http://${api}`, metricsAddress: scalerMetrics,
+      passwordFile: apiPasswordFile(dir) });
     const hostRoot = join(dir, "host");
     makeSystemRoot(hostRoot, { generations: 2, profile: 2, current: 2, booted: 1 });
     writeRootFile(hostRoot, "run/secrets/github-app-id", "7");

@@ -7,14 +7,15 @@
 // pools.json or a dead API gives one log line each and the scaler keeps running, picking up a
 // live edit of maxRunners.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  appKeyPair, freePort, poolEntry, renderConfig, sleep, startFireactions, startGitHub, waitFor,
+  apiPasswordFile, appKeyPair, freePort, poolEntry, renderConfig, sleep, startFireactions, startGitHub, waitFor,
   type FireactionsStandIn, type GitHubStandIn,
 } from "./stand-ins/support";
-import { startScaler, type ScalerProc } from "./support/scaler";
+import { SCALER, startScaler, type ScalerProc } from "./support/scaler";
 
 /** The stated bound: a burst reaches min(max, busy + min) within this many seconds. */
 const BURST_SECONDS = 5;
@@ -47,7 +48,8 @@ beforeAll(async () => {
   metricsAddr = `127.0.0.1:${await freePort()}`;
   await startFa();
   poolsFile = join(dir, "pools.json"); // renderConfig wrote the same pools.json the host has
-  scalerArgs = { pools: poolsFile, poolsDir: join(root(), "var/lib/fireactions/pools"), api: `http://${bind}`, metricsAddress: `127.0.0.1:${await freePort()}` };
+  scalerArgs = { pools: poolsFile, poolsDir: join(root(), "var/lib/fireactions/pools"), api: `http://${bind}`, metricsAddress: `127.0.0.1:${await freePort()}`,
+    passwordFile: apiPasswordFile(dir) };
   scaler = await startScaler(scalerArgs);
 }, 60_000);
 afterAll(async () => {
@@ -137,6 +139,32 @@ describe("the scaler against the fireactions stand-in", () => {
     console.log(`scaler: restarted, reached 5 VMs in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
     await waitFor("the jobs to finish", () => allDone(jobs.map((j) => j.id)), 30_000);
   }, 60_000);
+
+  it("authenticates: the rendered config turns basic auth on, and the scaler's calls pass it", async () => {
+    expect((await fetch(`http://${bind}/api/v1/pools`)).status).toBe(401);
+    expect(await scaler.metric("runner_fleet_scaler_up")).toBe(1);
+    expect(scaler.log()).not.toMatch(/401|refused/);
+  });
+
+  it("a wrong password is one line and no crash loop; a missing password file is one line and exit 1", async () => {
+    const wrong = join(dir, "wrong-password");
+    writeFileSync(wrong, "not-the-password-0123456789\n");
+    const other = await startScaler({ ...scalerArgs, metricsAddress: `127.0.0.1:${await freePort()}`, passwordFile: wrong });
+    try {
+      await waitFor("the refusal", () => /refused the password/.test(other.log()) || undefined);
+      await sleep(3000);
+      expect(other.proc.exitCode).toBeNull();
+      expect(other.log().match(/refused the password/g)).toHaveLength(1);
+      expect(other.log()).toMatch(/^runner-fleet-scaler: fireactions API at http:\/\/127\.0\.0\.1:\d+ refused the password \(GET \/api\/v1\/pools: HTTP 401, basic auth as 'runner-fleet' refused\); retrying with backoff$/m);
+      expect(other.log()).not.toMatch(/Traceback/);
+      expect(await other.metric("runner_fleet_scaler_up")).toBe(0);
+    } finally {
+      await other.stop();
+    }
+    const missing = join(dir, "no-password");
+    const r = spawnSync("python3", [SCALER, "--pools", poolsFile, "--api", `http://${bind}`, "--api-password-file", missing], { encoding: "utf8" });
+    expect([r.status, r.stderr]).toEqual([1, `runner-fleet-scaler: ${missing}: No such file or directory\n`]);
+  }, 30_000);
 
   it("a broken pools.json and a dead API give one line each; it keeps running and takes a live edit", async () => {
     writeFileSync(poolsFile, "[{");

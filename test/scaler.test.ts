@@ -363,12 +363,23 @@ describe("runner-fleet-scaler.py as nixpkgs' writer and systemd run it", () => {
     expect(u.startLimitIntervalSec).toBe(300);
     // escapeShellArgs quotes only what needs it (nixpkgs lib/strings.nix); these need nothing.
     const argv: string[] = u.serviceConfig.ExecStart.split(" ");
-    expect(argv.filter((a: string) => a.startsWith("--"))).toEqual(["--pools", "--pools-dir", "--api", "--metrics-address", "--interval"]);
+    expect(argv.filter((a: string) => a.startsWith("--"))).toEqual(["--pools", "--pools-dir", "--api", "--metrics-address", "--interval", "--api-password-file"]);
     // The program accepts exactly these values (argparse exits 2 on anything it refuses).
     const r = spawnSync("python3", [SCALER, ...argv.slice(1), "--help"], { encoding: "utf8" });
     expect(r.status, r.stderr).toBe(0);
     expect(argv).toContain("/var/lib/fireactions/pools");
     expect(argv).toContain("/etc/runner-fleet/pools.json");
+  });
+
+  it("gets fireactions' API password through LoadCredential= (it is a DynamicUser) and reads it from $CREDENTIALS_DIRECTORY", () => {
+    const u = unit();
+    expect(u.requires).toEqual(["runner-fleet-api-password.service"]);
+    expect(u.after).toEqual(["fireactions.service", "runner-fleet-api-password.service"]);
+    expect(u.wants).toEqual(["fireactions.service"]);
+    expect(u.serviceConfig.DynamicUser).toBe(true);
+    expect(u.serviceConfig.LoadCredential).toEqual(["fireactions-api-password:/run/fireactions-api/password"]);
+    expect(u.serviceConfig.ExecStart).toMatch(/ --api-password-file '?\$\{CREDENTIALS_DIRECTORY\}\/fireactions-api-password'?$/);
+    expect(u.serviceConfig.Environment).toBeUndefined(); // the secret is in no environment, no argv
   });
 
   it("refuses a bad flag value with one line and exit 2, before doing anything", () => {

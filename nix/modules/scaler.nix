@@ -11,6 +11,7 @@
 let
   cfg = config.runnerFleet.scaler;
   scaler = pkgs.callPackage ../pkgs/runner-fleet-scaler.nix { };
+  api = import ../lib/fireactions-api.nix;
 in
 {
   options.runnerFleet.scaler = {
@@ -45,7 +46,9 @@ in
       # Wants, not Requires: the scaler waits out a fireactions restart (backoff) instead of
       # stopping with it.
       wants = [ "fireactions.service" ];
-      after = [ "fireactions.service" ];
+      # The API password (modules/fireactions-api-auth.nix): Requires=, as the unit never fails.
+      requires = [ api.unit ];
+      after = [ "fireactions.service" api.unit ];
       # A bad pools.json or a dead API never ends the process; only a bug does. Five such
       # exits within five minutes stop the restarts instead of looping.
       startLimitIntervalSec = 300;
@@ -58,7 +61,13 @@ in
           "--api" cfg.api
           "--metrics-address" cfg.metricsAddress
           "--interval" cfg.interval
+          # systemd puts the LoadCredential= copy there and expands the variable in ExecStart=
+          # (systemd.exec(5), Credentials); quoting does not stop it (systemd.service(5)).
+          "--api-password-file" "\${CREDENTIALS_DIRECTORY}/${api.credential}"
         ];
+        # A DynamicUser cannot read the root-only file: systemd copies it (as root) into the
+        # unit's own credentials directory, readable by the unit's user only (systemd.exec(5)).
+        LoadCredential = [ "${api.credential}:${api.passwordFile}" ];
         Restart = "on-failure";
         RestartSec = 5;
         # It reads the VMs' console logs and talks HTTP on loopback: no privileges needed.

@@ -24,6 +24,12 @@ What fireactions v0.4.0 itself does with this file (server/config.go, server/poo
 - firecracker.metadata: scaleUp copies it into MMDS under latest/meta-data/ next to its own
   `fireactions` key (runner_id, runner_jit_config). `--vm-metadata FILE` (the registry mirror's
   VM configs, #23) goes there as `runner_fleet.registry_mirror`, the same in every pool.
+- basic auth (`--api-password-file`): with basic_auth_enabled, New puts gin.BasicAuth in front
+  of every /api route (server/server.go l.104-107; /healthz, /version and the metrics listener
+  stay open). The accounts are read once there: Reload re-reads the file but never rebuilds the
+  middleware, so the password cannot change without a restart. The user is API_USER. v0.4.0's
+  `required_if=basic_auth_enabled true` never fires (it names a yaml key, not the Go field), and
+  gin panics at start on an empty account list, so the renderer refuses a missing or empty file.
 - CNI: the conf dir /etc/cni/net.d and bin dir /opt/cni/bin are hard-coded in scaleUp, and
   yaml.v3 drops unknown keys, so the config carries no CNI settings; the NixOS role puts the
   plugins at /opt/cni/bin.
@@ -51,6 +57,11 @@ POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # console only when asked; the kernel command line asks (docs/upstream.md, #20).
 JOURNAL_TO_CONSOLE = "systemd.journald.forward_to_console=1"
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):([0-9]{1,5})$")
+# The one basic-auth account of fireactions' API; runner-fleet-drain and -scaler log in as it.
+API_USER = "runner-fleet"
+# One line of printable ASCII without spaces: what the per-boot generator writes, and what a
+# curl netrc or -K file can carry unquoted.
+API_PASSWORD = re.compile(r"[\x21-\x7e]{16,256}")
 
 
 class PoolsError(Exception):
@@ -151,14 +162,18 @@ def render_pool(pool, host, vm_metadata=None):
     }
 
 
-def render_config(pools, app_id, app_key, host, vm_metadata=None):
-    """The fireactions v0.4 config as a dict (key order is kept in the output)."""
+def render_config(pools, app_id, app_key, host, vm_metadata=None, api_password=None):
+    """The fireactions v0.4 config as a dict (key order is kept in the output). With
+    api_password the API (/api/...) asks for basic auth as API_USER."""
+    auth = {"basic_auth_enabled": False}
+    if api_password is not None:
+        auth = {"basic_auth_enabled": True, "basic_auth_users": {API_USER: api_password}}
     return {
         "bind_address": host["bind_address"],
         "log_level": host["log_level"],
         "debug": False,
         "metrics": {"enabled": True, "address": host["metrics_address"]},
-        "basic_auth_enabled": False,
+        **auth,
         "github": {"app_id": app_id, "app_private_key": app_key},
         "pools": [render_pool(p, host, vm_metadata) for p in sorted(pools, key=lambda p: p["name"])],
     }
@@ -170,6 +185,21 @@ def read_app_id(path):
     if not text.isdigit() or int(text) == 0:
         raise PoolsError(f"{path}: GitHub App id must be a positive number")
     return int(text)
+
+
+def read_api_password(path):
+    try:
+        text = open(path, encoding="utf-8").read()
+    except FileNotFoundError:
+        raise PoolsError(f"{path}: missing (the fireactions API password; runner-fleet-api-password.service writes it)")
+    except UnicodeDecodeError:
+        text = None
+    password = text[:-1] if text and text.endswith("\n") else text
+    if not password:
+        raise PoolsError(f"{path}: empty (the fireactions API password; gin refuses an account without one)")
+    if API_PASSWORD.fullmatch(password) is None:
+        raise PoolsError(f"{path}: must be one line of 16 to 256 printable ASCII characters without spaces")
+    return password
 
 
 def check_host_port(value, flag):
@@ -215,6 +245,7 @@ def main(argv=None):
     p.add_argument("--metrics-address", default="127.0.0.1:8081")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.add_argument("--vm-metadata", help="JSON object put into every pool's MMDS metadata as runner_fleet.registry_mirror")
+    p.add_argument("--api-password-file", help=f"turns on the API's basic auth: user {API_USER!r}, this file's password (one line)")
     args = p.parse_args(argv)
 
     try:
@@ -244,7 +275,9 @@ def main(argv=None):
                 except json.JSONDecodeError as e:
                     raise PoolsError(f"--vm-metadata: not valid JSON ({e})")
             _require(isinstance(vm_metadata, dict), "--vm-metadata", "must be a JSON object")
-        config = render_config(pools, read_app_id(args.app_id_file), read_app_key(args.app_key_file), host, vm_metadata)
+        api_password = read_api_password(args.api_password_file) if args.api_password_file else None
+        config = render_config(pools, read_app_id(args.app_id_file), read_app_key(args.app_key_file), host, vm_metadata,
+                               api_password)
     except (PoolsError, OSError) as e:
         print(f"render-fireactions-config: {e}", file=sys.stderr)
         return 1

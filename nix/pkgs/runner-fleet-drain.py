@@ -13,8 +13,10 @@
 
 Deregistering first is the safe order: GitHub refuses to delete a busy runner (422), and a
 deregistered runner can no longer be given a job, so nothing stopped afterwards was running
-one. Everything it needs is in the rendered fireactions config (API address, GitHub App id
-and key, pools and their organizations). fireactions v0.4.0 behaviour: docs/upstream.md.
+one. Everything it needs is in the rendered fireactions config (API address and basic-auth
+account, GitHub App id and key, pools and their organizations): it runs as root, which can read
+it, so no secret comes through argv or the environment. fireactions v0.4.0 behaviour:
+docs/upstream.md.
 """
 
 import argparse
@@ -45,15 +47,21 @@ class DrainError(Exception):
     pass
 
 
+class AuthRefused(DrainError):
+    """fireactions answered 401: retrying with the same credentials cannot help."""
+
+
 def log(msg):
     print(f"runner-fleet-drain: {msg}", file=sys.stderr, flush=True)
 
 
-def request(method, url, token=None, body=None, timeout=10):
+def request(method, url, token=None, body=None, timeout=10, authorization=None):
     """(status, parsed JSON or None). Network failures raise DrainError."""
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if authorization:
+        headers["Authorization"] = authorization
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, method=method, data=data, headers=headers)
     try:
@@ -70,18 +78,34 @@ def request(method, url, token=None, body=None, timeout=10):
         raise DrainError(f"{method} {url}: {getattr(e, 'reason', e)}")
 
 
+def basic_auth(config):
+    """The Authorization header for the config's basic-auth account (the renderer writes one,
+    "runner-fleet"), or None when the API asks for none (basic_auth_enabled false)."""
+    users = config.get("basic_auth_users") or {}
+    if not config.get("basic_auth_enabled") or not isinstance(users, dict) or not users:
+        return None
+    user = "runner-fleet" if "runner-fleet" in users else sorted(users)[0]
+    return "Basic " + base64.b64encode(f"{user}:{users[user]}".encode()).decode()
+
+
 class Fireactions:
     """The v0.4.0 API on the config's bind_address."""
 
-    def __init__(self, bind_address):
+    def __init__(self, bind_address, authorization=None):
         host, _, port = bind_address.rpartition(":")
         host = host.strip("[]")
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
         self.base = f"http://{host}:{port}/api/v1"
+        self.authorization = authorization
 
     def call(self, method, path):
-        status, body = request(method, self.base + path)
+        status, body = request(method, self.base + path, authorization=self.authorization)
+        if status == 401:
+            # fireactions reads its accounts once, at start (docs/upstream.md): a password that
+            # changed since, or a config rendered for another daemon.
+            raise AuthRefused(f"fireactions {method} {path}: 401, the API refused the config's basic-auth "
+                              "password (fireactions keeps the one it started with; restart it to take the new one)")
         if status != 200:
             raise DrainError(f"fireactions {method} {path}: {status} {(body or {}).get('error', '')}".rstrip())
         return body
@@ -244,6 +268,8 @@ def resume(fa, pools, patience=60):
         try:
             present = set(fa.pools())
             break
+        except AuthRefused:
+            raise
         except DrainError:
             if time.monotonic() >= deadline:
                 raise
@@ -295,7 +321,7 @@ def main(argv=None):
         api = open(GITHUB_API_FILE).read().strip() if os.path.exists(GITHUB_API_FILE) else GITHUB_API
     try:
         config, orgs = load_config(args.config)
-        fa = Fireactions(config["bind_address"])
+        fa = Fireactions(config["bind_address"], basic_auth(config))
         if args.reload:
             return reload(fa, args.config, step, args.poll_seconds, api)
         gh = GitHub(api, config["github"]["app_id"], config["github"]["app_private_key"])

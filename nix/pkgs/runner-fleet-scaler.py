@@ -18,6 +18,7 @@ backoff, never an exit.
 """
 
 import argparse
+import base64
 import fcntl
 import json
 import os
@@ -221,6 +222,27 @@ class ApiError(Exception):
     pass
 
 
+class ApiAuthError(ApiError):
+    """401: fireactions refused the basic-auth password."""
+
+
+# The account render-fireactions-config writes into fireactions' basic_auth_users.
+API_USER = "runner-fleet"
+
+
+def read_password(path):
+    """The API password (one line) from path, e.g. $CREDENTIALS_DIRECTORY/fireactions-api-password."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: {getattr(e, 'strerror', None) or e}")
+    password = text[:-1] if text.endswith("\n") else text
+    if not password or "\n" in password:
+        raise ValueError(f"{path}: must hold the fireactions API password on one line")
+    return password
+
+
 def checked_pool(pool, where):
     """A pool as fireactions v0.4.0 reports it (types.go Pool), or ApiError."""
     ok = isinstance(pool, dict) and isinstance(pool.get("name"), str) and isinstance(pool.get("status"), dict)
@@ -249,16 +271,22 @@ def try_shared_lock(path):
 class Api:
     """fireactions v0.4.0's HTTP API (server/server.go routes, client.go)."""
 
-    def __init__(self, base, timeout):
+    def __init__(self, base, timeout, password=None):
         self.base = base.rstrip("/")
         self.timeout = timeout
+        self.headers = {}
+        if password is not None:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{API_USER}:{password}".encode()).decode()
 
     def call(self, method, path):
-        req = urllib.request.Request(self.base + path, method=method, data=b"" if method == "POST" else None)
+        req = urllib.request.Request(self.base + path, method=method, data=b"" if method == "POST" else None,
+                                     headers=self.headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as e:
+            if e.code == 401:
+                raise ApiAuthError(f"{method} {path}: HTTP 401, basic auth as {API_USER!r} refused")
             try:
                 detail = json.loads(e.read()).get("error", "")
             except (ValueError, AttributeError, OSError):
@@ -352,7 +380,7 @@ class PoolView:
 class Scaler:
     def __init__(self, args):
         self.args = args
-        self.api = Api(args.api, args.timeout)
+        self.api = Api(args.api, args.timeout, getattr(args, "password", None))
         self.limits = {}
         self.views = {}
         self.lock = threading.Lock()
@@ -393,12 +421,17 @@ class Scaler:
         try:
             reported = self.api.pools()
         except ApiError as e:
-            if self.up is not False:
-                log(f"fireactions API at {self.args.api} unreachable ({e}); retrying with backoff")
+            # One line per change of the reason (unreachable, refused): a wrong password repeats
+            # on every retry and would flood the journal.
+            what = "refused the password" if isinstance(e, ApiAuthError) else "unreachable"
+            if self.up is not False or self.said.get("api") != what:
+                log(f"fireactions API at {self.args.api} {what} ({e}); retrying with backoff")
+            self.said["api"] = what
             self.up = False
             return False
         if self.up is False:
             log(f"fireactions API at {self.args.api} reachable")
+        self.said.pop("api", None)
         self.up = True
         with self.lock:
             limits = dict(self.limits)
@@ -531,6 +564,7 @@ def parse_args(argv):
     p.add_argument("--max-backoff", type=float, default=30.0, help="longest wait between retries while the API is down")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per API call (a scale call boots a VM)")
     p.add_argument("--lock", default=SCALE_LOCK, help="the lock runner-fleet-drain holds while it drains (no scaling then)")
+    p.add_argument("--api-password-file", help=f"the API's basic-auth password for user {API_USER!r} (systemd: ${{CREDENTIALS_DIRECTORY}}/<credential>)")
     args = p.parse_args(argv)
     m = HOST_PORT.match(args.metrics_address)
     if not m or not 1 <= int(m.group(2)) <= 65535:
@@ -542,6 +576,13 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.password = None
+    if args.api_password_file:
+        try:
+            args.password = read_password(args.api_password_file)
+        except ValueError as e:
+            log(str(e))
+            return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

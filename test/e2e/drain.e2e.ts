@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { freshHosts, freshStack, env, ok, onHost, pulumi, RF, sh, E2E } from "./support";
+import { freshHosts, freshStack, env, hostApi, ok, onHost, pulumi, RF, sh, E2E } from "./support";
 import { startGitHub, waitFor, FIREACTIONS_STANDIN, type GitHubStandIn, type Job } from "../stand-ins/support";
 
 /** Its own stack (Pulumi.drain.yaml, KV mount ci-drain): nothing of fleet.e2e.ts's `e2e` stack is shared. */
@@ -280,7 +280,7 @@ describe("no change to the fleet kills a running job (real engine, fireactions s
     expect(byId).toEqual({ [small.id]: "completed", [medium.id]: "completed" });
     expect(daemonPid("e2e-fa-1")).toBe(pid);
     expect(stopsAfter("e2e-fa-1", t0)).toEqual([]);
-    const pools = Object.fromEntries(JSON.parse(onHost("e2e-fa-1", "python3 -c 'import urllib.request;print(urllib.request.urlopen(\"http://127.0.0.1:8080/api/v1/pools\").read().decode())'").stdout).pools.map((p: any) => [p.name, p]));
+    const pools = Object.fromEntries(JSON.parse(ok(hostApi("e2e-fa-1", "GET", "http://127.0.0.1:8080/api/v1/pools")).stdout).pools.map((p: any) => [p.name, p]));
     expect(pools.small.status.state).toBe("Active");
     expect(Object.keys(pools)).toEqual(expect.arrayContaining(["small"]));
     if (pools.medium) expect(pools.medium.status.state).toBe("Paused");
@@ -300,7 +300,7 @@ describe("no change to the fleet kills a running job (real engine, fireactions s
     // The removal waited for it: the job ended before the up that removed its host did.
     expect((done as any).finished_at).toBeLessThan(upEnded);
     // And the host is drained and left paused: nothing new starts there.
-    const pools = JSON.parse(onHost(host, "curl -s http://127.0.0.1:8080/api/v1/pools || python3 -c 'import urllib.request;print(urllib.request.urlopen(\"http://127.0.0.1:8080/api/v1/pools\").read().decode())'").stdout).pools;
+    const pools = JSON.parse(ok(hostApi(host, "GET", "http://127.0.0.1:8080/api/v1/pools")).stdout).pools;
     expect(pools.every((p: any) => p.status.state === "Paused")).toBe(true);
   }, 600_000);
 

@@ -12,7 +12,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freshHosts, freshStack, RF, hostFile, ok, onHost, pulumi, sh, waitFor } from "./support";
+import { freshHosts, freshStack, RF, hostApi, hostFile, ok, onHost, pulumi, sh, waitFor } from "./support";
 import { metricValue } from "../support/scaler";
 
 const STACK = "scaler";
@@ -32,10 +32,10 @@ const needsUp = (ctx: Ctx) => { if (!deployed) ctx.skip("pulumi up did not pass"
 function hostGet(url: string): string {
   return ok(onHost(HOST, `python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' ${url}`)).stdout;
 }
-function hostPost(url: string): string {
-  return ok(onHost(HOST, `python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="POST", data=b""), timeout=30).read().decode())' ${url}`)).stdout;
-}
-const pool = () => JSON.parse(hostGet("http://127.0.0.1:8080/api/v1/pools/burst")).pool;
+/** fireactions' API asks for basic auth (the host's per-boot password). */
+const apiGet = (url: string) => ok(hostApi(HOST, "GET", url)).stdout;
+const hostPost = (url: string) => ok(hostApi(HOST, "POST", url)).stdout;
+const pool = () => JSON.parse(apiGet("http://127.0.0.1:8080/api/v1/pools/burst")).pool;
 const size = () => pool().cur_runners as number;
 const metric = (name: string) => metricValue(hostGet("http://127.0.0.1:9102/metrics"), name, "burst");
 const mainPid = () => hostFile(HOST, "/run/runner-fleet-e2e/runner-fleet-scaler.main.pid")?.trim();

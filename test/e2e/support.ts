@@ -132,6 +132,17 @@ export function onHost(host: string, script: string, extraEnv: Record<string, st
   return sh("bash", [path.join(E2E, "hosts.sh"), "exec", host, "env", ...vars, "sh", "-c", script], { cwd: REPO });
 }
 
+/**
+ * A call to fireactions' API on a test host, as an operator in a root shell makes it: the
+ * per-boot password from /run/fireactions-api/password (never argv), basic auth as runner-fleet.
+ */
+export function hostApi(host: string, method: "GET" | "POST", url: string): Run {
+  const py = 'import base64, sys, urllib.request; pw = open("/run/fireactions-api/password").read().strip(); '
+    + 'h = {"Authorization": "Basic " + base64.b64encode(("runner-fleet:" + pw).encode()).decode()}; '
+    + 'sys.stdout.write(urllib.request.urlopen(urllib.request.Request(sys.argv[2], method=sys.argv[1], data=b"" if sys.argv[1] == "POST" else None, headers=h), timeout=30).read().decode())';
+  return onHost(host, `python3 -c '${py}' ${method} ${url}`);
+}
+
 /** OpenBao's CLI on the deploy machine, as root token. */
 export function bao(args: string[]): Run {
   return sh("bao", args, { cwd: REPO, env: env({ VAULT_ADDR: `https://127.0.0.1:${BAO_PORT}` }) });

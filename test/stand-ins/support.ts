@@ -3,6 +3,7 @@
  * test, on loopback. Used by their own tests and by e2e and scaler/observability tests.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
@@ -111,11 +112,22 @@ export function appKeyPair(dir: string): { key: string; pub: string } {
   return { key, pub };
 }
 
+/** Where renderConfig keeps the API password of `dir` (as /run/fireactions-api/password on a host). */
+export const apiPasswordFile = (dir: string) => join(dir, "api-password");
+
+/** Writes `dir`'s API password once (a host's per-boot generator); later renders reuse it. */
+export function ensureApiPassword(dir: string): string {
+  const file = apiPasswordFile(dir);
+  if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString("base64url") + "\n", { mode: 0o600 });
+  return file;
+}
+
 /**
  * Renders a fireactions config with OUR renderer (nix/pkgs/render-fireactions-config.py), so the
- * stand-in reads exactly what hosts get. `pools` is pools.json's content.
+ * stand-in reads exactly what hosts get. `pools` is pools.json's content. The API asks for basic
+ * auth, as on hosts (the password in apiPasswordFile(dir)), unless `auth` is false.
  */
-export function renderConfig(opts: { dir: string; pools: unknown; appId: number; keyFile: string; bind: string; metrics: string; out?: string }): string {
+export function renderConfig(opts: { dir: string; pools: unknown; appId: number; keyFile: string; bind: string; metrics: string; out?: string; auth?: boolean }): string {
   mkdirSync(opts.dir, { recursive: true });
   const poolsFile = join(opts.dir, "pools.json");
   const idFile = join(opts.dir, "github-app-id");
@@ -123,7 +135,8 @@ export function renderConfig(opts: { dir: string; pools: unknown; appId: number;
   writeFileSync(idFile, `${opts.appId}\n`);
   const out = opts.out ?? join(opts.dir, "config.yaml");
   const r = spawnSync("python3", [RENDERER, "--pools", poolsFile, "--app-id-file", idFile, "--app-key-file", opts.keyFile,
-    "--out", out, "--bind-address", opts.bind, "--metrics-address", opts.metrics], { encoding: "utf8" });
+    "--out", out, "--bind-address", opts.bind, "--metrics-address", opts.metrics,
+    ...(opts.auth === false ? [] : ["--api-password-file", ensureApiPassword(opts.dir)])], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`render-fireactions-config: ${r.stderr}`);
   return out;
 }
@@ -145,11 +158,22 @@ export interface FireactionsStandIn {
   proc: ChildProcess;
   /** Log lines it wrote to stderr so far. */
   log(): string;
+  /** The Authorization header the config's basic auth accepts ({} when it is off). */
+  auth: Record<string, string>;
   pools(): Promise<any[]>;
-  post(path: string): Promise<{ status: number; body: any }>;
+  /** POST with the config's credentials (`auth` false: without any). */
+  post(path: string, auth?: boolean): Promise<{ status: number; body: any }>;
   /** Console logs of its VMs: runner name -> text. */
   consoles(pool: string): Record<string, string>;
   stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** The basic-auth header for a rendered config's first basic_auth_users account, if it asks for one. */
+export function authHeader(config: string): Record<string, string> {
+  const c = JSON.parse(readFileSync(config, "utf8"));
+  const [user] = Object.keys(c.basic_auth_users ?? {});
+  if (!c.basic_auth_enabled || user === undefined) return {};
+  return { Authorization: "Basic " + Buffer.from(`${user}:${c.basic_auth_users[user]}`).toString("base64") };
 }
 
 export async function startFireactions(opts: { config: string; root: string; githubApi: string; api: string; metrics: string }): Promise<FireactionsStandIn> {
@@ -158,6 +182,7 @@ export async function startFireactions(opts: { config: string; root: string; git
   let stderr = "";
   proc.stderr!.on("data", (d) => (stderr += d));
   const api = `http://${opts.api}`;
+  const auth = authHeader(opts.config);
   await waitFor("the fireactions stand-in's API", async () => {
     if (proc.exitCode !== null) throw new Error(`fireactions stand-in exited ${proc.exitCode}: ${stderr}`);
     try {
@@ -171,8 +196,9 @@ export async function startFireactions(opts: { config: string; root: string; git
     metrics: `http://${opts.metrics}/metrics`,
     proc,
     log: () => stderr,
-    pools: async () => (await json(`${api}/api/v1/pools`)).body.pools,
-    post: (path) => json(`${api}${path}`, { method: "POST" }),
+    auth,
+    pools: async () => (await json(`${api}/api/v1/pools`, { headers: auth })).body.pools,
+    post: (path, withAuth = true) => json(`${api}${path}`, { method: "POST", headers: withAuth ? auth : {} }),
     consoles(pool) {
       const dir = join(opts.root, "var/lib/fireactions/pools", pool);
       const out: Record<string, string> = {};

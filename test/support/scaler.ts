@@ -29,11 +29,13 @@ export function metricValue(text: string, name: string, pool?: string): number |
 /**
  * `lock`: the drain's scale lock (--lock). Without one, a path that does not exist: no drain
  * runs, and the machine's /run/runner-fleet/scale.lock is none of a test's business.
+ * `passwordFile`: fireactions' API password (--api-password-file; the unit's LoadCredential copy).
  */
-export async function startScaler(opts: { pools: string; poolsDir: string; api: string; metricsAddress: string; interval?: number; maxBackoff?: number; lock?: string }): Promise<ScalerProc> {
+export async function startScaler(opts: { pools: string; poolsDir: string; api: string; metricsAddress: string; interval?: number; maxBackoff?: number; lock?: string; passwordFile?: string }): Promise<ScalerProc> {
   const lock = opts.lock ?? join(tmpdir(), `runner-fleet-test-${process.pid}-no-drain`, "scale.lock");
   const args = [SCALER, "--pools", opts.pools, "--pools-dir", opts.poolsDir, "--api", opts.api,
-    "--metrics-address", opts.metricsAddress, "--interval", String(opts.interval ?? 0.2), "--max-backoff", String(opts.maxBackoff ?? 2), "--lock", lock];
+    "--metrics-address", opts.metricsAddress, "--interval", String(opts.interval ?? 0.2), "--max-backoff", String(opts.maxBackoff ?? 2), "--lock", lock,
+    ...(opts.passwordFile ? ["--api-password-file", opts.passwordFile] : [])];
   const proc = spawn("python3", args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   proc.stderr!.on("data", (d) => (stderr += d));

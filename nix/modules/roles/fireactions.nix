@@ -18,6 +18,8 @@ let
   vmPort = pkgs.callPackage ../../pkgs/cni-vm-port.nix { };
   thinpool = pkgs.callPackage ../../pkgs/runner-fleet-thinpool.nix { };
   disks = config.runnerFleet.dataDisks;
+  # The API's basic-auth password (modules/fireactions-api-auth.nix writes it per boot).
+  api = import ../../lib/fireactions-api.nix;
   # fireactions v0.4.0 runs CNI from /opt/cni/bin and /etc/cni/net.d, hard-coded
   # (server/pool.go); the plugins are linked there.
   cniPlugins = pkgs.symlinkJoin {
@@ -32,6 +34,7 @@ let
     "--out" config.services.fireactions.configFile "--mode" "0640"
     "--firecracker" (lib.getExe pkgs.firecracker)
     "--kernel" kernelImage
+    "--api-password-file" api.passwordFile
   ];
   # The registry mirror's VM configs into every pool's MMDS metadata (modules/registry-mirror.nix).
   mirrorFlags = lib.optionals (config.runnerFleet.registryMirror.vmMetadata != null) [
@@ -45,7 +48,7 @@ let
   hardening = import ../../lib/host-hardening.nix;
 in
 {
-  imports = [ ../scaler.nix ];
+  imports = [ ../scaler.nix ../fireactions-api-auth.nix ];
   options.runnerFleet.fireactions = {
     bridge = lib.mkOption {
       type = lib.types.str;
@@ -79,6 +82,9 @@ in
       # (v0.4.0 server.go Run -> Pool.Stop). runner-fleet-restart-changed restarts it after a
       # drain when its unit changed; pool edits reload it (ExecReload) and restart nothing.
       restartIfChanged = false;
+      # preStart renders the API password into the config; the unit writing it never fails.
+      requires = [ api.unit ];
+      after = [ api.unit ];
       # The VM port binding table, fresh: every VM is gone when fireactions starts, and so must their elements be.
       serviceConfig.ExecStartPre = (import ../../lib/record-unit.nix { inherit pkgs; unit = "fireactions"; }) ++ [ "+${pkgs.nftables}/bin/nft -f ${pkgs.writeText "${vmPorts.name}.nft" vmPorts.text}" ];
       # Render, POST /api/v1/reload, pause and drain the pools that left the config.

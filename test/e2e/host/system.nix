@@ -6,7 +6,8 @@
 #               their script text exactly as the module writes it, with nixpkgs' builders
 #               replaced by stubs that keep name, text and kind.
 #   units       on fireactions hosts, the runner-fleet-scaler service of nix/modules/scaler.nix
-#               (its ExecStart and restart settings, as the module sets them; the option
+#               (its ExecStart, restart settings, LoadCredential and Requires, as the module sets
+#               them; the option
 #               defaults come from the module's own options), which host/systemctl runs; on
 #               every host runner-fleet-exporter (nix/modules/monitoring.nix) and node exporter,
 #               started as nixpkgs' exporters/node.nix would start it with the module's
@@ -59,6 +60,7 @@ let
         { inherit name text; kind = "python3"; runtimeInputs = [ ]; outPath = "/run/current-system/sw"; };
       # Debian's openssl on the test hosts (runner-fleet-drain signs the GitHub App JWT with it).
       openssl = { outPath = "/usr"; };
+      inherit (pkgs) writeShellApplication coreutils;
     } // args);
     coreutils = tool "coreutils";
     gnused = tool "gnused";
@@ -93,6 +95,9 @@ let
     };
   };
   scalerProgram = pkgs.callPackage "${flake}/pkgs/runner-fleet-scaler.nix" { };
+  # The per-boot API password's oneshot (modules/fireactions-api-auth.nix), which host/systemctl
+  # runs before fireactions' preStart and before the scaler (both Require= it).
+  apiPasswordProgram = pkgs.callPackage "${flake}/pkgs/runner-fleet-api-password.nix" { };
 
   # secrets.nix decides the consumers; monitoring.nix reads them (the module system would merge).
   consumers = (import "${flake}/modules/secrets.nix" {
@@ -109,7 +114,10 @@ let
   scalerUnit = scalerModule.config.systemd.services.runner-fleet-scaler;
 in
 {
-  programs = programs ++ lib.optional fireactions { inherit (scalerProgram) name text kind; }
+  programs = programs ++ lib.optionals fireactions [
+      { inherit (scalerProgram) name text kind; }
+      { inherit (apiPasswordProgram) name text kind; }
+    ]
     ++ [ { inherit (exporterProgram) name text kind; } ];
   etc = builtins.mapAttrs (_: f: f.text) monitoring.environment.etc;
   units = {
@@ -126,7 +134,8 @@ in
     };
   } // lib.optionalAttrs fireactions {
     runner-fleet-scaler = {
-      inherit (scalerUnit.serviceConfig) ExecStart Restart RestartSec;
+      inherit (scalerUnit.serviceConfig) ExecStart Restart RestartSec LoadCredential;
+      Requires = scalerUnit.requires;
       StartLimitBurst = scalerUnit.startLimitBurst;
       StartLimitIntervalSec = scalerUnit.startLimitIntervalSec;
     };

@@ -2,14 +2,15 @@
 // the config OUR renderer writes and the GitHub stand-in behind it: min_runners kept, scale
 // bounded by max, pause/resume, reload in place (new pools start, removed pools keep running),
 // ephemeral VMs with actions/runner's console lines, v0.4.0's metric names, and SIGTERM
-// stopping every VM (a running job is lost, as with the real daemon).
+// stopping every VM (a running job is lost, as with the real daemon); basic auth on /api
+// exactly as v0.4.0 wires gin.BasicAuth (on whenever our renderer is given the API password).
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  appKeyPair, poolEntry, sleep, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
+  apiPasswordFile, appKeyPair, poolEntry, sleep, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
   type FireactionsStandIn, type GitHubStandIn,
 } from "../support";
 
@@ -56,7 +57,7 @@ describe("fireactions stand-in", () => {
     await sleep(1500);
     expect((await pool(fa, "small")).cur_runners).toBe(1); // only min, never more on its own
     expect(await pool(fa, "small")).toMatchObject({ max_runners: 2, min_runners: 1, status: { state: "Active", message: "Pool is active" } });
-    expect((await fetch(`${fa.api}/api/v1/pools/nope`)).status).toBe(404);
+    expect((await fetch(`${fa.api}/api/v1/pools/nope`, { headers: fa.auth })).status).toBe(404);
     expect((await fa.post("/api/v1/pools/nope/scale")).status).toBe(500);
 
     for (let i = 0; i < 3; i++) expect((await fa.post("/api/v1/pools/small/scale")).body.message).toBe("Pool scaled successfully");
@@ -140,5 +141,67 @@ describe("fireactions stand-in", () => {
     const lost = await waitFor("the job to be lost", async () => (await gh.jobs()).find((j) => j.id === job.id && j.status === "lost"));
     expect(lost.runner).toMatch(/^sd-/);
     expect(fa.consoles("sd")[lost.runner!]).not.toMatch(/completed with result/);
+  });
+});
+
+describe("fireactions stand-in: basic auth (v0.4.0 server/server.go l.104-107, gin v1.10.1 auth.go)", () => {
+  const basic = (user: string, password: string) => "Basic " + Buffer.from(`${user}:${password}`).toString("base64");
+  const REALM = 'Basic realm="Authorization Required"';
+
+  it("refuses scale, pause, resume, reload and every GET under /api without the rendered credentials: 401, gin's realm, no body", async () => {
+    const { fa, config, sub } = await start("auth", [poolEntry("au", { min: 1, max: 2, labels: ["self-hosted", "au"] })]);
+    const rendered = JSON.parse(readFileSync(config, "utf8"));
+    const password = readFileSync(apiPasswordFile(sub), "utf8").trim();
+    expect(rendered.basic_auth_enabled).toBe(true);
+    expect(rendered.basic_auth_users).toEqual({ "runner-fleet": password });
+    await waitFor("the pool's runner", async () => ((await pool(fa, "au"))?.cur_runners === 1) || undefined);
+    const wrong: Record<string, string>[] = [{}, { Authorization: basic("runner-fleet", password + "x") }, { Authorization: basic("admin", password) },
+      { Authorization: basic("runner-fleet", password).replace("Basic", "basic") }];
+    for (const headers of wrong) {
+      for (const path of ["/api/v1/pools/au/scale", "/api/v1/pools/au/pause", "/api/v1/pools/au/resume", "/api/v1/reload"]) {
+        const r = await fetch(`${fa.api}${path}`, { method: "POST", headers });
+        expect([path, r.status, r.headers.get("www-authenticate"), await r.text()]).toEqual([path, 401, REALM, ""]);
+      }
+      for (const path of ["/api/v1/pools", "/api/v1/pools/au", "/api/v1/pools/au/microvms", "/api/v1/pools/nope"]) {
+        expect([path, (await fetch(`${fa.api}${path}`, { headers })).status]).toEqual([path, 401]);
+      }
+    }
+    // Nothing happened: still one VM, still active, no scale request counted.
+    expect(await pool(fa, "au")).toMatchObject({ cur_runners: 1, status: { state: "Active" } });
+    expect(await (await fetch(fa.metrics)).text()).not.toMatch(/fireactions_pool_scale_requests/);
+    // Outside the /api group nothing asks: /healthz, /version, the metrics listener, unknown paths (gin's 404).
+    expect((await fetch(`${fa.api}/healthz`)).status).toBe(200);
+    expect((await fetch(`${fa.api}/version`)).status).toBe(200);
+    expect((await fetch(`${fa.api}/api/v2/nothing`)).status).toBe(404);
+    // With them: served as before.
+    expect((await fa.post("/api/v1/pools/au/scale")).body.message).toBe("Pool scaled successfully");
+    expect((await fa.post("/api/v1/pools/au/scale", false)).status).toBe(401);
+  });
+
+  it("reload keeps the accounts fireactions started with: a new password in the file changes nothing", async () => {
+    const { fa, config } = await start("auth-reload", [poolEntry("ar", { labels: ["self-hosted", "ar"] })]);
+    const before = readFileSync(config, "utf8");
+    const c = JSON.parse(before);
+    writeFileSync(config, JSON.stringify({ ...c, basic_auth_users: { "runner-fleet": "another-password-0123456789" } }));
+    expect((await fa.post("/api/v1/reload")).status).toBe(200);
+    expect((await fetch(`${fa.api}/api/v1/pools`, { headers: { Authorization: basic("runner-fleet", "another-password-0123456789") } })).status).toBe(401);
+    expect((await fetch(`${fa.api}/api/v1/pools`, { headers: fa.auth })).status).toBe(200);
+    writeFileSync(config, JSON.stringify({ ...c, basic_auth_enabled: false }));
+    expect((await fa.post("/api/v1/reload")).status).toBe(200);
+    expect((await fetch(`${fa.api}/api/v1/pools`)).status).toBe(401); // still on
+  });
+
+  it("basic_auth_enabled without users passes v0.4.0's validation (its required_if never fires) and gin panics at start", () => {
+    const base = { bind_address: "127.0.0.1:1", metrics: { enabled: false }, github: { app_id: 1, app_private_key: "k" }, pools: [poolEntry("x")], log_level: "info" };
+    for (const [cfg, msg] of [
+      [{ ...base, basic_auth_enabled: true }, "panic: Empty list of authorized credentials"],
+      [{ ...base, basic_auth_enabled: true, basic_auth_users: {} }, "panic: Empty list of authorized credentials"],
+      [{ ...base, basic_auth_enabled: true, basic_auth_users: { "": "pw" } }, "panic: User can not be empty"],
+    ] as const) {
+      const file = join(dir, "panic.yaml");
+      writeFileSync(file, JSON.stringify(cfg));
+      const r = spawnSync("python3", [FIREACTIONS_STANDIN, "--config", file], { encoding: "utf8", timeout: 10_000 });
+      expect([r.status, r.stderr.trim()]).toEqual([2, msg]);
+    }
   });
 });
