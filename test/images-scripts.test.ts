@@ -3,7 +3,8 @@
  * `aws`, `hcloud`, `hcloud-upload-image`) are STAND-INS written here: small sh scripts that
  * record what they were called with and what they saw in their environment, and fail on demand.
  * The clouds cannot run here; the scripts' own logic (which calls, in which order, under which
- * timeouts and environment, and what fails) is what these tests check. `timeout` is real.
+ * timeouts and environment, and what fails) is what these tests check. `timeout` is real, and so
+ * is the Azure page upload: its uploader runs against Azurite, the Azure Storage emulator.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as crypto from "node:crypto";
@@ -34,9 +35,70 @@ function run(script: string, fakes: Record<string, string>, env: Record<string, 
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, calls, dir };
 }
 
+/** Every process's argv and environment that contains `needle` (raw or percent-encoded). */
+function leaks(needles: string[], seen: { uploader: boolean }): string[] {
+  const found: string[] = [];
+  for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    for (const what of ["cmdline", "environ"]) {
+      let text: string;
+      try { text = fs.readFileSync(`/proc/${pid}/${what}`, "latin1"); } catch { continue; }
+      if (what === "cmdline" && text.includes("azure-upload.mjs")) seen.uploader = true;
+      if (needles.some((n) => text.includes(n))) found.push(`/proc/${pid}/${what}: ${text.replace(/\0/g, " ").slice(0, 200)}`);
+    }
+  }
+  return found;
+}
+
+/**
+ * Runs the whole upload command (the environment scrub, AZURE_UPLOAD_SCRIPT) as pulumi-command
+ * would (sh -c, project directory) with a stand-in az that prints `url`, and extra `fakes`; /proc
+ * is scanned for `sig` while it runs.
+ */
+async function upload(dir: string, file: string, url: string, sig: string, fakes: Record<string, string> = {}) {
+  const script = withOnlyEnv(COMMAND_ENV.azure, AZURE_UPLOAD_SCRIPT);
+  const out = fs.mkdtempSync(path.join(dir, "run-"));
+  fs.mkdirSync(path.join(out, "bin"));
+  fs.writeFileSync(path.join(out, "sas"), `${url}\n`, { mode: 0o600 });
+  const fake = (name: string, body: string) => fs.writeFileSync(path.join(out, "bin", name), `#!/bin/sh\necho "${name} $*" >> "$RF_TEST_OUT/calls"\n${body}\n`, { mode: 0o755 });
+  // az prints the SAS from a file (so no argv or environment of the test holds it).
+  fake("az", 'case "$2" in grant-access) cat "$RF_TEST_OUT/sas";; revoke-access) exit 0;; esac');
+  // Only the old script calls azcopy: it sleeps, as a real upload takes a while.
+  fake("azcopy", "sleep 2");
+  for (const [name, body] of Object.entries(fakes)) fake(name, body);
+  const child = spawn("/bin/sh", ["-c", script], {
+    cwd: REPO,
+    env: {
+      ...process.env, PATH: `${path.join(out, "bin")}:${process.env.PATH}`, RF_TEST_OUT: out,
+      RF_RESOURCE_GROUP: "rg", RF_DISK: "disk-1", RF_IMAGE_FILE: file, RF_TIMEOUT: "120",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c) => { stdout += c; });
+  child.stderr.on("data", (c) => { stderr += c; });
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  let running = true;
+  void exited.then(() => { running = false; });
+  const needles = [sig, encodeURIComponent(sig)];
+  const seen = { uploader: false };
+  const found: string[] = [];
+  let scans = 0;
+  while (running) {
+    found.push(...leaks(needles, seen));
+    scans += 1;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const code = await exited;
+  const calls = fs.existsSync(path.join(out, "calls")) ? fs.readFileSync(path.join(out, "calls"), "utf8").trimEnd().split("\n") : [];
+  return { code, stdout, stderr, calls, found: [...new Set(found)], scans, seen, out };
+}
+
 describe("Azure upload: the script's logic", () => {
   const env = { RF_RESOURCE_GROUP: "rg", RF_DISK: "disk-1", RF_IMAGE_FILE: "/tmp/img.vhd", RF_TIMEOUT: "60" };
-  const sasUrl = "https://md-x.blob.core.windows.net/abc?sv=1&sig=SECRET";
+  // A signature no other process on the machine can hold.
+  const sig = crypto.randomBytes(16).toString("hex");
+  const sasUrl = `https://md-x.blob.core.windows.net/abc?sv=1&sig=${sig}`;
   const az = [
     'case "$2" in',
     `  grant-access) [ -n "\${FAKE_NO_SAS:-}" ] && exit 0; [ -n "\${FAKE_GRANT_EXIT:-}" ] && exit "$FAKE_GRANT_EXIT"; echo "${sasUrl}";;`,
@@ -59,6 +121,16 @@ describe("Azure upload: the script's logic", () => {
     expect(stdin(r.dir)).toBe(`${sasUrl}\n`);
     expect(r.stdout).not.toContain("sig=");
   });
+
+  it("while the upload runs, no process's argv or environment holds the SAS (azcopy's argv did)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-img-"));
+    // The uploader stands in, slow as a real upload, keeping what it read on stdin.
+    const r = await upload(dir, "/tmp/img.vhd", sasUrl, sig, { node: 'cat > "$RF_TEST_OUT/stdin"; sleep 1' });
+    expect(r.found).toEqual([]);
+    expect(r.seen.uploader).toBe(true); // the scan ran while the uploader did
+    expect(r.code).toBe(0);
+    expect(fs.readFileSync(path.join(r.out, "stdin"), "utf8")).toBe(`${sasUrl}\n`);
+  }, 30_000);
 
   it("a failed revoke after the upload fails the step, naming the disk", () => {
     const r = run(AZURE_UPLOAD_SCRIPT, { az, node }, { ...env, FAKE_REVOKE_EXIT: "1" });
@@ -185,63 +257,10 @@ describe("Azure upload against Azurite", () => {
     return file;
   }
 
-  /** Every process's argv and environment that contains `needle` (raw or percent-encoded). */
-  function leaks(needles: string[], seen: { uploader: boolean }): string[] {
-    const found: string[] = [];
-    for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-      for (const what of ["cmdline", "environ"]) {
-        let text: string;
-        try { text = fs.readFileSync(`/proc/${pid}/${what}`, "latin1"); } catch { continue; }
-        if (what === "cmdline" && text.includes("azure-upload.mjs")) seen.uploader = true;
-        if (needles.some((n) => text.includes(n))) found.push(`/proc/${pid}/${what}: ${text.replace(/\0/g, " ").slice(0, 200)}`);
-      }
-    }
-    return found;
-  }
-
-  /** Runs the whole command as pulumi-command would (sh -c, project directory), scanning /proc while it runs. */
-  async function upload(file: string, url: string, sig: string, script = withOnlyEnv(COMMAND_ENV.azure, AZURE_UPLOAD_SCRIPT)) {
-    const out = fs.mkdtempSync(path.join(dir, "run-"));
-    fs.mkdirSync(path.join(out, "bin"));
-    fs.writeFileSync(path.join(out, "sas"), `${url}\n`, { mode: 0o600 });
-    const fake = (name: string, body: string) => fs.writeFileSync(path.join(out, "bin", name), `#!/bin/sh\necho "${name} $*" >> "$RF_TEST_OUT/calls"\n${body}\n`, { mode: 0o755 });
-    // az prints the SAS from a file (so no argv or environment of the test holds it).
-    fake("az", 'case "$2" in grant-access) cat "$RF_TEST_OUT/sas";; revoke-access) exit 0;; esac');
-    // Only the old script calls azcopy: it sleeps, as a real upload takes a while.
-    fake("azcopy", "sleep 2");
-    const child = spawn("/bin/sh", ["-c", script], {
-      cwd: REPO,
-      env: {
-        ...process.env, PATH: `${path.join(out, "bin")}:${process.env.PATH}`, RF_TEST_OUT: out,
-        RF_RESOURCE_GROUP: "rg", RF_DISK: "disk-1", RF_IMAGE_FILE: file, RF_TIMEOUT: "120",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c) => { stdout += c; });
-    child.stderr.on("data", (c) => { stderr += c; });
-    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
-    let running = true;
-    void exited.then(() => { running = false; });
-    const needles = [sig, encodeURIComponent(sig)];
-    const seen = { uploader: false };
-    const found: string[] = [];
-    let scans = 0;
-    while (running) {
-      found.push(...leaks(needles, seen));
-      scans += 1;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    const code = await exited;
-    const calls = fs.existsSync(path.join(out, "calls")) ? fs.readFileSync(path.join(out, "calls"), "utf8").trimEnd().split("\n") : [];
-    return { code, stdout, stderr, calls, found, scans, seen };
-  }
-
   it("uploads the VHD byte for byte, writes no zero range, and no process shows the SAS", async () => {
     const file = vhd();
     const { blob, url, sig } = await disk("upload");
-    const r = await upload(file, url, sig);
+    const r = await upload(dir, file, url, sig);
     expect(r.found).toEqual([]);
     expect(r.seen.uploader).toBe(true); // the scan ran while the uploader did
     expect(r.stderr).not.toMatch(/sig=|https?:\/\//);
@@ -259,7 +278,7 @@ describe("Azure upload against Azurite", () => {
     const file = vhd();
     const { blob, url, sig } = await disk("rerun");
     await blob.uploadPages(Buffer.alloc(8192, 0xee), 2 * MiB, 8192);
-    const r = await upload(file, url, sig);
+    const r = await upload(dir, file, url, sig);
     expect(r.code).toBe(0);
     expect((await blob.downloadToBuffer()).equals(fs.readFileSync(file))).toBe(true);
   }, 60_000);
@@ -268,7 +287,7 @@ describe("Azure upload against Azurite", () => {
     const file = vhd();
     const { blob, url, sig } = await disk("badsig");
     const bad = url.replace(/sig=[^&]+/, `sig=${encodeURIComponent(crypto.randomBytes(32).toString("base64"))}`);
-    const r = await upload(file, bad, new URLSearchParams(bad.split("?")[1]).get("sig")!);
+    const r = await upload(dir, file, bad, new URLSearchParams(bad.split("?")[1]).get("sig")!);
     expect(r.code).not.toBe(0);
     expect(r.found).toEqual([]);
     const lines = r.stderr.trimEnd().split("\n");
@@ -283,7 +302,7 @@ describe("Azure upload against Azurite", () => {
     const file = path.join(dir, "small.vhd");
     fs.writeFileSync(file, Buffer.alloc(MiB + 512, 1));
     const { blob, url, sig } = await disk("size");
-    const r = await upload(file, url, sig);
+    const r = await upload(dir, file, url, sig);
     expect(r.code).not.toBe(0);
     expect(r.stderr.trimEnd()).toBe(`${file}: the disk holds ${SIZE} bytes, the file ${MiB + 512}: the disk must be created with exactly the file's size`);
     expect(await written(blob)).toEqual([]);
