@@ -285,7 +285,7 @@ describe("Azure upload against Azurite", () => {
 
   it("a wrong SAS: one line naming the file and no URL, a non-zero exit, and access revoked", async () => {
     const file = vhd();
-    const { blob, url, sig } = await disk("badsig");
+    const { blob, url } = await disk("badsig");
     const bad = url.replace(/sig=[^&]+/, `sig=${encodeURIComponent(crypto.randomBytes(32).toString("base64"))}`);
     const r = await upload(dir, file, bad, new URLSearchParams(bad.split("?")[1]).get("sig")!);
     expect(r.code).not.toBe(0);
