@@ -29,8 +29,8 @@ export const COMMAND_ENV = {
   deploy: { names: [...BASE_NAMES, "SSH_AUTH_SOCK"], prefixes: [...BASE_PREFIXES, "NIX_", "XDG_"] },
   /** Reads one host key from Vault: the token and where to find Vault, nothing of the clouds. */
   vaultRead: { names: [...BASE_NAMES, "VAULT_TOKEN", "VAULT_NAMESPACE", "VAULT_CACERT"], prefixes: BASE_PREFIXES },
-  /** az and azcopy: the Azure CLI's login (~/.azure or AZURE_CONFIG_DIR) and azcopy's settings. */
-  azure: { names: BASE_NAMES, prefixes: [...BASE_PREFIXES, "AZURE_", "AZCOPY_"] },
+  /** az and the page uploader: the Azure CLI's login (~/.azure or AZURE_CONFIG_DIR). The SAS is never in it. */
+  azure: { names: BASE_NAMES, prefixes: [...BASE_PREFIXES, "AZURE_"] },
   /** hcloud-upload-image: the Hetzner token. */
   hetzner: { names: [...BASE_NAMES, "HCLOUD_TOKEN", "HCLOUD_ENDPOINT"], prefixes: BASE_PREFIXES },
   /** The Spaces presign: the Spaces keys. */

@@ -230,7 +230,8 @@ describe("cloud helpers", () => {
     }
     expect(AZURE_UPLOAD_SCRIPT).toMatch(/trap cleanup EXIT/);
     expect(AZURE_UPLOAD_SCRIPT).toMatch(/revoke-access/);
-    expect(AZURE_UPLOAD_SCRIPT).toMatch(/--blob-type PageBlob/);
+    expect(AZURE_UPLOAD_SCRIPT).toMatch(/\| timeout "\$RF_TIMEOUT" node "\$uploader" "\$RF_IMAGE_FILE"/);
+    expect(AZURE_UPLOAD_SCRIPT).not.toMatch(/azcopy/);
     expect(HETZNER_UPLOAD_SCRIPT).toMatch(/timeout "\$RF_TIMEOUT" hcloud-upload-image upload/);
   });
 
@@ -306,7 +307,7 @@ describe("FleetImages under mocks", () => {
     const disk = one(rs, "azure-native:compute:Disk", az).inputs;
     expect(disk).toMatchObject({ creationData: { createOption: "Upload" }, osType: "Linux", hyperVGeneration: "V1", resourceGroupName: "runner-fleet-test-images-westeurope" });
     const upload = one(rs, "command:local:Command", az).inputs;
-    expect(upload).toMatchObject({ create: withOnlyEnv(COMMAND_ENV.azure, AZURE_UPLOAD_SCRIPT), logging: "none", addPreviousOutputInEnv: false, environment: { RF_DISK: `rf-x86_64-${H.azure}-upload`, RF_RESOURCE_GROUP: "runner-fleet-test-images-westeurope" } });
+    expect(upload).toMatchObject({ create: withOnlyEnv(COMMAND_ENV.azure, AZURE_UPLOAD_SCRIPT), update: "true", logging: "none", addPreviousOutputInEnv: false, environment: { RF_DISK: `rf-x86_64-${H.azure}-upload`, RF_RESOURCE_GROUP: "runner-fleet-test-images-westeurope" } });
     expect(one(rs, "azure-native:compute:Image", az).inputs).toMatchObject({
       hyperVGeneration: "V1",
       storageProfile: { osDisk: { osType: "Linux", osState: "Generalized", managedDisk: { id: `${az}-id` } } },

@@ -1,6 +1,6 @@
 /**
- * Azure: fixed VHD -> managed disk created for upload -> page upload with azcopy through a
- * short-lived write SAS -> managed image, in every location a host of that arch runs in.
+ * Azure: fixed VHD -> managed disk created for upload -> page upload (azure-upload.mjs, the SAS on
+ * its stdin) through a short-lived write SAS -> managed image, in every location a host of that arch runs in.
  *
  * Why this route: a VHD must land as a page blob, and azure-native `storage.Blob` makes only
  * block and append blobs. A disk created with `createOption: Upload` needs no storage account at
@@ -30,28 +30,44 @@ export function hyperVGeneration(arch: Arch): "V1" | "V2" {
 export const AZ_CALL_TIMEOUT = "5m";
 
 /**
+ * The uploader the script runs (components/images/azure-upload.mjs), relative to the project
+ * directory: the engine starts providers there (plugin.go `cmd.Dir = pwd`, the project root) and
+ * pulumi-command runs a local command in its provider's directory when `dir` is unset. Relative,
+ * so the command's inputs are the same on every machine.
+ */
+export const AZURE_UPLOADER = "components/images/azure-upload.mjs";
+
+/**
  * The upload script. Every value comes from the environment, so nothing variable (and no SAS) is
- * on the command text Pulumi records. The SAS lives in a shell variable only and must be there
- * (an empty one fails); azcopy's logs and job plans go to a temporary directory removed on exit.
- * The key is `accessSAS` in the aaz-generated command (its serialized name) and `accessSas` in
- * older az releases; JMESPath is case-sensitive, so the query takes either.
+ * on the command text Pulumi records. The SAS goes from az's stdout into a shell variable of the
+ * pipe's left side (never exported) and from there, with the builtin printf, into the uploader's
+ * standard input: it is never an argument or in an environment, so `ps` and /proc show it to
+ * nobody. An empty one fails. The key is `accessSAS` in the aaz-generated command (its serialized
+ * name) and `accessSas` in older az releases; JMESPath is case-sensitive, so the query takes either.
+ * sh has no pipefail: a failed grant leaves a mark in the temporary directory that fails the script
+ * after the pipe (the uploader, given no SAS, has sent nothing).
  * On success access is revoked and a failed revoke fails the upload (the disk would stay in
  * ActiveUpload and the image step would fail confusingly); on failure the revoke is best effort.
- * Every az and azcopy call runs under a timeout.
+ * Every az call and the upload run under a timeout.
  */
 export const AZURE_UPLOAD_SCRIPT = [
   "set -eu",
+  `uploader=${AZURE_UPLOADER}`,
+  '[ -f "$uploader" ] || { echo "$uploader: not found: the upload runs in the project directory" >&2; exit 1; }',
   'work=$(mktemp -d)',
-  'export AZCOPY_LOG_LOCATION="$work" AZCOPY_JOB_PLAN_LOCATION="$work"',
   `revoke() { timeout ${AZ_CALL_TIMEOUT} az disk revoke-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" >/dev/null; }`,
   'granted=no',
   'cleanup() { if [ "$granted" = yes ]; then revoke 2>/dev/null || echo "warning: az disk revoke-access $RF_DISK failed; revoke it by hand" >&2; fi; rm -rf "$work"; }',
   "trap cleanup EXIT",
   'granted=yes',
-  `sas=$(timeout ${AZ_CALL_TIMEOUT} az disk grant-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" --access-level Write --duration-in-seconds "$RF_TIMEOUT" --query "accessSAS || accessSas" --output tsv)`,
-  'case "$sas" in https://*) ;; *) echo "az disk grant-access returned no SAS URL for $RF_DISK" >&2; exit 1;; esac',
-  'timeout "$RF_TIMEOUT" azcopy copy "$RF_IMAGE_FILE" "$sas" --blob-type PageBlob --log-level ERROR >/dev/null',
-  'sas=',
+  "rc=0",
+  "{",
+  `  if sas=$(timeout ${AZ_CALL_TIMEOUT} az disk grant-access --resource-group "$RF_RESOURCE_GROUP" --name "$RF_DISK" --access-level Write --duration-in-seconds "$RF_TIMEOUT" --query "accessSAS || accessSas" --output tsv); then`,
+  '    if [ -n "$sas" ]; then printf \'%s\\n\' "$sas"; else echo "az disk grant-access returned no SAS URL for $RF_DISK" >&2; : > "$work/grant-failed"; fi',
+  '  else echo "az disk grant-access for $RF_DISK failed (exit $?)" >&2; : > "$work/grant-failed"; fi',
+  '} | timeout "$RF_TIMEOUT" node "$uploader" "$RF_IMAGE_FILE" || rc=$?',
+  '[ ! -e "$work/grant-failed" ] || exit 1',
+  '[ "$rc" = 0 ] || exit "$rc"',
   'granted=no',
   'revoke || { echo "az disk revoke-access $RF_DISK failed after the upload: the disk stays in ActiveUpload" >&2; exit 1; }',
   'echo "uploaded $RF_IMAGE_FILE to disk $RF_DISK"',
@@ -159,8 +175,12 @@ export class AzureImage extends pulumi.ComponentResource {
           RF_IMAGE_FILE: file ?? `${image.storePath}/<image file: built at real runs>`,
           RF_TIMEOUT: String(AZURE_UPLOAD_TIMEOUT_SECONDS),
         },
-        // Output of az/azcopy could carry the SAS: keep it out of Pulumi's logs.
+        // Output of az could carry the SAS: keep it out of Pulumi's logs.
         logging: "none",
+        // An upload happens once, at create (a new image is a new disk and a new command). A
+        // changed script or environment on an existing one runs this no-op: a second grant on a
+        // disk already made into an image would fail the update.
+        update: "true",
         triggers: [image.hash],
         addPreviousOutputInEnv: false,
       }, {
