@@ -132,7 +132,7 @@ export function bindsAddresses(model: Pick<FleetModel, "vault">, host: string): 
 }
 
 /**
- * The CIDRs an existing machine's role, tokens and secret_id are bound to at creation: its
+ * The CIDRs an existing machine's role (so its secret_id and tokens) is bound to at creation: its
  * configured IPs. Hostnames are not bound (Vault takes CIDRs only, and a name may resolve
  * elsewhere later). Cloud hosts get none here: their address exists only after the machine,
  * whose user-data needs the wrapped secret_id first; roleBindingJson binds them afterwards.
@@ -319,14 +319,18 @@ export class FleetVault extends pulumi.ComponentResource {
         // expired or been used, i.e. on nearly every run, and user-data would change each time.
         withWrappedAccessor: true,
         metadata: JSON.stringify({ host: host.name, stack }),
-        ...(cidrs.length ? { cidrLists: cidrs } : {}),
+        // No CIDR list of its own: the role's secret_id_bound_cidrs, checked at every login, binds
+        // it. A list here is ForceNew, so a change of binding (vault.unboundHosts, a new address)
+        // would re-issue the secret_id and destroy the host's one, and a host that has unwrapped
+        // keeps its old one (runner-fleet-seed never replaces it): locked out.
       }, {
         ...child, additionalSecretOutputs: ["secretId", "wrappingToken"],
-        // All three only shape the secret_id made at creation: a new vault.wrapTtl or secretIdTtl
+        // All four only shape the secret_id made at creation: a new vault.wrapTtl or secretIdTtl
         // applies to new secret_ids instead of re-issuing (and destroying) every one. The bridge
         // drops ignored keys from its config-vs-state diff too, so a stack made before ttl was
-        // set (state ttl read back, no ttl input) keeps its secret_ids as well.
-        ignoreChanges: ["wrappingTtl", "ttl", "numUses"],
+        // set (state ttl read back, no ttl input) keeps its secret_ids as well, and one made when
+        // existing machines' secret_ids carried cidrLists keeps those.
+        ignoreChanges: ["wrappingTtl", "ttl", "numUses", "cidrLists"],
       });
 
       this.hostAccess.set(host.name, { roleId: role.roleId, wrappedSecretId: pulumi.secret(secretId.wrappingToken), secrets: hostSecrets, role });

@@ -340,14 +340,15 @@ describe("FleetVault resources (mocks)", () => {
     expect(one(rs, T.role, "onprem-approle").inputs.secretIdBoundCidrs).toEqual(["192.0.2.10/32", "10.0.0.5/32"]);
   });
 
-  it("wraps one secret_id per host, with the wrapped accessor, metadata and CIDRs", () => {
+  it("wraps one secret_id per host, with the wrapped accessor and metadata; the role's lists bind it, not its own", () => {
     for (const host of model.hosts) {
       const sid = one(rs, T.secretId, `${host.name}-secret-id`).inputs;
       expect(sid).toMatchObject({ backend: "approle", roleName: `runner-fleet.test.${host.name}`, wrappingTtl: "2h", withWrappedAccessor: true });
       // Set explicitly: Vault's read-back values must match the config (#24 item 3).
       expect(sid).toMatchObject({ ttl: 0, numUses: 0 });
       expect(JSON.parse(sid.metadata as string)).toEqual({ host: host.name, stack: "test" });
-      expect(sid.cidrLists).toEqual(boundCidrs(host).length ? boundCidrs(host) : undefined);
+      // Its own list would be ForceNew: a change of binding would destroy the host's secret_id.
+      expect(sid.cidrLists).toBeUndefined();
     }
   });
 
@@ -459,6 +460,13 @@ describe("FleetVault role binding of cloud hosts (mocks, #24 item 9)", () => {
     expect(one(rs, T.role, "v6-approle").inputs.tokenBoundCidrs).toBeUndefined();
     expect(one(rs, T.secretId, "v6-secret-id").inputs.cidrLists).toBeUndefined();
     expect(one(rs, T.role, "onprem-approle").inputs.tokenBoundCidrs).toEqual(["192.0.2.10/32", "10.0.0.5/32"]);
+  });
+
+  it("keeps every secret_id through a change of binding: none has a list of its own, an old state's list is ignored", () => {
+    for (const h of ["gitea", "gitea-2", "cache", "metal", "onprem", "v6", "named"]) {
+      expect(one(rs, T.secretId, `${h}-secret-id`).inputs.cidrLists, h).toBeUndefined();
+      expect(opts(`${h}-secret-id`).ignoreChanges, h).toEqual(["wrappingTtl", "ttl", "numUses", "cidrLists"]);
+    }
   });
 
   it("lets the binding own a cloud host's two lists: its role ignores them, an existing host's does not", () => {
