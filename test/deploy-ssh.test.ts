@@ -53,6 +53,41 @@ async function waitForPort(port: number, host: string): Promise<void> {
   throw new Error(`sshd did not listen on ${host}:${port}`);
 }
 
+/**
+ * A real sshd on loopback for the tests: host key `host_ed25519` and client key `client` made in
+ * `dir`, the client's key authorized, publickey only; `extra` adds config lines.
+ */
+async function startSshd(dir: string, extra: string[] = []): Promise<{ sshd: ChildProcess; port: number; hostKey: string }> {
+  const hostKey = keygen(path.join(dir, "host_ed25519"));
+  keygen(path.join(dir, "client"));
+  fs.copyFileSync(path.join(dir, "client.pub"), path.join(dir, "authorized_keys"));
+  const port = await freePort();
+  if (process.getuid?.() === 0) fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  fs.writeFileSync(path.join(dir, "sshd_config"), [
+    `Port ${port}`,
+    "ListenAddress 127.0.0.1",
+    `HostKey ${path.join(dir, "host_ed25519")}`,
+    `AuthorizedKeysFile ${path.join(dir, "authorized_keys")}`,
+    `PidFile ${path.join(dir, "sshd.pid")}`,
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "PermitRootLogin prohibit-password",
+    "UsePAM no",
+    "StrictModes no",
+    ...extra,
+    "",
+  ].join("\n"));
+  const sshd = spawn(SSHD!, ["-D", "-e", "-f", path.join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
+  await waitForPort(port, "127.0.0.1");
+  return { sshd, port, hostKey };
+}
+
+/** An executable `#!/bin/sh` script, first on the tests' PATH. */
+const writeShim = (file: string, body: string) => fs.writeFileSync(file, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+
+/** The real `command` on PATH, for a shim to exec. */
+const realCommand = (name: string) => spawnSync("sh", ["-c", `command -v ${name}`], { encoding: "utf8" }).stdout.trim();
+
 describe.skipIf(!HAVE_SSH)("pinned SSH host keys against a real sshd", () => {
   let dir = "";
   let sshd: ChildProcess | undefined;
@@ -63,35 +98,13 @@ describe.skipIf(!HAVE_SSH)("pinned SSH host keys against a real sshd", () => {
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-sshd-"));
-    serverKey = keygen(path.join(dir, "host_ed25519"));
     otherKey = keygen(path.join(dir, "other_ed25519"));
-    keygen(path.join(dir, "client"));
-    fs.copyFileSync(path.join(dir, "client.pub"), path.join(dir, "authorized_keys"));
-    port = await freePort();
-    if (process.getuid?.() === 0) fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-    fs.writeFileSync(path.join(dir, "sshd_config"), [
-      `Port ${port}`,
-      "ListenAddress 127.0.0.1",
-      ...(v6 ? ["ListenAddress ::1"] : []),
-      `HostKey ${path.join(dir, "host_ed25519")}`,
-      `AuthorizedKeysFile ${path.join(dir, "authorized_keys")}`,
-      `PidFile ${path.join(dir, "sshd.pid")}`,
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "PermitRootLogin prohibit-password",
-      "UsePAM no",
-      "StrictModes no",
-      "",
-    ].join("\n"));
-    sshd = spawn(SSHD!, ["-D", "-e", "-f", path.join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
-    await waitForPort(port, "127.0.0.1");
+    ({ sshd, port, hostKey: serverKey } = await startSshd(dir, v6 ? ["ListenAddress ::1"] : []));
     // The shims: the port and the client key, ahead of everything else (what production gets
     // from port 22 and the agent).
     fs.mkdirSync(path.join(dir, "shim"));
-    const realSsh = spawnSync("sh", ["-c", "command -v ssh"], { encoding: "utf8" }).stdout.trim();
-    const realScan = spawnSync("sh", ["-c", "command -v ssh-keyscan"], { encoding: "utf8" }).stdout.trim();
-    fs.writeFileSync(path.join(dir, "shim", "ssh"), `#!/bin/sh\nexec ${realSsh} -p ${port} -i ${path.join(dir, "client")} -o IdentitiesOnly=yes "$@"\n`, { mode: 0o755 });
-    fs.writeFileSync(path.join(dir, "shim", "ssh-keyscan"), `#!/bin/sh\nexec ${realScan} -p ${port} "$@"\n`, { mode: 0o755 });
+    writeShim(path.join(dir, "shim", "ssh"), `exec ${realCommand("ssh")} -p ${port} -i ${path.join(dir, "client")} -o IdentitiesOnly=yes "$@"`);
+    writeShim(path.join(dir, "shim", "ssh-keyscan"), `exec ${realCommand("ssh-keyscan")} -p ${port} "$@"`);
   });
 
   afterAll(() => {
@@ -191,37 +204,24 @@ describe.skipIf(!HAVE_SSH)("the switch's ssh calls against a real sshd", () => {
   let dir = "";
   let sshd: ChildProcess | undefined;
   let sshdLog = "";
+  let hostKey = "";
   const SYSTEM = "/nix/store/0000000000000000000000000000000a-nixos-system-alpha";
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "rf-mux-"));
-    keygen(path.join(dir, "host_ed25519"));
-    keygen(path.join(dir, "client"));
-    fs.copyFileSync(path.join(dir, "client.pub"), path.join(dir, "authorized_keys"));
-    const port = await freePort();
-    fs.writeFileSync(path.join(dir, "host.sh"), [
-      "#!/bin/sh",
+    writeShim(path.join(dir, "host.sh"), [
       `echo "$SSH_ORIGINAL_COMMAND" >> ${path.join(dir, "commands.log")}`,
       'case "$SSH_ORIGINAL_COMMAND" in',
       `  "readlink -f /run/current-system"|"readlink -f /nix/var/nix/profiles/system") echo ${SYSTEM} ;;`,
       "  *booted-system*) exit 1 ;;",
       "esac",
-      "",
-    ].join("\n"), { mode: 0o755 });
-    if (process.getuid?.() === 0) fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-    fs.writeFileSync(path.join(dir, "sshd_config"), [
-      `Port ${port}`, "ListenAddress 127.0.0.1",
-      `HostKey ${path.join(dir, "host_ed25519")}`, `AuthorizedKeysFile ${path.join(dir, "authorized_keys")}`,
-      `PidFile ${path.join(dir, "sshd.pid")}`, "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-      "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no", `ForceCommand ${path.join(dir, "host.sh")}`, "",
     ].join("\n"));
-    sshd = spawn(SSHD!, ["-D", "-e", "-f", path.join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
+    let port: number;
+    ({ sshd, port, hostKey } = await startSshd(dir, [`ForceCommand ${path.join(dir, "host.sh")}`]));
     sshd.stderr!.on("data", (d) => (sshdLog += d.toString()));
-    await waitForPort(port, "127.0.0.1");
     fs.mkdirSync(path.join(dir, "bin"));
-    const realSsh = spawnSync("sh", ["-c", "command -v ssh"], { encoding: "utf8" }).stdout.trim();
-    const shim = (name: string, body: string) => fs.writeFileSync(path.join(dir, "bin", name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
-    shim("ssh", `exec ${realSsh} -p ${port} -i ${path.join(dir, "client")} -o IdentitiesOnly=yes "$@"`);
+    const shim = (name: string, body: string) => writeShim(path.join(dir, "bin", name), body);
+    shim("ssh", `exec ${realCommand("ssh")} -p ${port} -i ${path.join(dir, "client")} -o IdentitiesOnly=yes "$@"`);
     shim("nix", `echo "${SYSTEM} /k /i /m"`);
     // deploy-rs connects with the --ssh-opts it is given, as the real one does.
     shim("deploy", `while [ $# -gt 0 ]; do [ "$1" = --ssh-opts ] && opts=$2; shift; done; exec ssh $opts ${USER}@alpha deploy-activate`);
@@ -236,7 +236,6 @@ describe.skipIf(!HAVE_SSH)("the switch's ssh calls against a real sshd", () => {
       tool: "deploy-rs", host: "alpha", address: "127.0.0.1", flake: "./nix", sshUser: USER, arch: "x86_64", remoteBuild: "never",
       boot: false, confirmTimeout: 30, activationTimeout: 240, switchTimeoutMinutes: 5, logDir: path.join(dir, "logs"),
     });
-    const hostKey = fs.readFileSync(path.join(dir, "host_ed25519.pub"), "utf8").trim().split(" ").slice(0, 2).join(" ");
     const r = spawnSync("/bin/sh", ["-c", script], {
       input: "{}\n", encoding: "utf8", timeout: 60_000,
       env: { ...process.env, RF_HOST_KEY: hostKey, TMPDIR: dir, HOME: dir, PATH: `${path.join(dir, "bin")}:${process.env.PATH}` },
