@@ -76,6 +76,10 @@ type kind struct {
 	update  func(c *client, id resource.ID, olds, news resource.PropertyMap) (resource.PropertyMap, error)
 	delete  func(c *client, id resource.ID, state resource.PropertyMap) error
 	outputs []string // computed outputs, unknown in a preview
+	// Inputs upstream's Read sets from Vault: the bridge diffs the config against state for
+	// them (not against the old inputs), each value through readBackAs on both sides.
+	readBack   []string
+	readBackAs func(resource.PropertyValue) resource.PropertyValue
 }
 
 var roleInputs = []string{"backend", "roleName", "roleId", "bindSecretId", "secretIdBoundCidrs", "secretIdNumUses",
@@ -151,6 +155,8 @@ var kinds = map[tokens.Type]kind{
 	"vault:appRole/authBackendRole:AuthBackendRole": {
 		inputs:  roleInputs,
 		replace: map[string]bool{"backend": true, "roleName": true}, outputs: []string{"roleId"},
+		// Sets: an unset list is the empty set, and order does not count.
+		readBack: roleReadBack, readBackAs: sortedSet,
 		create: func(c *client, _ string, in resource.PropertyMap) (resource.ID, resource.PropertyMap, error) {
 			path := rolePath(in)
 			roleID, err := writeRole(c, path, in, roleInputs, false)
@@ -173,7 +179,10 @@ var kinds = map[tokens.Type]kind{
 			"metadata": true, "cidrLists": true, "secretId": true, "ttl": true, "numUses": true},
 		secret:  []string{"secretId", "wrappingToken"},
 		outputs: []string{"accessor", "wrappingToken", "wrappingAccessor", "secretId"},
-		create:  createSecretID,
+		// An unset number as its zero (SDKv2's schemaMap.diffString takes Type.Zero() for a value
+		// missing from the config).
+		readBack: readBackSecretIDFields, readBackAs: zeroIfNull,
+		create: createSecretID,
 		delete: func(c *client, _ resource.ID, state resource.PropertyMap) error {
 			body := map[string]any{"secret_id_accessor": str(state, "accessor")}
 			path := rolePath(state) + "/secret-id-accessor/destroy"
@@ -319,23 +328,12 @@ func (p *provider) Check(_ context.Context, req plugin.CheckRequest) (plugin.Che
 func (p *provider) Diff(_ context.Context, req plugin.DiffRequest) (plugin.DiffResponse, error) {
 	k := kinds[req.Type]
 	olds, news := req.OldInputs, req.NewInputs
-	if req.Type == "vault:appRole/authBackendRoleSecretId:AuthBackendRoleSecretId" {
-		// Read-back fields: the config against state, an unset number as its zero (SDKv2's
-		// schemaMap.diffString takes Type.Zero() for a value missing from the config).
+	if len(k.readBack) > 0 {
 		olds, news = olds.Copy(), news.Copy()
-		for _, f := range readBackSecretIDFields {
+		for _, f := range k.readBack {
 			key := resource.PropertyKey(f)
-			olds[key] = zeroIfNull(req.OldOutputs[key])
-			news[key] = zeroIfNull(news[key])
-		}
-	}
-	if req.Type == "vault:appRole/authBackendRole:AuthBackendRole" {
-		// Sets: an unset list is the empty set, and order does not count.
-		olds, news = olds.Copy(), news.Copy()
-		for _, f := range roleReadBack {
-			key := resource.PropertyKey(f)
-			olds[key] = sortedSet(req.OldOutputs[key])
-			news[key] = sortedSet(news[key])
+			olds[key] = k.readBackAs(req.OldOutputs[key])
+			news[key] = k.readBackAs(news[key])
 		}
 	}
 	if req.Type == "vault:generic/endpoint:Endpoint" {
