@@ -168,12 +168,15 @@ export interface FireactionsStandIn {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** An HTTP basic-auth Authorization value (RFC 7617). */
+export const basicAuth = (user: string, password: string) => "Basic " + Buffer.from(`${user}:${password}`).toString("base64");
+
 /** The basic-auth header for a rendered config's first basic_auth_users account, if it asks for one. */
 export function authHeader(config: string): Record<string, string> {
   const c = JSON.parse(readFileSync(config, "utf8"));
   const [user] = Object.keys(c.basic_auth_users ?? {});
   if (!c.basic_auth_enabled || user === undefined) return {};
-  return { Authorization: "Basic " + Buffer.from(`${user}:${c.basic_auth_users[user]}`).toString("base64") };
+  return { Authorization: basicAuth(user, c.basic_auth_users[user]) };
 }
 
 export async function startFireactions(opts: { config: string; root: string; githubApi: string; api: string; metrics: string }): Promise<FireactionsStandIn> {

@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  apiPasswordFile, appKeyPair, poolEntry, sleep, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
+  apiPasswordFile, appKeyPair, basicAuth as basic, poolEntry, sleep, startGitHub, startStandInHost, waitFor, FIREACTIONS_STANDIN,
   type FireactionsStandIn, type GitHubStandIn,
 } from "../support";
 
@@ -145,7 +145,6 @@ describe("fireactions stand-in", () => {
 });
 
 describe("fireactions stand-in: basic auth (v0.4.0 server/server.go l.104-107, gin v1.10.1 auth.go)", () => {
-  const basic = (user: string, password: string) => "Basic " + Buffer.from(`${user}:${password}`).toString("base64");
   const REALM = 'Basic realm="Authorization Required"';
 
   it("refuses scale, pause, resume, reload and every GET under /api without the rendered credentials: 401, gin's realm, no body", async () => {
