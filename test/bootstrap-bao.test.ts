@@ -92,7 +92,9 @@ describe.skipIf(!haveBao)("a host's secret_id against OpenBao (#24 item 9)", () 
       .replaceAll("/var/lib/runner-fleet", path.join(dir, "state"))
       .replaceAll("/etc/ssh", path.join(dir, "ssh"));
     const { VAULT_TOKEN: _t, VAULT_ADDR: _a, ...base } = process.env;
-    const run = () => spawnSync("bash", ["-euo", "pipefail", "-c", script], { encoding: "utf8", env: { ...base, HOME: dir, PATH: `${bin}:${process.env.PATH}` } });
+    // stdin /dev/null, as systemd runs it: on a socket (what Node's "pipe" is), a bash whose
+    // SHLVL is below 2 reads /etc/bash.bashrc, which fails under -u on Debian (no PS1).
+    const run = () => spawnSync("bash", ["-euo", "pipefail", "-c", script], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...base, HOME: dir, PATH: `${bin}:${process.env.PATH}` } });
     return { dir, run };
   }
 

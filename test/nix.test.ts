@@ -840,7 +840,8 @@ exit 3
       .replaceAll("/etc/runner-fleet", join(dir, "etc/runner-fleet"))
       .replaceAll("/var/lib/runner-fleet", join(dir, "state"))
       .replaceAll("/etc/ssh", join(dir, "ssh"));
-    const run = () => spawnSync("bash", ["-euo", "pipefail", "-c", script], { encoding: "utf8", env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+    // stdin /dev/null, as systemd runs it (test/bootstrap-bao.test.ts says why).
+    const run = () => spawnSync("bash", ["-euo", "pipefail", "-c", script], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
     return { dir, run };
   }
 
